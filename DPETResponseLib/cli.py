@@ -1,0 +1,187 @@
+"""`dpet-response`: the command line. Each subcommand parses its arguments and calls the library; bad input ends
+in one clear line on stderr and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import DPETError
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _cmd_synth(args) -> int:
+    from .synthetic import make_cohort
+
+    manifest = make_cohort(args.outdir, n=args.n, seed=args.seed)
+    print(f"wrote {args.n} synthetic D-PET cases; manifest: {manifest}")
+    return 0
+
+
+def _cmd_convert(args) -> int:
+    from .io import read_pet, write_image
+
+    image = read_pet(args.input, suv_type=args.suv_type)
+    write_image(image, args.out)
+    print(f"wrote SUV image {args.out} (size {image.GetSize()}, spacing {tuple(round(s, 4) for s in image.GetSpacing())})")
+    return 0
+
+
+def _cmd_segment(args) -> int:
+    from .io import read_pet, write_image
+    from .segmentation import segment_from_seed
+
+    image = read_pet(args.image)
+    mask = segment_from_seed(image, seed_xyz=args.seed, box=args.box, relative=args.relative, absolute=args.absolute)
+    write_image(mask, args.out)
+    print(f"wrote tumour mask {args.out}")
+    return 0
+
+
+def _cmd_extract(args) -> int:
+    from .cohort import run_extract
+
+    summary = run_extract(
+        args.manifest, args.out, params=args.params, jobs=args.jobs, scheduler=args.scheduler,
+        cache_dir=args.cache, strict=args.strict,
+    )
+    print(summary.describe())
+    return summary.exit_code
+
+
+def _cmd_train(args) -> int:
+    from .protocol import train
+
+    train(args.manifest, args.out, config=args.config, jobs=args.jobs, cache_dir=args.cache, fast=args.fast)
+    print(f"model bundle written to {args.out}")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from .protocol import evaluate
+
+    report = evaluate(args.bundle, args.manifest, args.out, jobs=args.jobs, cache_dir=args.cache)
+    print(f"report: {report}")
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from .protocol import predict_files
+
+    if (args.mask is None) == (args.seed is None):
+        raise DPETError("give exactly one of --mask or --seed")
+    result = predict_files(args.bundle, args.image, mask=args.mask, seed_xyz=args.seed, out_dir=args.out)
+    json.dump(result.to_json_dict(), sys.stdout, indent=2)
+    print()
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from .report import write_report_from_dir
+
+    print(f"report: {write_report_from_dir(args.report_dir)}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from .protocol import run_demo
+
+    run_demo(args.out, n=args.n, seed=args.seed, fast=args.fast)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dpet-response", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="write a synthetic D-PET cohort (images, masks, manifest, oracle)")
+    p.add_argument("outdir", type=Path)
+    p.add_argument("--n", type=int, default=147)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("convert", help="read a PET (DICOM folder, NIfTI, NRRD, MHA) and write it in SUV")
+    p.add_argument("input", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--suv-type", choices=["bw", "lbm"], default="bw", help="body weight (default) or lean body mass")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("segment", help="segment a tumour from a seed point or a box (physical LPS mm)")
+    p.add_argument("--image", type=Path, required=True)
+    p.add_argument("--seed", type=_floats, help="x,y,z in mm (LPS)")
+    p.add_argument("--box", type=_floats, help="x0,y0,z0,x1,y1,z1 in mm (LPS)")
+    p.add_argument("--relative", type=float, default=0.41, help="threshold as a fraction of SUVmax (default 0.41)")
+    p.add_argument("--absolute", type=float, help="absolute SUV threshold (overrides --relative)")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_cmd_segment)
+
+    p = sub.add_parser("extract", help="per-case features for a cohort manifest (cached, resumable)")
+    p.add_argument("manifest", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--params", type=Path, help="pyradiomics YAML (default: the package's PET settings)")
+    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--scheduler", help="Dask scheduler address (tcp://host:port) or 'local'")
+    p.add_argument("--cache", type=Path, help="cache folder (default: <out folder>/.dpet-cache)")
+    p.add_argument("--strict", action="store_true", help="exit non-zero if any case failed")
+    p.set_defaults(func=_cmd_extract)
+
+    p = sub.add_parser("train", help="train every pathway and the fusions on the manifest's train split")
+    p.add_argument("manifest", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--config", type=Path, help="JSON file of protocol settings (see README)")
+    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--cache", type=Path)
+    p.add_argument("--fast", action="store_true", help="small CNN preset and fewer epochs (CPU)")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a bundle on the manifest's test splits; writes metrics.json + HTML")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("manifest", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--cache", type=Path)
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("predict", help="predict one patient; JSON to stdout, images to --out")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--image", type=Path, required=True)
+    p.add_argument("--mask", type=Path)
+    p.add_argument("--seed", type=_floats, help="x,y,z in mm (LPS) to segment from")
+    p.add_argument("--out", type=Path)
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("report", help="rebuild the HTML report of an evaluation folder")
+    p.add_argument("report_dir", type=Path)
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("demo", help="synthetic cohort -> features -> train -> evaluate -> report")
+    p.add_argument("--out", type=Path, default=Path("demo_output"))
+    p.add_argument("--n", type=int, default=147)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fast", action="store_true", help="fewer cases' worth of work (for tests)")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except DPETError as err:
+        print(f"dpet-response {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dpet-response {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
