@@ -18,6 +18,16 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _clinical_pair(item: str) -> tuple[str, object]:
+    name, sep, value = item.partition("=")
+    if not sep:
+        raise DPETError(f"--clinical expects NAME=VALUE, got {item!r}")
+    try:
+        return name, float(value)
+    except ValueError:
+        return name, value
+
+
 def _cmd_synth(args) -> int:
     from .synthetic import make_cohort
 
@@ -78,7 +88,9 @@ def _cmd_predict(args) -> int:
 
     if (args.mask is None) == (args.seed is None):
         raise DPETError("give exactly one of --mask or --seed")
-    result = predict_files(args.bundle, args.image, mask=args.mask, seed_xyz=args.seed, out_dir=args.out)
+    clinical = dict(_clinical_pair(item) for item in args.clinical)
+    result = predict_files(args.bundle, args.image, mask=args.mask, seed_xyz=args.seed, out_dir=args.out,
+                           clinical=clinical)
     json.dump(result.to_json_dict(), sys.stdout, indent=2)
     print()
     return 0
@@ -155,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", type=Path, required=True)
     p.add_argument("--mask", type=Path)
     p.add_argument("--seed", type=_floats, help="x,y,z in mm (LPS) to segment from")
+    p.add_argument("--clinical", nargs="*", default=[], metavar="NAME=VALUE",
+                   help="clinical values by manifest column (missing ones are imputed from training data)")
     p.add_argument("--out", type=Path)
     p.set_defaults(func=_cmd_predict)
 

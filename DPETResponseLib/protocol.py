@@ -1,0 +1,273 @@
+"""The study end to end: `train` on a manifest's train split, `evaluate` on its test splits, `predict` one patient,
+and the `demo` that runs all of it on the synthetic D-PET cohort."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import DPETError, InputError
+from .study import StudyConfig, StudyModel
+
+
+def _log(message: str) -> None:
+    print(f"[dpet-response] {message}", file=sys.stderr, flush=True)
+
+
+def load_config(config) -> StudyConfig:
+    """A StudyConfig from None (defaults), a dict, or a JSON file path."""
+    if config is None:
+        return StudyConfig()
+    if isinstance(config, StudyConfig):
+        return config
+    if isinstance(config, (str, Path)):
+        try:
+            config = json.loads(Path(config).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise DPETError(f"cannot read protocol settings {config}: {err}") from None
+    return StudyConfig.from_dict(config)
+
+
+def feature_table(cases: pd.DataFrame, analysis: dict, cache_dir, jobs: int = 1, scheduler=None,
+                  progress: bool = True):
+    """Per-case features (cached) joined with the manifest's clinical columns; failed cases are reported and
+    dropped. Returns ``(table, errors)``."""
+    from .casefeatures import analyse_case, resolve_settings
+    from .cohort import run_cohort
+    from .manifest import clinical_columns
+
+    result = run_cohort(cases, analyse_case, resolve_settings(analysis), cache_dir, jobs=jobs, scheduler=scheduler,
+                        progress=progress, task_name="analyse_case")
+    if len(result.errors):
+        _log(f"{len(result.errors)} case(s) failed and are left out:")
+        for row in result.errors.itertuples():
+            _log(f"  {row.case_id}: {row.message}")
+    table = result.table.drop(columns=[c for c in ("warnings",) if c in result.table.columns])
+    table = table.apply(pd.to_numeric, errors="coerce")
+    clinical = cases.loc[table.index, clinical_columns(cases)]
+    return pd.concat([table, clinical], axis=1), result.errors
+
+
+def _images(cases: pd.DataFrame) -> tuple[list, list]:
+    from .io import read_mask, read_pet
+
+    images, masks = [], []
+    for case_id, row in cases.iterrows():
+        image = read_pet(row["image"], case=case_id)
+        images.append(image)
+        masks.append(read_mask(row["mask"], image, case=case_id))
+    return images, masks
+
+
+def _cache(cache_dir, manifest) -> Path:
+    return Path(cache_dir) if cache_dir else Path(manifest).resolve().parent / ".dpet-cache"
+
+
+def train(manifest, out, config=None, jobs: int = 1, cache_dir=None, fast: bool = False, progress: bool = True,
+          overwrite: bool = False) -> StudyModel:
+    """Fit every pathway and fusion on the manifest's ``train`` split and write the model bundle to ``out``."""
+    from .manifest import clinical_columns, read_manifest, validate_for_training
+
+    config = load_config(config)
+    if fast:
+        config.deep_preset = "cpu-fast"
+    cases = read_manifest(manifest)
+    train_cases = cases[(cases["split"] == "train") & cases["label"].notna()]
+    validate_for_training(train_cases, n_folds=config.n_folds)
+    _log(f"training on {len(train_cases)} cases of {manifest}")
+    started = time.time()
+    X, errors = feature_table(train_cases, config.analysis, _cache(cache_dir, manifest), jobs=jobs,
+                              progress=progress)
+    train_cases = train_cases.loc[X.index]
+    validate_for_training(train_cases, n_folds=config.n_folds)
+    images, masks = _images(train_cases) if config.deep else ([], [])
+    model = StudyModel(config, clinical_columns(cases)).fit(X, train_cases["label"].astype(int).to_numpy(),
+                                                            images, masks, progress=progress)
+    model.save(out, overwrite=overwrite, extra_manifest={
+        "training": {"manifest": str(Path(manifest).resolve()), "n_cases": int(len(train_cases)),
+                     "n_failed": int(len(errors)), "seconds": round(time.time() - started, 1)},
+        "oracle": _oracle(manifest),
+    })
+    _log(f"trained in {time.time() - started:.0f} s; bundle: {out}")
+    return model
+
+
+def _oracle(manifest) -> dict | None:
+    path = Path(manifest).resolve().parent / "oracle.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def evaluate(bundle, manifest, out, jobs: int = 1, cache_dir=None, progress: bool = True,
+             n_boot: int = 2000) -> Path:
+    """Evaluate a bundle on every labelled split other than ``train``; writes metrics.json, predictions.csv and
+    the HTML report (ROC, calibration, decision curves, SHAP, Grad-CAM) to ``out``. Returns the report's path."""
+    from .evaluation import evaluate_split
+    from .manifest import read_manifest
+    from .report import write_report
+
+    model = StudyModel.load(bundle)
+    cases = read_manifest(manifest)
+    labelled = cases[cases["label"].notna()]
+    test_cases = labelled[~labelled["split"].fillna("").isin(["train", ""])]
+    metrics = {"splits": {}, "settings": model.manifest_["config"], "thresholds": model.thresholds_}
+    # Cross-validated (out-of-fold) training estimates, labelled `train_cv`: the only figures a cohort without
+    # a held-out split can give, and a check on overfitting where it has one.
+    oof = model.oof_.loc[model.oof_.index.isin(labelled.index)]
+    if len(oof):
+        y = labelled.loc[oof.index, "label"].astype(int).to_numpy()
+        metrics["splits"]["train_cv"] = evaluate_split(y, {m: oof[m].to_numpy() for m in model.model_names},
+                                                       model.thresholds_, n_boot=n_boot)
+    predictions = pd.DataFrame(columns=["split", "label", *model.model_names])
+    X_complete, images, masks = None, [], []
+    if len(test_cases):
+        X, _ = feature_table(test_cases, model.config.analysis, _cache(cache_dir, manifest), jobs=jobs,
+                             progress=progress)
+        test_cases = test_cases.loc[X.index]
+        images, masks = _images(test_cases) if model.deep_model_ is not None else ([], [])
+        X_complete = model.complete_table(X, images, masks)
+        probs = model.predict_proba(X, images, masks)
+        predictions = pd.concat([test_cases[["split", "label"]], probs], axis=1)
+        for split, rows in predictions.groupby("split"):
+            y = rows["label"].astype(int).to_numpy()
+            metrics["splits"][split] = evaluate_split(
+                y, {m: rows[m].to_numpy() for m in model.model_names}, model.thresholds_, n_boot=n_boot)
+    elif not len(oof):
+        raise DPETError(f"{manifest}: no labelled case to evaluate on")
+    if model.manifest_.get("oracle"):
+        metrics["oracle"] = model.manifest_["oracle"]
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = {} if X_complete is None else _explanation_figures(model, X_complete, test_cases, images, masks, out)
+    predictions = predictions.rename_axis("case_id").reset_index()
+    return write_report(out, predictions, metrics, figures=figures)
+
+
+def _explanation_figures(model: StudyModel, X_complete, cases, images, masks, out: Path) -> dict:
+    """SHAP summaries per model, the fusion's radiomics-vs-DL share, and Grad-CAM montages of a few cases."""
+    from .explain import plot_shap_summary
+    from .report import gradcam_montage
+
+    figures = {}
+    for name, values in model.explain(X_complete).items():
+        path = out / f"shap_{name}.png"
+        plot_shap_summary(values, _explained_inputs(values, X_complete), path)
+        figures[f"SHAP summary: {name}"] = path
+    if model.deep_model_ is not None:
+        for i in range(min(3, len(images))):
+            cam = model.gradcam(images[i], masks[i])
+            path = out / f"gradcam_{cases.index[i]}.png"
+            gradcam_montage(images[i], masks[i], cam, path)
+            figures[f"Grad-CAM: {cases.index[i]} (label {int(cases['label'].iloc[i])})"] = path
+    return figures
+
+
+def _explained_inputs(values: pd.DataFrame, X: pd.DataFrame) -> pd.DataFrame:
+    """The feature values behind SHAP values, where they are table columns (colours in the beeswarm)."""
+    cols = [c for c in values.columns if c in X.columns]
+    return X.loc[values.index, cols].reindex(columns=values.columns)
+
+
+def predict(bundle, image, mask=None, seed_xyz=None, case_id: str = "case", clinical: dict | None = None,
+            model: StudyModel | None = None):
+    """Predict one patient from a PET (SUV sitk.Image) and a tumour mask or a seed point (LPS mm).
+
+    ``clinical`` holds the patient's clinical values by manifest column name; columns left out are imputed with
+    the training medians/modes (said in the result's warnings)."""
+    from .casefeatures import analyse_image
+    from .petmetrics import pet_metrics
+    from .results import PredictionResult
+
+    model = model or StudyModel.load(bundle)
+    if mask is None:
+        if seed_xyz is None:
+            raise InputError("give a tumour mask or a seed point", case=case_id)
+        from .segmentation import segment_from_seed
+
+        mask = segment_from_seed(image, seed_xyz=seed_xyz, case=case_id)
+    features, subregions, warnings = analyse_image(image, mask, model.config.analysis, case_id)
+    X = pd.DataFrame([features], index=[case_id]).apply(pd.to_numeric, errors="coerce")
+    clinical = clinical or {}
+    unknown = set(clinical) - set(model.clinical_columns)
+    if unknown:
+        raise InputError(f"clinical values {sorted(unknown)} are not among the model's clinical columns "
+                         f"{model.clinical_columns}", case=case_id)
+    missing = [c for c in model.clinical_columns if c not in clinical]
+    if missing:
+        warnings.append(f"clinical values not given, imputed from training data: {', '.join(missing)}")
+    for column in model.clinical_columns:
+        X[column] = clinical.get(column, np.nan)
+    probs = model.predict_proba(X, [image], [mask]).iloc[0]
+    X_complete = model.complete_table(X, [image], [mask])
+    shap = {name: values.iloc[0].to_dict() for name, values in model.explain(X_complete).items()}
+    return PredictionResult(
+        case_id=case_id,
+        probabilities={m: float(probs[m]) for m in probs.index},
+        decision={m: int(probs[m] >= model.thresholds_[m]) for m in probs.index},
+        thresholds=dict(model.thresholds_),
+        pet_metrics={k: float(v) for k, v in pet_metrics(image, mask, case=case_id).items()},
+        shap={m: {k: float(v) for k, v in d.items()} for m, d in shap.items()},
+        mask=mask, subregions=subregions, gradcam=model.gradcam(image, mask), warnings=warnings,
+    )
+
+
+def predict_files(bundle, image_path, mask=None, seed_xyz=None, out_dir=None, clinical: dict | None = None):
+    """`dpet-response predict`: reads the files, predicts, and writes prediction.json, mask.nii.gz,
+    subregions.nii.gz, gradcam.nii.gz and shap.csv to ``out_dir`` when given."""
+    from .io import atomic_write, read_mask, read_pet, write_image
+
+    case_id = Path(image_path).name.split(".")[0]
+    image = read_pet(image_path, case=case_id)
+    mask_image = read_mask(mask, image, case=case_id) if mask is not None else None
+    result = predict(bundle, image, mask=mask_image, seed_xyz=seed_xyz, case_id=case_id, clinical=clinical)
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_image(result.mask, out_dir / "mask.nii.gz")
+        write_image(result.subregions, out_dir / "subregions.nii.gz")
+        if result.gradcam is not None:
+            write_image(result.gradcam, out_dir / "gradcam.nii.gz")
+        rows = [(m, f, v) for m, d in result.shap.items() for f, v in d.items()]
+        with atomic_write(out_dir / "shap.csv") as tmp:
+            pd.DataFrame(rows, columns=["model", "feature", "shap"]).to_csv(tmp, index=False)
+        with atomic_write(out_dir / "prediction.json") as tmp:
+            Path(tmp).write_text(json.dumps(result.to_json_dict(), indent=2))
+    return result
+
+
+def run_demo(out, n: int = 147, seed: int = 0, fast: bool = False) -> Path:
+    """Synthetic D-PET cohort -> features -> train -> evaluate -> HTML report (prints where it is)."""
+    from .synthetic import make_cohort
+
+    out = Path(out)
+    started = time.time()
+    _log(f"1/3 writing a synthetic D-PET cohort of {n} cases to {out / 'cohort'}")
+    manifest = make_cohort(out / "cohort", n=n, seed=seed, progress=True)
+    config = StudyConfig(seed=seed, deep_preset="cpu-fast")
+    if fast:
+        config.n_folds = 3
+        config.deep_epochs = 5
+        config.classifiers = ("lr", "nb")
+    _log("2/3 training every pathway and fusion on the train split")
+    train(manifest, out / "bundle", config=config, jobs=2, cache_dir=out / "cache", overwrite=True)
+    _log("3/3 evaluating on the test splits")
+    report = evaluate(out / "bundle", manifest, out / "report", jobs=2, cache_dir=out / "cache")
+    metrics = json.loads((Path(report).parent / "metrics.json").read_text())
+    _print_summary(metrics)
+    _log(f"done in {time.time() - started:.0f} s. Report: {report}")
+    return Path(report)
+
+
+def _print_summary(metrics: dict) -> None:
+    oracle = metrics.get("oracle") or {}
+    for split, block in metrics["splits"].items():
+        line = f"{split} (n={block['n']}): " + ", ".join(
+            f"{m} {v['auc']:.2f}" for m, v in block["models"].items())
+        if split in oracle.get("auc_by_split", {}):
+            line += f" | oracle {oracle['auc_by_split'][split]:.2f}"
+        _log(line)

@@ -1,0 +1,284 @@
+"""The study's models trained together: every pathway, both fusions, thresholds, and their save/load as a bundle.
+
+`StudyModel.fit` sees only training cases. Out-of-fold (OOF) probabilities on the training cases feed the
+stacking meta-learner and fix each model's decision threshold, so no test case touches anything learned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .casefeatures import default_settings
+
+PATHWAYS = ("clinical", "radiomics", "radiomics_whole", "ith", "deep")
+FUSIONS = ("fusion_feature", "fusion_decision", "fusion_feature_e2e")
+DECISION_FUSION_INPUTS = ("clinical", "radiomics", "ith", "deep")
+SCHEMA_NAME = "dpetresponse-study"
+
+
+@dataclass
+class StudyConfig:
+    """Protocol settings (JSON-able). ``deep_preset``: "dpet" (64^3 at 1 mm), "cpu" or "cpu-fast"."""
+
+    n_folds: int = 5
+    seed: int = 0
+    deep: bool = True
+    deep_preset: str = "cpu"
+    deep_epochs: int | None = None
+    e2e_fusion: bool = True
+    classifiers: tuple[str, ...] = ("lr", "rf", "xgb", "knn", "nb")
+    n_mrmr: int = 20
+    max_features: int = 5
+    embedding_components: int = 8
+    analysis: dict = field(default_factory=default_settings)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "StudyConfig":
+        unknown = set(values) - set(cls.__dataclass_fields__)
+        if unknown:
+            from .errors import DPETError
+
+            raise DPETError(f"unknown protocol settings: {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+        values = dict(values)
+        if "classifiers" in values:
+            values["classifiers"] = tuple(values["classifiers"])
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _folds(config: StudyConfig):
+    from sklearn.model_selection import StratifiedKFold
+
+    return StratifiedKFold(n_splits=config.n_folds, shuffle=True, random_state=config.seed)
+
+
+def _deep_config(config: StudyConfig, extra_dim: int = 0):
+    from .deep.train import DeepConfig
+
+    deep = DeepConfig.preset(config.deep_preset)
+    deep.folds = config.n_folds
+    deep.seed = config.seed
+    deep.extra_dim = extra_dim
+    if config.deep_epochs is not None:
+        deep.epochs = config.deep_epochs
+    return deep
+
+
+class StudyModel:
+    """All pathways and fusions of the study, fit on a training feature table (+ images for the CNN)."""
+
+    def __init__(self, config: StudyConfig, clinical_columns: list[str]):
+        self.config = config
+        self.clinical_columns = list(clinical_columns)
+
+    # ---- training -------------------------------------------------------------------------------------------
+    def _make_pathways(self) -> dict:
+        from .models import ClinicalPathway, ColumnProbability, ITHPathway, RadiomicsPathway
+
+        radiomics = dict(n_mrmr=self.config.n_mrmr, max_features=self.config.max_features,
+                         classifiers=self.config.classifiers, inner_cv=self.config.n_folds,
+                         random_state=self.config.seed)
+        pathways = {
+            "clinical": ClinicalPathway(clinical_columns=self.clinical_columns),
+            "radiomics": RadiomicsPathway(regions=("whole", "high", "low"), **radiomics),
+            "radiomics_whole": RadiomicsPathway(regions=("whole",), **radiomics),
+            "ith": ITHPathway(columns=tuple(c for c in ("ith_score2d", "ith_score3d") if c in self._columns)),
+        }
+        if self.config.deep:
+            pathways["deep"] = ColumnProbability(column="dl_prob")
+        return pathways
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray, images: list, masks: list, progress: bool = True) -> "StudyModel":
+        from sklearn.base import clone
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import cross_val_predict
+
+        from .evaluation import youden_threshold
+        from .fusion import DecisionFusion, FeatureFusion
+
+        y = np.asarray(y, dtype=int)
+        X = X.copy()
+        self._columns = list(X.columns)
+        folds = _folds(self.config)
+        oof: dict[str, np.ndarray] = {}
+
+        self.deep_model_ = None
+        if self.config.deep:
+            from .deep.train import train_deep
+
+            self.deep_model_ = train_deep(images, masks, y, _deep_config(self.config), progress=progress)
+            X = self._with_deep_columns(X, self.deep_model_.oof_prob, self.deep_model_.oof_embedding)
+
+        self.pathways_ = self._make_pathways()
+        for name, pathway in self.pathways_.items():
+            oof[name] = cross_val_predict(clone(pathway), X, y, cv=folds, method="predict_proba")[:, 1]
+            pathway.fit(X, y)
+
+        inputs = {n: self.pathways_[n] for n in DECISION_FUSION_INPUTS if n in self.pathways_}
+        self.fusion_decision_ = DecisionFusion(pathways={n: clone(p) for n, p in inputs.items()},
+                                               cv=self.config.n_folds, random_state=self.config.seed).fit(X, y)
+        # The stacked model's own OOF estimate: the meta-learner cross-validated on the pathways' OOF logits.
+        level1 = np.column_stack([_logit(oof[n]) for n in inputs])
+        oof["fusion_decision"] = cross_val_predict(LogisticRegression(), level1, y, cv=folds, method="predict_proba")[:, 1]
+
+        if self.config.deep:
+            fusion_feature = FeatureFusion(radiomics=clone(self.pathways_["radiomics"]), embedding_prefix="dl_emb_",
+                                           n_components=self.config.embedding_components,
+                                           random_state=self.config.seed)
+            oof["fusion_feature"] = cross_val_predict(clone(fusion_feature), X, y, cv=folds, method="predict_proba")[:, 1]
+            self.fusion_feature_ = fusion_feature.fit(X, y)
+
+        self.e2e_model_ = None
+        if self.config.deep and self.config.e2e_fusion:
+            from .deep.train import train_deep
+
+            selected = list(self.pathways_["radiomics"].selected_features_)
+            values = X[selected].to_numpy(dtype=float)
+            self.e2e_features_ = selected
+            self.e2e_center_ = np.nanmedian(values, axis=0)
+            self.e2e_scale_ = np.nanstd(values, axis=0) + 1e-8
+            self.e2e_model_ = train_deep(images, masks, y, _deep_config(self.config, extra_dim=len(selected)),
+                                         extra=self._e2e_inputs(X), progress=progress)
+            oof["fusion_feature_e2e"] = self.e2e_model_.oof_prob
+
+        self.oof_ = pd.DataFrame(oof, index=X.index)
+        self.thresholds_ = {name: float(youden_threshold(y, p)) for name, p in oof.items()}
+        self.background_ = X
+        return self
+
+    # ---- prediction -----------------------------------------------------------------------------------------
+    @property
+    def model_names(self) -> list[str]:
+        return list(self.thresholds_)
+
+    def _with_deep_columns(self, X: pd.DataFrame, prob, embedding) -> pd.DataFrame:
+        X = X.drop(columns=[c for c in X.columns if c.startswith("dl_")])
+        emb = pd.DataFrame(np.asarray(embedding), index=X.index,
+                           columns=[f"dl_emb_{i:03d}" for i in range(np.asarray(embedding).shape[1])])
+        return pd.concat([X.assign(dl_prob=np.asarray(prob)), emb], axis=1)
+
+    def _e2e_inputs(self, X: pd.DataFrame) -> np.ndarray:
+        values = X[self.e2e_features_].to_numpy(dtype=float)
+        values = np.where(np.isnan(values), self.e2e_center_, values)
+        return (values - self.e2e_center_) / self.e2e_scale_
+
+    def complete_table(self, X: pd.DataFrame, images: list, masks: list) -> pd.DataFrame:
+        """The feature table with the deep columns (fold-ensemble probability and mean embedding) of new cases."""
+        if self.deep_model_ is None:
+            return X
+        prob, embedding = self.deep_model_.predict(images, masks)
+        return self._with_deep_columns(X, prob, embedding)
+
+    def predict_proba(self, X: pd.DataFrame, images: list, masks: list) -> pd.DataFrame:
+        """pCR probability of new cases: one column per model."""
+        X = self.complete_table(X, images, masks)
+        out = {name: p.predict_proba(X)[:, 1] for name, p in self.pathways_.items()}
+        out["fusion_decision"] = self.fusion_decision_.predict_proba(X)[:, 1]
+        if self.deep_model_ is not None:
+            out["fusion_feature"] = self.fusion_feature_.predict_proba(X)[:, 1]
+        if self.e2e_model_ is not None:
+            out["fusion_feature_e2e"] = self.e2e_model_.predict(images, masks, extra=self._e2e_inputs(X))[0]
+        return pd.DataFrame(out, index=X.index)[self.model_names]
+
+    def explain(self, X_complete: pd.DataFrame, models=("radiomics", "fusion_decision", "fusion_feature")) -> dict:
+        """SHAP values (log-odds) per model for the rows of a table already completed with the deep columns."""
+        from .explain import shap_values
+
+        estimators = {**self.pathways_, "fusion_decision": self.fusion_decision_}
+        if self.deep_model_ is not None:
+            estimators["fusion_feature"] = self.fusion_feature_
+        return {name: shap_values(estimators[name], self.background_, X_complete)
+                for name in models if name in estimators}
+
+    def gradcam(self, image, mask):
+        return None if self.deep_model_ is None else self.deep_model_.gradcam(image, mask)
+
+    # ---- bundle ---------------------------------------------------------------------------------------------
+    def save(self, path, overwrite: bool = False, extra_manifest: dict | None = None):
+        import torch
+
+        from .bundle import write_bundle
+
+        estimators = dict(self.pathways_)
+        estimators["fusion_decision"] = self.fusion_decision_
+        manifest = {
+            "kind": SCHEMA_NAME,
+            "config": self.config.to_dict(),
+            "clinical_columns": self.clinical_columns,
+            "columns": self._columns,
+            "thresholds": self.thresholds_,
+            "models": self.model_names,
+            "training_oof": {"case_id": list(map(str, self.oof_.index)),
+                             **{c: self.oof_[c].tolist() for c in self.oof_.columns}},
+            **(extra_manifest or {}),
+        }
+        tensors = {}
+        numeric = self.background_.select_dtypes(include=[np.number])
+        other = self.background_.drop(columns=numeric.columns)
+        manifest["background"] = {"index": list(map(str, self.background_.index)),
+                                  "numeric_columns": list(numeric.columns),
+                                  "other": {c: other[c].astype(object).where(other[c].notna(), None).tolist()
+                                            for c in other.columns}}
+        tensors["background"] = {"values": torch.from_numpy(numeric.to_numpy(dtype=np.float64).copy())}
+        if self.deep_model_ is not None:
+            estimators["fusion_feature"] = self.fusion_feature_
+            manifest["deep_config"], parts = self.deep_model_.to_parts()
+            tensors.update({f"deep_{k}": v for k, v in parts.items()})
+        if self.e2e_model_ is not None:
+            manifest["e2e_config"], parts = self.e2e_model_.to_parts()
+            tensors.update({f"e2e_{k}": v for k, v in parts.items()})
+            manifest["e2e_inputs"] = {"features": self.e2e_features_, "center": self.e2e_center_.tolist(),
+                                      "scale": self.e2e_scale_.tolist()}
+        write_bundle(path, manifest, estimators, tensors, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path) -> "StudyModel":
+        from .bundle import read_bundle
+        from .errors import BundleError
+
+        bundle = read_bundle(path)
+        manifest = bundle.manifest
+        if manifest.get("kind") != SCHEMA_NAME:
+            raise BundleError(f"{path}: not a DPETResponse study bundle (kind={manifest.get('kind')!r})")
+        model = cls(StudyConfig.from_dict(manifest["config"]), manifest["clinical_columns"])
+        model._columns = manifest["columns"]
+        model.thresholds_ = manifest["thresholds"]
+        oof = dict(manifest["training_oof"])
+        model.oof_ = pd.DataFrame({k: v for k, v in oof.items() if k != "case_id"}, index=oof["case_id"])
+        est = dict(bundle.estimators)
+        model.fusion_decision_ = est.pop("fusion_decision")
+        model.fusion_feature_ = est.pop("fusion_feature", None)
+        model.pathways_ = {name: est[name] for name in PATHWAYS if name in est}
+        bg = manifest["background"]
+        numeric = pd.DataFrame(bundle.tensors["background"]["values"].numpy(), index=bg["index"],
+                               columns=bg["numeric_columns"])
+        model.background_ = pd.concat([numeric, pd.DataFrame(bg["other"], index=bg["index"])], axis=1)
+        model.deep_model_ = model.e2e_model_ = None
+        if "deep_config" in manifest:
+            from .deep.train import DeepModel
+
+            model.deep_model_ = DeepModel.from_parts(manifest["deep_config"], _parts(bundle.tensors, "deep_"))
+        if "e2e_config" in manifest:
+            from .deep.train import DeepModel
+
+            model.e2e_model_ = DeepModel.from_parts(manifest["e2e_config"], _parts(bundle.tensors, "e2e_"))
+            inputs = manifest["e2e_inputs"]
+            model.e2e_features_ = inputs["features"]
+            model.e2e_center_ = np.asarray(inputs["center"])
+            model.e2e_scale_ = np.asarray(inputs["scale"])
+        model.manifest_ = manifest
+        return model
+
+
+def _parts(tensors: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
