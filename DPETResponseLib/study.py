@@ -28,6 +28,8 @@ class StudyConfig:
     deep: bool = True
     deep_preset: str = "cpu"
     deep_epochs: int | None = None
+    deep_arch: str | None = None
+    deep_pretrained: str | None = None
     e2e_fusion: bool = True
     classifiers: tuple[str, ...] = ("lr", "rf", "xgb", "knn", "nb")
     n_mrmr: int = 20
@@ -66,6 +68,10 @@ def _deep_config(config: StudyConfig, extra_dim: int = 0):
     deep.extra_dim = extra_dim
     if config.deep_epochs is not None:
         deep.epochs = config.deep_epochs
+    if config.deep_arch is not None:
+        deep.arch = config.deep_arch
+    if config.deep_pretrained is not None:
+        deep.pretrained = config.deep_pretrained
     return deep
 
 
