@@ -1,0 +1,166 @@
+"""The cohort manifest: a CSV ``case_id,image,mask,label,split`` plus any clinical columns, checked before any work.
+
+Paths are relative to the manifest's folder (absolute paths are kept); ``label`` is 0/1 or empty (unknown);
+``split`` is ``train``, ``test``, ``test2``, ... or empty. Every other column is a clinical column.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import ManifestError
+
+REQUIRED_COLUMNS = ("case_id", "image", "mask", "label", "split")
+# Cells read as "missing" in clinical columns (as well as the empty cell).
+MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "none", "null", "missing", "unknown", "?", "-"})
+SPLIT_PATTERN = re.compile(r"^(train|test\d*)$")
+_MAX_LISTED = 20  # problems listed in one message before "... and N more"
+
+
+class ManifestWarning(UserWarning):
+    """A manifest that can be used but probably is not what its author meant (e.g. a mixed-type clinical column)."""
+
+
+def _listing(items: list[str]) -> str:
+    shown = ", ".join(items[:_MAX_LISTED])
+    return shown + (f", ... and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else "")
+
+
+def _clinical_column(values: pd.Series, name: str, where: str) -> tuple[pd.Series, str | None]:
+    """A clinical column with a sensible dtype (numbers -> int64/float64, text -> object with NaN for missing),
+    and a warning when it mixes numbers and text (kept as text so that nothing is silently turned into NaN)."""
+    text = values.str.strip()
+    missing = text.str.lower().isin(MISSING_TOKENS)
+    numbers = pd.to_numeric(text.where(~missing), errors="coerce")
+    is_number = numbers.notna()
+    is_text = ~missing & ~is_number
+    if not is_text.any():
+        if missing.any() or not np.allclose(numbers.fillna(0), numbers.fillna(0).round()):
+            return numbers.astype("float64"), None
+        return numbers.astype("int64"), None
+    column = text.where(~missing, np.nan).astype(object)
+    if is_number.any():
+        examples_num = list(dict.fromkeys(text[is_number]))[:3]
+        examples_text = list(dict.fromkeys(text[is_text]))[:3]
+        return column, (f"{where}: clinical column {name!r} mixes numbers ({', '.join(examples_num)}) and text "
+                        f"({', '.join(examples_text)}); kept as text - fix the values or use a missing token "
+                        f"({', '.join(sorted(t for t in MISSING_TOKENS if t))}) for unknowns")
+    return column, None
+
+
+def read_manifest(path, check_files: bool = True) -> pd.DataFrame:
+    """The validated manifest: index ``case_id``; ``image``/``mask`` absolute path strings; ``label`` Int64 (0/1,
+    <NA> unknown); ``split`` lower-case text or NaN; clinical columns with their own dtypes.
+
+    Every problem found is reported at once in one `ManifestError` (missing required columns, empty or duplicate
+    ids, missing files - all of them -, labels other than 0/1, unknown split names); a clinical column that mixes
+    numbers and text gives a `ManifestWarning`. The warnings are also in ``df.attrs["warnings"]``.
+    """
+    path = Path(path)
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except FileNotFoundError:
+        raise ManifestError(f"manifest {path} not found") from None
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise ManifestError(f"manifest {path} cannot be read as CSV: {err}") from None
+    raw.columns = [str(c).strip() for c in raw.columns]
+    missing_columns = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
+    if missing_columns:
+        raise ManifestError(f"manifest {path}: missing required column(s) {', '.join(missing_columns)} "
+                            f"(found: {', '.join(raw.columns)}; required: {', '.join(REQUIRED_COLUMNS)})")
+    if not len(raw):
+        raise ManifestError(f"manifest {path} lists no cases")
+
+    problems: list[str] = []
+    ids = raw["case_id"].str.strip()
+    rows_without_id = [str(i + 2) for i in np.flatnonzero(ids == "")]  # +2: header line, 1-based lines
+    if rows_without_id:
+        problems.append(f"empty case_id on line(s) {_listing(rows_without_id)}")
+    duplicated = sorted(set(ids[ids.duplicated() & (ids != "")]))
+    if duplicated:
+        problems.append(f"duplicate case_id(s) {_listing(duplicated)}")
+
+    folder = path.resolve().parent
+    resolved: dict[str, list[str]] = {"image": [], "mask": []}
+    missing_files: list[str] = []
+    for case, image, mask in zip(ids, raw["image"].str.strip(), raw["mask"].str.strip()):
+        for kind, value in (("image", image), ("mask", mask)):
+            full = folder / value if value else None
+            resolved[kind].append(str(full.resolve()) if full else "")
+            if full is None:
+                missing_files.append(f"{case} {kind} (no path given)")
+            elif check_files and not full.exists():
+                missing_files.append(f"{case} {kind} {full}")
+    if missing_files:
+        problems.append(f"{len(missing_files)} missing file(s): {_listing(missing_files)}")
+
+    labels = raw["label"].str.strip()
+    numeric_labels = pd.to_numeric(labels.where(labels != ""), errors="coerce")
+    bad_labels = (labels != "") & ~numeric_labels.isin([0, 1])
+    if bad_labels.any():
+        problems.append("label must be 0, 1 or empty (unknown): " + _listing(
+            [f"{c}={v!r}" for c, v in zip(ids[bad_labels], labels[bad_labels])]))
+
+    splits = raw["split"].str.strip().str.lower()
+    bad_splits = (splits != "") & ~splits.str.match(SPLIT_PATTERN)
+    if bad_splits.any():
+        problems.append("split must be train, test, test2, ... or empty: " + _listing(
+            [f"{c}={v!r}" for c, v in zip(ids[bad_splits], raw["split"][bad_splits])]))
+    if problems:
+        raise ManifestError(f"manifest {path}: " + "; ".join(problems))
+
+    df = pd.DataFrame({
+        "image": resolved["image"],
+        "mask": resolved["mask"],
+        "label": numeric_labels.astype("Int64"),
+        "split": splits.where(splits != "", np.nan).astype(object),
+    }, index=pd.Index(ids, name="case_id"))
+    found_warnings = []
+    for name in raw.columns:
+        if name in REQUIRED_COLUMNS:
+            continue
+        values, warning = _clinical_column(raw[name], name, f"manifest {path}")
+        df[name] = values.to_numpy()
+        if warning:
+            found_warnings.append(warning)
+            warnings.warn(warning, ManifestWarning, stacklevel=2)
+    df.attrs["manifest"] = str(path.resolve())
+    df.attrs["warnings"] = found_warnings
+    return df
+
+
+def clinical_columns(df: pd.DataFrame) -> list[str]:
+    """The manifest's clinical columns: every column but the required ones, in file order."""
+    return [c for c in df.columns if c not in REQUIRED_COLUMNS]
+
+
+def validate_for_training(df: pd.DataFrame, n_folds: int = 5) -> None:
+    """Raise `ManifestError` when the labelled cases cannot train/evaluate with ``n_folds``-fold stratified CV.
+
+    Rules: there must be labelled ``train`` cases; ``train`` needs both classes and at least ``n_folds`` cases of
+    its minority class (so every fold's held-out part holds both classes); every other labelled split needs both
+    classes (an AUC needs both). Unlabelled cases are ignored (they are for prediction only).
+    """
+    labelled = df[df["label"].notna() & df["split"].notna()]
+    problems = []
+    if not (labelled["split"] == "train").any():
+        problems.append(f"no labelled case in split 'train' (splits found: "
+                        f"{', '.join(sorted(map(str, df['split'].dropna().unique()))) or 'none'})")
+    for split, rows in labelled.groupby("split", sort=True):
+        counts = rows["label"].astype(int).value_counts()
+        n_pos, n_neg = int(counts.get(1, 0)), int(counts.get(0, 0))
+        if n_pos == 0 or n_neg == 0:
+            problems.append(f"split {split!r} has one class only ({n_pos} positive, {n_neg} negative)")
+        elif split == "train" and min(n_pos, n_neg) < n_folds:
+            problems.append(f"split 'train' has {len(rows)} labelled cases ({n_pos} positive, {n_neg} negative): "
+                            f"{n_folds}-fold cross-validation needs at least {n_folds} of each class")
+    if problems:
+        raise ManifestError("cohort cannot be used for training: " + "; ".join(problems))
+
+
+validate_cohort_for_training = validate_for_training  # the name DEVELOPERS.md's module map uses

@@ -1,0 +1,155 @@
+"""Per-case input validation: one PET (SUV) and its tumour mask, checked before any analysis.
+
+`check_case` returns the image as float32 3D and the mask as 0/1 ``sitkUInt8`` on the image's grid, or raises
+`InputError(problem, case=case)`. Rules:
+
+- dimensions: 3D only. A 4D image/mask with a single time point (size 1 on the 4th axis) is squeezed to 3D with a
+  warning; 2D, multi-frame 4D and multi-component (vector) images are errors.
+- non-finite voxels (NaN, inf) anywhere in the image: error naming how many.
+- negative SUVs: values in [-1, 0) SUV are reconstruction noise (e.g. FBP/OSEM undershoot in cold regions): warning,
+  values left as they are; any voxel below -1 SUV means the image is not a SUV image (or is corrupt): error.
+- mask labels: 0/1 is fine; a single other foreground value (e.g. 255) is taken as the tumour (warning); several
+  foreground labels, negative, fractional or non-finite values are errors (one tumour per case).
+- geometry: same size; spacing equal to 1e-4 relative, origin to 1e-3 of a voxel, direction cosines to 1e-4.
+  Within tolerance the mask gets the image's exact geometry; beyond it the error says which of them differ. A mask
+  whose tumour lies outside the image's physical extent is reported as such.
+- tumour: an empty mask, a mask covering only zero-valued voxels (outside the PET field of view), fewer than
+  `MIN_TUMOUR_VOXELS` voxels, or a tumour that extends along one axis only (pyradiomics needs two) are errors.
+"""
+
+from __future__ import annotations
+
+import warnings as _warnings
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError
+
+NOISE_NEGATIVE_SUV = -1.0  # below this SUV a negative value is not reconstruction noise
+MIN_TUMOUR_VOXELS = 3
+SPACING_RTOL = 1e-4
+ORIGIN_TOL_VOXELS = 1e-3
+DIRECTION_ATOL = 1e-4
+
+
+class InputWarning(UserWarning):
+    """Something in a case's input that was accepted but is worth a look (noise negatives, squeezed 4D, ...)."""
+
+
+def _to_3d(image: sitk.Image, what: str, case, notes: list[str]) -> sitk.Image:
+    if image.GetNumberOfComponentsPerPixel() > 1:
+        raise InputError(f"{what} has {image.GetNumberOfComponentsPerPixel()} components per voxel (a vector/RGB "
+                         "image); a scalar 3D volume is needed", case=case)
+    dim, size = image.GetDimension(), image.GetSize()
+    if dim == 3:
+        return image
+    if dim == 4 and size[3] == 1:
+        notes.append(f"{what} is 4D with a single time point (size {size}); squeezed to 3D")
+        return sitk.Extract(image, [*size[:3], 0], [0, 0, 0, 0])
+    if dim == 4:
+        raise InputError(f"{what} is 4D with {size[3]} time points/frames (size {size}); give one 3D frame", case=case)
+    raise InputError(f"{what} is {dim}D (size {size}); a 3D volume is needed", case=case)
+
+
+def _fmt(values, digits: int) -> str:
+    return "(" + ", ".join(f"{round(float(v), digits):g}" for v in values) + ")"
+
+
+def _geometry_differences(image: sitk.Image, mask: sitk.Image) -> list[str]:
+    spacing_i, spacing_m = np.array(image.GetSpacing()), np.array(mask.GetSpacing())
+    differences = []
+    if image.GetSize() != mask.GetSize():
+        differences.append(f"size {mask.GetSize()} vs image {image.GetSize()}")
+    if not np.allclose(spacing_m, spacing_i, rtol=SPACING_RTOL, atol=0):
+        differences.append(f"spacing {_fmt(spacing_m, 5)} vs image {_fmt(spacing_i, 5)} mm")
+    offset = np.abs(np.array(mask.GetOrigin()) - np.array(image.GetOrigin()))
+    if np.any(offset > ORIGIN_TOL_VOXELS * spacing_i):
+        differences.append(f"origin {_fmt(mask.GetOrigin(), 3)} vs image {_fmt(image.GetOrigin(), 3)} mm")
+    if not np.allclose(mask.GetDirection(), image.GetDirection(), rtol=0, atol=DIRECTION_ATOL):
+        differences.append(f"direction {_fmt(mask.GetDirection(), 4)} vs image {_fmt(image.GetDirection(), 4)}")
+    return differences
+
+
+def _physical_box(image: sitk.Image, lower_index, upper_index) -> tuple[np.ndarray, np.ndarray]:
+    """Axis-aligned physical box (mm) of the index box [lower, upper] including half-voxel borders."""
+    corners = [image.TransformContinuousIndexToPhysicalPoint([(hi if bit else lo) + (0.5 if bit else -0.5)
+                                                              for lo, hi, bit in zip(lower_index, upper_index, bits)])
+               for bits in np.ndindex(2, 2, 2)]
+    corners = np.array(corners)
+    return corners.min(axis=0), corners.max(axis=0)
+
+
+def _check_mask_values(values: np.ndarray, case) -> tuple[np.ndarray, list[str]]:
+    notes = []
+    if not np.all(np.isfinite(values)):
+        raise InputError(f"mask has {int(np.count_nonzero(~np.isfinite(values)))} non-finite voxel(s)", case=case)
+    labels = np.unique(values)
+    if np.any(labels < 0) or np.any(labels != np.round(labels)):
+        odd = [f"{v:g}" for v in labels if v < 0 or v != round(v)][:5]
+        raise InputError(f"mask is not a label image: values {', '.join(odd)} (a probability map? threshold it "
+                         "to 0/1 first)", case=case)
+    foreground = labels[labels != 0]
+    if len(foreground) > 1:
+        raise InputError(f"mask has {len(foreground)} labels ({', '.join(f'{v:g}' for v in foreground[:10])}); "
+                         "give one tumour per case as a 0/1 mask", case=case)
+    if len(foreground) == 1 and foreground[0] != 1:
+        notes.append(f"mask foreground value {foreground[0]:g} taken as the tumour")
+    return values != 0, notes
+
+
+def check_case(image: sitk.Image, mask: sitk.Image, case) -> tuple[sitk.Image, sitk.Image, list[str]]:
+    """Validated ``(image float32 3D, mask uint8 0/1 on the image's grid, warnings)``; see the module's rules.
+
+    Each warning is also issued with ``warnings.warn(..., InputWarning)``."""
+    notes: list[str] = []
+    image = _to_3d(image, "image", case, notes)
+    mask = _to_3d(mask, "mask", case, notes)
+    image = sitk.Cast(image, sitk.sitkFloat32)
+
+    values = sitk.GetArrayViewFromImage(image)
+    n_bad = int(np.count_nonzero(~np.isfinite(values)))
+    if n_bad:
+        raise InputError(f"image has {n_bad} non-finite voxel(s) (NaN/inf) of {values.size}", case=case)
+    minimum = float(values.min())
+    if minimum < NOISE_NEGATIVE_SUV:
+        raise InputError(f"image has {int(np.count_nonzero(values < NOISE_NEGATIVE_SUV))} voxel(s) below "
+                         f"{NOISE_NEGATIVE_SUV:g} SUV (minimum {minimum:.3g}): not a SUV image (wrong units, or "
+                         "corrupt)", case=case)
+    if minimum < 0:
+        notes.append(f"image has {int(np.count_nonzero(values < 0))} negative voxel(s) (minimum {minimum:.3g} SUV), "
+                     "taken as reconstruction noise and left as they are")
+
+    foreground, mask_notes = _check_mask_values(sitk.GetArrayViewFromImage(mask).astype(np.float64), case)
+    notes += mask_notes
+    n_voxels = int(np.count_nonzero(foreground))
+    if n_voxels == 0:
+        raise InputError("mask is empty (no tumour voxel)", case=case)
+
+    differences = _geometry_differences(image, mask)
+    if differences:
+        where = np.argwhere(foreground)[:, ::-1]  # numpy (z, y, x) -> ITK index (x, y, z)
+        tumour_lo, tumour_hi = _physical_box(mask, where.min(axis=0), where.max(axis=0))
+        image_lo, image_hi = _physical_box(image, [0, 0, 0], np.array(image.GetSize()) - 1)
+        if np.any(tumour_hi <= image_lo) or np.any(tumour_lo >= image_hi):
+            raise InputError(f"mask's tumour lies outside the image (tumour {_fmt(tumour_lo, 1)} to "
+                             f"{_fmt(tumour_hi, 1)} mm, image {_fmt(image_lo, 1)} to {_fmt(image_hi, 1)} mm)",
+                             case=case)
+        raise InputError("mask and image grids differ: " + "; ".join(differences) +
+                         " (resample the mask onto the PET grid)", case=case)
+
+    clean = sitk.GetImageFromArray(foreground.astype(np.uint8))
+    clean.CopyInformation(image)
+    if float(values[foreground].max()) <= 0:
+        raise InputError(f"mask covers only voxels of SUV <= 0 ({n_voxels} voxels): outside the PET field of view?",
+                         case=case)
+    if n_voxels < MIN_TUMOUR_VOXELS:
+        raise InputError(f"tumour has {n_voxels} voxel(s): too small for texture analysis (at least "
+                         f"{MIN_TUMOUR_VOXELS} needed)", case=case)
+    extent = np.ptp(np.argwhere(foreground), axis=0) + 1
+    if np.count_nonzero(extent > 1) < 2:
+        raise InputError(f"tumour ({n_voxels} voxels) extends along one axis only: texture analysis needs at least "
+                         "two", case=case)
+    for note in notes:
+        _warnings.warn(f"{case}: {note}" if case else note, InputWarning, stacklevel=2)
+    return image, clean, notes
