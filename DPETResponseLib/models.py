@@ -1,0 +1,292 @@
+"""Pathway classifiers on the per-case feature table (scikit-learn estimators).
+
+Every pathway takes the FULL table (a DataFrame, one row per case) and picks its own columns, so the same
+table goes to all of them; everything learned (imputation, scaling, selection, the classifier) is fit inside
+``fit``, so cross-validation refits it in each fold. ``predict_proba(X)`` returns (n, 2).
+
+For explanation (``explain.shap_values``) each pathway exposes ``explanation_inputs(X)`` (the named inputs
+of its final model) and ``explained_estimator_`` (that final fitted model).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+from sklearn.naive_bayes import GaussianNB
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.utils.validation import check_is_fitted
+
+from .errors import InputError
+from .selection import (LassoSelector, MannWhitneySelector, MRMRSelector, VarianceCorrelationFilter,
+                        _binary_labels)
+
+FEATURE_PREFIXES = ("pet_", "whole_", "high_", "low_", "sub_", "ith_", "dl_")
+MANIFEST_COLUMNS = ("case_id", "image", "mask", "label", "split")
+CLASSIFIERS = ("lr", "rf", "xgb", "knn", "nb")
+PROBABILITY_EPS = 1e-6
+
+
+def logit(p) -> np.ndarray:
+    """log(p / (1 - p)) with p clipped to [1e-6, 1 - 1e-6] (a probability of exactly 0 or 1 stays finite)."""
+    p = np.clip(np.asarray(p, dtype=float), PROBABILITY_EPS, 1 - PROBABILITY_EPS)
+    return np.log(p / (1 - p))
+
+
+def clinical_columns(table: pd.DataFrame) -> list[str]:
+    """The clinical columns of a feature table: neither a feature prefix nor a manifest bookkeeping column."""
+    return [c for c in table.columns if not str(c).startswith(FEATURE_PREFIXES) and c not in MANIFEST_COLUMNS]
+
+
+def radiomics_columns(table: pd.DataFrame, regions=("whole", "high", "low")) -> list[str]:
+    """The pyradiomics columns of the given regions (``<region>_<imageType>_<class>_<feature>``)."""
+    return [c for c in table.columns if str(c).startswith(tuple(f"{r}_" for r in regions))]
+
+
+def make_classifier(name: str, random_state=0):
+    """One of the study's classifiers: lr, rf, xgb (xgboost, hist, 1 thread), knn, nb."""
+    if name == "lr":
+        return LogisticRegression(max_iter=1000)
+    if name == "rf":
+        return RandomForestClassifier(n_estimators=100, min_samples_leaf=2, random_state=random_state, n_jobs=1)
+    if name == "xgb":
+        from xgboost import XGBClassifier
+
+        return XGBClassifier(n_estimators=100, max_depth=3, learning_rate=0.1, tree_method="hist", n_jobs=1,
+                             random_state=random_state, eval_metric="logloss")
+    if name == "knn":
+        return KNeighborsClassifier(n_neighbors=5)
+    if name == "nb":
+        return GaussianNB()
+    raise InputError(f"unknown classifier {name!r}; choose from {', '.join(CLASSIFIERS)}")
+
+
+def _table(X, who: str) -> pd.DataFrame:
+    if not isinstance(X, pd.DataFrame):
+        raise InputError(f"{who} needs the feature table as a pandas DataFrame (named columns), got {type(X).__name__}")
+    return X
+
+
+def _columns(X: pd.DataFrame, columns, who: str) -> pd.DataFrame:
+    missing = [c for c in columns if c not in X.columns]
+    if missing:
+        raise InputError(f"{who}: the feature table lacks column(s) {', '.join(map(str, missing))}")
+    return X[list(columns)]
+
+
+class _Pathway(ClassifierMixin, BaseEstimator):
+    """Shared plumbing: label check, column pick, a fitted pipeline ``model_`` ending in a classifier."""
+
+    def _fit_labels(self, y) -> np.ndarray:
+        y = _binary_labels(y, type(self).__name__)
+        self.classes_ = np.array([0, 1])
+        return y
+
+    def predict_proba(self, X) -> np.ndarray:
+        check_is_fitted(self, "model_")
+        return self.model_.predict_proba(_columns(_table(X, type(self).__name__), self.columns_, type(self).__name__))
+
+    def predict(self, X) -> np.ndarray:
+        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
+
+    def explanation_inputs(self, X) -> pd.DataFrame:
+        """The inputs of the final classifier (after imputation/encoding/scaling/selection), named."""
+        check_is_fitted(self, "model_")
+        Z = self.model_[:-1].transform(_columns(_table(X, type(self).__name__), self.columns_, type(self).__name__))
+        return pd.DataFrame(np.asarray(Z, dtype=float), index=X.index,
+                            columns=self.model_[:-1].get_feature_names_out())
+
+    @property
+    def explained_estimator_(self):
+        check_is_fitted(self, "model_")
+        return self.model_[-1]
+
+
+class ClinicalPathway(_Pathway):
+    """Clinical baseline: one-hot categorical + median-imputed, scaled numeric columns (+ SUVmax) -> logistic
+    regression. ``clinical_columns=None``: every column that is neither a feature nor manifest bookkeeping."""
+
+    def __init__(self, clinical_columns=None, include_suvmax: bool = True):
+        self.clinical_columns = clinical_columns
+        self.include_suvmax = include_suvmax
+
+    def fit(self, X, y):
+        X = _table(X, "ClinicalPathway")
+        y = self._fit_labels(y)
+        columns = list(clinical_columns(X) if self.clinical_columns is None else self.clinical_columns)
+        if self.include_suvmax and "pet_SUVmax" not in columns:
+            columns.append("pet_SUVmax")
+        if not columns:
+            raise InputError("ClinicalPathway: no clinical column in the feature table and SUVmax left out")
+        data = _columns(X, columns, "ClinicalPathway")
+        categorical = [c for c in columns if not pd.api.types.is_numeric_dtype(data[c]) or
+                       pd.api.types.is_bool_dtype(data[c])]
+        numeric = [c for c in columns if c not in categorical]
+        encode = ColumnTransformer([
+            ("num", make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler()),
+             numeric),
+            ("cat", make_pipeline(SimpleImputer(strategy="most_frequent", keep_empty_features=True),
+                                  OneHotEncoder(handle_unknown="ignore", sparse_output=False)), categorical),
+        ], verbose_feature_names_out=False)
+        self.columns_, self.categorical_ = columns, categorical
+        self.model_ = Pipeline([("encode", encode), ("lr", LogisticRegression(max_iter=1000))])
+        self.model_.fit(self._as_encoder_input(data), y)
+        return self
+
+    def _as_encoder_input(self, data: pd.DataFrame) -> pd.DataFrame:
+        """Categorical values as text (mixed types such as 1, "1", True never reach the encoder), NaN kept."""
+        data = data.copy()
+        for c in self.categorical_:
+            data[c] = data[c].map(lambda v: str(v) if pd.notna(v) else np.nan).astype(object)
+        return data
+
+    def predict_proba(self, X) -> np.ndarray:
+        check_is_fitted(self, "model_")
+        data = _columns(_table(X, "ClinicalPathway"), self.columns_, "ClinicalPathway")
+        return self.model_.predict_proba(self._as_encoder_input(data))
+
+    def explanation_inputs(self, X) -> pd.DataFrame:
+        check_is_fitted(self, "model_")
+        data = _columns(_table(X, "ClinicalPathway"), self.columns_, "ClinicalPathway")
+        Z = self.model_[:-1].transform(self._as_encoder_input(data))
+        return pd.DataFrame(np.asarray(Z, dtype=float), index=X.index,
+                            columns=self.model_[:-1].get_feature_names_out())
+
+
+class ITHPathway(_Pathway):
+    """Logistic regression on the intratumoural heterogeneity score(s), median-imputed and scaled."""
+
+    def __init__(self, columns=("ith_score2d",)):
+        self.columns = columns
+
+    def fit(self, X, y):
+        X = _table(X, "ITHPathway")
+        y = self._fit_labels(y)
+        if not self.columns:
+            raise InputError("ITHPathway: no ITH column given (expected e.g. ith_score2d)")
+        self.columns_ = list(self.columns)
+        self.model_ = make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler(),
+                                    LogisticRegression(max_iter=1000))
+        self.model_.fit(_columns(X, self.columns_, "ITHPathway"), y)
+        return self
+
+
+class RadiomicsPathway(_Pathway):
+    """The study's radiomics chain on the given regions' columns: median imputation -> variance/correlation
+    filter -> scaling -> Mann-Whitney U -> mRMR (``n_mrmr``) -> LASSO (``max_features``) -> the classifier with
+    the best inner stratified-CV AUC among ``classifiers``.
+
+    The inner CV fits the whole selection chain on each inner training fold (no leakage into the comparison).
+    After fit: ``selected_features_``, ``inner_cv_auc_`` (mean fold AUC per classifier), ``classifier_name_``.
+    """
+
+    def __init__(self, regions=("whole", "high", "low"), n_mrmr: int = 20, max_features: int = 5,
+                 classifiers=CLASSIFIERS, inner_cv: int = 5, max_correlation: float = 0.9, random_state=0):
+        self.regions = regions
+        self.n_mrmr = n_mrmr
+        self.max_features = max_features
+        self.classifiers = classifiers
+        self.inner_cv = inner_cv
+        self.max_correlation = max_correlation
+        self.random_state = random_state
+
+    def make_selection(self) -> Pipeline:
+        """The unfitted preprocessing + selection chain (also used by feature-level fusion)."""
+        return Pipeline([
+            ("impute", SimpleImputer(strategy="median")),
+            ("filter", VarianceCorrelationFilter(max_correlation=self.max_correlation)),
+            ("scale", StandardScaler()),
+            ("mannwhitney", MannWhitneySelector(alpha=0.05, min_features=self.n_mrmr)),
+            ("mrmr", MRMRSelector(n_features=self.n_mrmr)),
+            ("lasso", LassoSelector(max_features=self.max_features, cv=self.inner_cv,
+                                    random_state=self.random_state)),
+        ])
+
+    def fit(self, X, y):
+        X = _table(X, "RadiomicsPathway")
+        y = self._fit_labels(y)
+        self.columns_ = radiomics_columns(X, self.regions)
+        if not self.columns_:
+            raise InputError(f"RadiomicsPathway: no radiomics column for region(s) {', '.join(self.regions)} "
+                             "in the feature table")
+        data = X[self.columns_]
+        if not self.classifiers:
+            raise InputError("RadiomicsPathway: no classifier to choose from")
+        for name in self.classifiers:
+            make_classifier(name)  # unknown names fail before any work
+        self.inner_cv_auc_ = self._inner_cv_auc(data, y) if len(self.classifiers) > 1 else {}
+        self.classifier_name_ = (max(self.classifiers, key=lambda c: self.inner_cv_auc_[c])  # first on ties
+                                 if self.inner_cv_auc_ else self.classifiers[0])
+        self.model_ = Pipeline([*self.make_selection().steps,
+                                ("classifier", make_classifier(self.classifier_name_, self.random_state))])
+        self.model_.fit(data, y)
+        self.selected_features_ = list(self.model_[:-1].get_feature_names_out())
+        return self
+
+    def _inner_cv_auc(self, data: pd.DataFrame, y: np.ndarray) -> dict[str, float]:
+        # Written as a loop rather than GridSearchCV over the classifier step: the selection chain is fit once
+        # per inner fold and shared by all classifiers (GridSearchCV would refit it once per classifier).
+        n_splits = max(2, min(self.inner_cv, int(np.bincount(y).min())))
+        folds = StratifiedKFold(n_splits, shuffle=True, random_state=self.random_state)
+        scores: dict[str, list[float]] = {name: [] for name in self.classifiers}
+        for train, test in folds.split(data, y):
+            selection = self.make_selection().fit(data.iloc[train], y[train])
+            Z_train, Z_test = selection.transform(data.iloc[train]), selection.transform(data.iloc[test])
+            for name in self.classifiers:
+                model = make_classifier(name, self.random_state)
+                if name == "knn":
+                    model.set_params(n_neighbors=min(5, len(train)))
+                p = model.fit(Z_train, y[train]).predict_proba(Z_test)[:, 1]
+                scores[name].append(roc_auc_score(y[test], p))
+        return {name: float(np.mean(s)) for name, s in scores.items()}
+
+
+class ColumnProbability(ClassifierMixin, BaseEstimator):
+    """Passes a precomputed probability column (the deep pathway's out-of-fold ``dl_prob``) through as an
+    estimator; a missing value is imputed with the training median."""
+
+    def __init__(self, column: str = "dl_prob"):
+        self.column = column
+
+    def _values(self, X) -> np.ndarray:
+        p = _columns(_table(X, "ColumnProbability"), [self.column], "ColumnProbability")[self.column]
+        p = pd.to_numeric(p, errors="coerce").to_numpy(dtype=float)
+        bad = ~np.isnan(p) & ((p < 0) | (p > 1))
+        if bad.any():
+            raise InputError(f"ColumnProbability: {self.column} must be a probability in [0, 1]; cases "
+                             f"{', '.join(map(str, X.index[bad][:10]))} are not")
+        return p
+
+    def fit(self, X, y):
+        _binary_labels(y, "ColumnProbability")
+        self.classes_ = np.array([0, 1])
+        p = self._values(X)
+        if np.isnan(p).all():
+            raise InputError(f"ColumnProbability: {self.column} is empty for every training case")
+        self.median_ = float(np.nanmedian(p))
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        check_is_fitted(self, "median_")
+        p = self._values(X)
+        p = np.where(np.isnan(p), self.median_, p)
+        return np.column_stack([1 - p, p])
+
+    def predict(self, X) -> np.ndarray:
+        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
+
+    def explanation_inputs(self, X) -> pd.DataFrame:
+        return _columns(_table(X, "ColumnProbability"), [self.column], "ColumnProbability").astype(float)
+
+    @property
+    def explained_estimator_(self):
+        check_is_fitted(self, "median_")
+        return self

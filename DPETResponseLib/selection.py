@@ -1,0 +1,196 @@
+"""Feature selection for the radiomics pathway: scikit-learn selectors (work on DataFrames and arrays).
+
+The study's chain: drop constant / highly correlated features, then Mann-Whitney U -> mRMR -> LASSO.
+Every selector is a ``SelectorMixin`` transformer, so ``transform`` and ``get_feature_names_out`` come from
+scikit-learn and a ``Pipeline`` refits the whole chain inside each cross-validation fold.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.stats import mannwhitneyu, rankdata
+from sklearn.base import BaseEstimator
+from sklearn.feature_selection import SelectorMixin, f_classif, mutual_info_classif
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+from sklearn.model_selection import StratifiedKFold
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .errors import InputError
+
+
+def _binary_labels(y, who: str) -> np.ndarray:
+    """``y`` as a 0/1 integer array with both classes present, or InputError."""
+    y = np.asarray(y).ravel()
+    if pd.isna(y).any():
+        raise InputError(f"{who}: the label has missing values", case="label")
+    values = np.unique(y)
+    if len(values) != 2 or not set(values.tolist()) <= {0, 1}:
+        raise InputError(f"{who}: the label must be binary 0/1 with both classes present, got {values.tolist()}",
+                         case="label")
+    return y.astype(int)
+
+
+def _standardise(X: np.ndarray) -> np.ndarray:
+    """Columns with mean 0 and unit (population) norm / sqrt(n); constant columns become 0."""
+    Z = X - X.mean(axis=0)
+    sd = Z.std(axis=0)
+    return np.divide(Z, sd, out=np.zeros_like(Z), where=sd > 0)
+
+
+class VarianceCorrelationFilter(SelectorMixin, BaseEstimator):
+    """Drop near-constant features (variance <= ``min_variance``), then drop every feature whose |Pearson r|
+    with an already kept feature exceeds ``max_correlation`` (columns visited left to right)."""
+
+    def __init__(self, min_variance: float = 0.0, max_correlation: float = 0.9):
+        self.min_variance = min_variance
+        self.max_correlation = max_correlation
+
+    def fit(self, X, y=None):
+        X = validate_data(self, X, dtype=np.float64)
+        self.variances_ = X.var(axis=0)
+        candidates = np.flatnonzero(self.variances_ > self.min_variance)
+        Z = _standardise(X[:, candidates])
+        n = X.shape[0]
+        kept: list[int] = []
+        # One pass against the kept set only: n_features x n_kept products instead of the full correlation matrix
+        # (5,000 radiomics features would need a 200 MB matrix).
+        for j in range(len(candidates)):
+            if kept:
+                r = np.abs(Z[:, kept].T @ Z[:, j]) / n
+                if r.max() > self.max_correlation:
+                    continue
+            kept.append(j)
+        self.support_ = np.zeros(X.shape[1], bool)
+        self.support_[candidates[kept]] = True
+        return self
+
+    def _get_support_mask(self):
+        check_is_fitted(self, "support_")
+        return self.support_
+
+
+class MannWhitneySelector(SelectorMixin, BaseEstimator):
+    """Keep the features whose two-sided Mann-Whitney U p-value between the classes is below ``alpha``;
+    never empty: when fewer pass, keep the ``min_features`` with the smallest p-values."""
+
+    def __init__(self, alpha: float = 0.05, min_features: int = 10):
+        self.alpha = alpha
+        self.min_features = min_features
+
+    def fit(self, X, y):
+        X = validate_data(self, X, dtype=np.float64)
+        y = _binary_labels(y, "MannWhitneySelector")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            p = mannwhitneyu(X[y == 1], X[y == 0], axis=0, alternative="two-sided").pvalue
+        self.pvalues_ = np.where(np.isnan(p), 1.0, p)  # a column with all values tied carries no information
+        support = self.pvalues_ < self.alpha
+        if support.sum() < self.min_features:
+            best = np.argsort(self.pvalues_, kind="stable")[: self.min_features]
+            support[best] = True
+        self.support_ = support
+        return self
+
+    def _get_support_mask(self):
+        check_is_fitted(self, "support_")
+        return self.support_
+
+
+class MRMRSelector(SelectorMixin, BaseEstimator):
+    """Minimum redundancy maximum relevance (Peng, Long & Ding 2005, difference form "MID"): greedily add the
+    feature maximising relevance - mean redundancy with the features already selected; the first is the most
+    relevant. Both terms are on one scale:
+
+    - ``relevance="f"``: the ANOVA F statistic as the point-biserial |r| = sqrt(F / (F + n - 2)) with the label,
+      redundancy the mean |Pearson or Spearman r|;
+    - ``relevance="mi"``: mutual information with the label (nats), redundancy the mean Gaussian mutual
+      information -0.5 log(1 - r^2) implied by each correlation.
+
+    ``order_`` lists the selected column indices in the order they were picked.
+    Written here because scikit-learn has no mRMR and the PyPI mRMR packages are not scikit-learn estimators
+    (they cannot sit in a Pipeline that cross-validation refits).
+    """
+
+    def __init__(self, n_features: int = 20, relevance: str = "f", redundancy: str = "pearson",
+                 random_state=0):
+        self.n_features = n_features
+        self.relevance = relevance
+        self.redundancy = redundancy
+        self.random_state = random_state
+
+    def fit(self, X, y):
+        X = validate_data(self, X, dtype=np.float64)
+        y = _binary_labels(y, "MRMRSelector")
+        n, p = X.shape
+        if self.relevance == "f":
+            with np.errstate(invalid="ignore", divide="ignore"):
+                F = np.nan_to_num(f_classif(X, y)[0], nan=0.0, posinf=np.inf)
+            relevance = np.sqrt(F / (F + n - 2)) if n > 2 else np.zeros(p)
+            relevance = np.where(np.isinf(F), 1.0, relevance)
+        elif self.relevance == "mi":
+            relevance = mutual_info_classif(X, y, random_state=self.random_state)
+        else:
+            raise InputError(f"MRMRSelector: relevance must be 'f' or 'mi', got {self.relevance!r}")
+        if self.redundancy not in ("pearson", "spearman"):
+            raise InputError(f"MRMRSelector: redundancy must be 'pearson' or 'spearman', got {self.redundancy!r}")
+        self.relevance_ = relevance
+        Z = _standardise(rankdata(X, axis=0) if self.redundancy == "spearman" else X)
+        order = [int(np.argmax(relevance))]
+        redundancy_sum = np.zeros(p)
+        while len(order) < min(self.n_features, p):
+            r = np.clip(np.abs(Z.T @ Z[:, order[-1]]) / n, 0.0, 1.0)
+            redundancy_sum += r if self.relevance == "f" else -0.5 * np.log1p(-np.minimum(r, 1 - 1e-12) ** 2)
+            score = relevance - redundancy_sum / len(order)
+            score[order] = -np.inf
+            order.append(int(np.argmax(score)))
+        self.order_ = np.array(order)
+        self.support_ = np.zeros(p, bool)
+        self.support_[self.order_] = True
+        return self
+
+    def _get_support_mask(self):
+        check_is_fitted(self, "support_")
+        return self.support_
+
+
+class LassoSelector(SelectorMixin, BaseEstimator):
+    """L1-penalised logistic regression with C chosen by stratified CV (AUC); keep the features with nonzero
+    coefficients, at most ``max_features`` of them by |coefficient| on standardised features.
+
+    If the chosen C zeroes every coefficient, the next larger C of the grid with a nonzero coefficient is
+    used (the sparsest non-empty model), so the selection is never empty.
+    """
+
+    def __init__(self, max_features: int = 5, cv: int = 5, Cs: int = 10, random_state=0):
+        self.max_features = max_features
+        self.cv = cv
+        self.Cs = Cs
+        self.random_state = random_state
+
+    def fit(self, X, y):
+        X = validate_data(self, X, dtype=np.float64)
+        y = _binary_labels(y, "LassoSelector")
+        Z = _standardise(X)
+        n_splits = max(2, min(self.cv, np.bincount(y).min()))
+        model = LogisticRegressionCV(
+            Cs=self.Cs, l1_ratios=(1.0,), solver="liblinear", scoring="roc_auc",
+            cv=StratifiedKFold(n_splits, shuffle=True, random_state=self.random_state),
+            random_state=self.random_state, use_legacy_attributes=False).fit(Z, y)
+        self.C_, coef = float(model.C_), model.coef_.ravel()
+        for C in sorted(c for c in model.Cs_ if c > model.C_):
+            if np.any(coef):
+                break
+            self.C_, coef = float(C), LogisticRegression(C=C, l1_ratio=1.0, solver="liblinear",
+                                                         random_state=self.random_state).fit(Z, y).coef_.ravel()
+        self.coef_ = coef
+        nonzero = np.flatnonzero(coef)
+        ranked = nonzero[np.argsort(-np.abs(coef[nonzero]), kind="stable")]
+        if ranked.size == 0:  # no C of the grid gives a nonzero coefficient: keep the most relevant feature
+            ranked = np.array([int(np.argmax(np.nan_to_num(f_classif(Z, y)[0])))])
+        self.support_ = np.zeros(X.shape[1], bool)
+        self.support_[ranked[: self.max_features]] = True
+        return self
+
+    def _get_support_mask(self):
+        check_is_fitted(self, "support_")
+        return self.support_
