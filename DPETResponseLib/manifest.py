@@ -32,7 +32,7 @@ def _listing(items: list[str]) -> str:
 
 
 def _clinical_column(values: pd.Series, name: str, where: str) -> tuple[pd.Series, str | None]:
-    """A clinical column with a sensible dtype (numbers -> int64/float64, text -> object with NaN for missing),
+    """A clinical column with a sensible dtype (numbers -> int64/float64, text -> pandas text with NaN for missing),
     and a warning when it mixes numbers and text (kept as text so that nothing is silently turned into NaN)."""
     text = values.str.strip()
     missing = text.str.lower().isin(MISSING_TOKENS)
@@ -117,8 +117,8 @@ def read_manifest(path, check_files: bool = True) -> pd.DataFrame:
     df = pd.DataFrame({
         "image": resolved["image"],
         "mask": resolved["mask"],
-        "label": numeric_labels.astype("Int64"),
-        "split": splits.where(splits != "", np.nan).astype(object),
+        "label": numeric_labels.astype("Int64").array,
+        "split": splits.where(splits != "", np.nan).astype(object).to_numpy(),
     }, index=pd.Index(ids, name="case_id"))
     found_warnings = []
     for name in raw.columns:
