@@ -1,0 +1,196 @@
+"""The HTML report, metrics.json/predictions.csv round trips, figure files and the Grad-CAM montage."""
+
+import json
+from html.parser import HTMLParser
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+from matplotlib import image as mpimg
+
+from DPETResponseLib import evaluation as ev
+from DPETResponseLib.errors import InputError
+from DPETResponseLib.report import gradcam_montage, write_report, write_report_from_dir
+
+MODELS = ["clinical", "radiomics", "fusion_decision"]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class _Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.links = []
+
+    def handle_starttag(self, tag, attrs):
+        self.links += [v for k, v in attrs if k in ("src", "href")]
+
+
+def _links(html_text: str) -> list[str]:
+    parser = _Links()
+    parser.feed(html_text)
+    return parser.links
+
+
+def _png_pixels(path):
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    return mpimg.imread(path)[..., :3]
+
+
+def _sphere_case(direction=(1, 0, 0, 0, 1, 0, 0, 0, 1), flip_x=False):
+    """A 48x40x16 PET (SUV 1) with a 6-voxel-radius sphere (SUV 8), its mask and a Grad-CAM peak at its centre."""
+    z, y, x = np.mgrid[:16, :40, :48]
+    r2 = (x - 30) ** 2 + (y - 18) ** 2 + ((z - 8) * 2) ** 2
+    pet = np.where(r2 <= 36, 8.0, 1.0).astype(np.float32)
+    mask = (r2 <= 36).astype(np.uint8)
+    cam = np.exp(-r2 / 60.0).astype(np.float32)
+    images = []
+    for arr in (pet, mask, cam):
+        im = sitk.GetImageFromArray(arr[:, :, ::-1].copy() if flip_x else arr)
+        im.SetSpacing((2.0, 2.0, 4.0))
+        im.SetDirection(direction)
+        im.SetOrigin((-100.0 + (47 * 2.0 if flip_x else 0.0), -50.0, 20.0))
+        images.append(im)
+    return images
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    rng = np.random.default_rng(5)
+    frames = []
+    for split, n in (("test1", 40), ("test2", 30)):
+        y = (rng.random(n) < 0.35).astype(int)
+        y[:2] = (0, 1)
+        score = rng.normal(y * 1.2, 1.0)
+        probs = {m: 1 / (1 + np.exp(-(score * w + rng.normal(0, 0.7, n))))
+                 for m, w in zip(MODELS, (0.5, 1.0, 1.3))}
+        frames.append(pd.DataFrame({"case_id": [f"{split}_{i:03d}" for i in range(n)], "split": split,
+                                    "label": y, **probs}))
+    predictions = pd.concat(frames, ignore_index=True)
+    predictions.loc[3, "radiomics"] = np.nan  # a case one pathway could not score
+    thresholds = {"clinical": 0.5, "radiomics": 0.45, "fusion_decision": 0.4}
+    metrics = {"splits": {}, "oracle": {"auc_by_split": {"test1": 0.8123, "test2": 0.7941}},
+               "settings": {"n_folds": 5, "note": np.nan}}
+    for split, rows in predictions.groupby("split"):
+        metrics["splits"][split] = ev.evaluate_split(rows["label"].to_numpy(), {m: rows[m].to_numpy() for m in MODELS},
+                                                     thresholds, n_boot=200)
+    metrics["splits"]["temporal"] = ev.evaluate_split([1, 1], {m: [0.3, 0.8] for m in MODELS}, thresholds)
+    return predictions, metrics
+
+
+@pytest.fixture(scope="module")
+def report(cohort, tmp_path_factory):
+    predictions, metrics = cohort
+    base = tmp_path_factory.mktemp("report")
+    outside = gradcam_montage(*_sphere_case(), base / "elsewhere_gradcam.png", case="case_007")
+    out = base / "out"
+    out.mkdir()
+    inside = gradcam_montage(*_sphere_case(), out / "gradcam_case_008.png", n_slices=3)
+    figures = {"Grad-CAM: case_007": outside, "Grad-CAM: case_008": inside, "SHAP summary: radiomics": out / "gone.png"}
+    path = write_report(out, predictions, metrics, figures=figures, title="Test <report>")
+    return path, predictions, metrics
+
+
+def test_html_names_every_model_and_split_and_links_only_existing_files(report):
+    path, predictions, metrics = report
+    out = path.parent
+    text = path.read_text()
+    for name in MODELS + ["test1", "test2", "temporal", "Grad-CAM: case_007", "Grad-CAM: case_008"]:
+        assert name in text
+    assert "Test &lt;report&gt;" in text  # escaped
+    links = _links(text)
+    assert len(links) == 2 * 3 + 2  # ROC/calibration/decision for test1 and test2, and the two Grad-CAM montages
+    for link in links:
+        assert not link.startswith(("/", "http")) and (out / link).is_file(), link
+    assert "figures/elsewhere_gradcam.png" in links  # copied into the folder
+    assert "gone.png" not in links and "gone.png not found" in text
+    assert "2 of 2 cases are positive" in text  # the one-class split says why it was not evaluated
+    m = metrics["splits"]["test1"]["models"]["radiomics"]
+    assert f"{m['auc']:.3f}" in text and f"[{m['auc_ci'][0]:.3f}, {m['auc_ci'][1]:.3f}]" in text
+    boot = m["auc_ci_bootstrap"]
+    assert f"[{boot[0]:.3f}, {boot[1]:.3f}]" in text
+    assert "0.812" in text and "auc_by_split.test1" in text  # oracle table
+    assert len(metrics["splits"]["test1"]["comparisons"]) == 3
+    p = metrics["splits"]["test1"]["comparisons"][0]["p_value"]
+    assert (f"{p:.3f}" if p >= 0.001 else "&lt;0.001") in text
+    assert not [f for f in out.rglob("*") if f.name.endswith(".tmp")]
+
+
+def test_metrics_and_predictions_round_trip(report):
+    path, predictions, metrics = report
+    loaded = json.loads((path.parent / "metrics.json").read_text())
+    assert set(loaded) == {"splits", "oracle", "settings"}
+    for split in ("test1", "test2"):
+        for name in MODELS:
+            got, want = loaded["splits"][split]["models"][name], metrics["splits"][split]["models"][name]
+            assert got["auc"] == want["auc"] and got["auc_ci"] == list(want["auc_ci"])
+            assert got["sensitivity"] == want["sensitivity"] and got["brier"] == want["brier"]
+        assert [c["p_value"] for c in loaded["splits"][split]["comparisons"]] == \
+            [c["p_value"] for c in metrics["splits"][split]["comparisons"]]
+    assert loaded["splits"]["test1"]["models"]["radiomics"]["n_missing"] == 1
+    assert loaded["settings"] == {"n_folds": 5, "note": None}  # NaN is not JSON: written as null
+    back = pd.read_csv(path.parent / "predictions.csv", dtype={"case_id": str})
+    assert list(back.columns) == ["case_id", "split", "label", *MODELS]
+    pd.testing.assert_frame_equal(back, predictions.reset_index(drop=True), check_exact=False, rtol=1e-12)
+
+
+def test_figures_are_valid_pngs_with_content(report):
+    out = report[0].parent
+    for kind in ("roc", "calibration", "decision"):
+        for split in ("test1", "test2"):
+            px = _png_pixels(out / f"{kind}_{split}.png")
+            assert px.shape[0] > 300 and px.shape[1] > 300
+            drawn = (px < 0.9).any(axis=2).mean()  # non-white pixels: axes, text, curves
+            assert 0.02 < drawn < 0.6
+            assert len(np.unique((px * 255).astype(int).reshape(-1, 3), axis=0)) > 20  # several curve colours
+        assert not (out / f"{kind}_temporal.png").exists()
+
+
+def test_rebuild_from_folder_gives_the_same_report(report):
+    path, _, _ = report
+    out = path.parent
+    before = path.read_text()
+    (out / "roc_test1.png").unlink()
+    path.unlink()
+    rebuilt = write_report_from_dir(out, title="Test <report>")
+    assert rebuilt == path and rebuilt.read_text() == before
+    assert _png_pixels(out / "roc_test1.png").std() > 0.05
+
+
+def test_gradcam_montage_shows_pet_contour_and_heat(tmp_path):
+    path = gradcam_montage(*_sphere_case(), tmp_path / "cam.png", n_slices=5)
+    px = _png_pixels(path)
+    r, g, b = px[..., 0], px[..., 1], px[..., 2]
+    assert ((g > 0.8) & (r < 0.3) & (b < 0.3)).sum() > 50  # lime tumour contour
+    panels = slice(0, int(0.9 * px.shape[1]))  # leave out the colour bar
+    hot = (r - g > 0.2) & (r - b > 0.2)  # red end of the heat map blended over the bright tumour
+    cold = (b - r > 0.3) & (b - g > 0.3)  # blue rim where the map fades
+    assert hot[:, panels].sum() > 1000 and cold[:, panels].sum() > 1000
+    grey = (np.abs(r - g) < 0.02) & (np.abs(g - b) < 0.02)
+    assert len(np.unique(np.round(r[grey], 2))) > 3  # PET greys (background SUV 1, tumour 8, white page)
+
+
+def test_gradcam_montage_is_orientation_independent(tmp_path):
+    # The same physical volume stored with the x axis flipped (direction -1) must give the same picture.
+    plain = _png_pixels(gradcam_montage(*_sphere_case(), tmp_path / "a.png", case="c"))
+    flipped_case = _sphere_case(direction=(-1, 0, 0, 0, 1, 0, 0, 0, 1), flip_x=True)
+    assert flipped_case[0].TransformIndexToPhysicalPoint((0, 0, 0)) == (-6.0, -50.0, 20.0)
+    flipped = _png_pixels(gradcam_montage(*flipped_case, tmp_path / "b.png", case="c"))
+    assert plain.shape == flipped.shape and np.abs(plain - flipped).max() < 1e-6
+
+
+def test_bad_input_is_named(tmp_path, cohort):
+    image, mask, cam = _sphere_case()
+    small = sitk.Image(10, 10, 10, sitk.sitkFloat32)
+    with pytest.raises(InputError, match="case_9: the Grad-CAM is not on the PET's grid"):
+        gradcam_montage(image, mask, small, tmp_path / "x.png", case="case_9")
+    empty = sitk.Image(mask.GetSize(), sitk.sitkUInt8)
+    empty.CopyInformation(mask)
+    with pytest.raises(InputError, match="mask is empty"):
+        gradcam_montage(image, empty, cam, tmp_path / "x.png")
+    predictions, metrics = cohort
+    with pytest.raises(InputError, match=r"lack the columns \['label'\]"):
+        write_report(tmp_path / "r", predictions.drop(columns="label"), metrics)
+    with pytest.raises(InputError, match="metrics.json not found"):
+        write_report_from_dir(tmp_path)
+    assert not (tmp_path / "r").exists()
