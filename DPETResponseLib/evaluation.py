@@ -273,8 +273,9 @@ def evaluate_split(y, probs: dict, thresholds: dict, reference_model: str | None
         ok = np.isfinite(p)
         n_pos = int(y[ok].sum())
         if n_pos in (0, int(ok.sum())):
-            out["models"][name] = {"n": int(ok.sum()), "n_missing": int((~ok).sum()),
-                                   "skipped": f"only one class among the {int(ok.sum())} cases this model scored"}
+            reason = (f"only one class among the {int(ok.sum())} cases this model scored" if ok.any()
+                      else "the model scored no case")
+            out["models"][name] = {"n": int(ok.sum()), "n_missing": int((~ok).sum()), "skipped": reason}
             continue
         stats_ = evaluate_model(y[ok], p[ok], thresholds[name], n_boot=n_boot, seed=seed)
         out["models"][name] = {"n": int(ok.sum()), "n_missing": int((~ok).sum()), **stats_}

@@ -7,11 +7,8 @@ never touches pyplot's global backend, so the module is safe inside 3D Slicer.
 import html
 import json
 import math
-import os
 import re
 import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -19,22 +16,10 @@ import pandas as pd
 
 from . import evaluation
 from .errors import InputError
+from .io import atomic_write
 
 FIXED_COLUMNS = ("case_id", "split", "label")
 FIGURES_FILE = "figures.json"  # caption -> relative path of the extra figures, so the report can be rebuilt
-
-
-@contextmanager
-def _atomic(path: Path):
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _jsonable(value):
@@ -55,7 +40,7 @@ def _jsonable(value):
 
 
 def _write_text(path: Path, text: str) -> None:
-    with _atomic(path) as tmp:
+    with atomic_write(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
@@ -79,7 +64,7 @@ def _check_inputs(predictions: pd.DataFrame, metrics: dict) -> None:
 
 # ----------------------------------------------------------------------------------------------------- figures
 def _save(fig, path: Path) -> Path:
-    with _atomic(path) as tmp:
+    with atomic_write(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     return path
 
@@ -338,7 +323,7 @@ def write_report(out_dir, predictions: pd.DataFrame, metrics: dict, figures: dic
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = _jsonable(metrics)
     _write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2, allow_nan=False))
-    with _atomic(out_dir / "predictions.csv") as tmp:
+    with atomic_write(out_dir / "predictions.csv") as tmp:
         predictions.to_csv(tmp, index=False)
     extra = {}
     for caption, path in (figures or {}).items():
@@ -346,7 +331,7 @@ def write_report(out_dir, predictions: pd.DataFrame, metrics: dict, figures: dic
         if path.is_file() and not path.is_relative_to(out_dir.resolve()):
             target = out_dir / "figures" / path.name
             target.parent.mkdir(exist_ok=True)
-            with _atomic(target) as tmp:
+            with atomic_write(target) as tmp:
                 shutil.copyfile(path, tmp)
             path = target.resolve()
         extra[str(caption)] = path

@@ -230,6 +230,12 @@ def test_evaluate_split_degenerate_and_bad_input():
     one_class = ev.evaluate_split([1, 1, 1], {"m": [0.2, 0.4, 0.9]}, {"m": 0.5})
     assert one_class["models"] == {} and one_class["comparisons"] == []
     assert "3 of 3 cases are positive" in one_class["skipped"]
+    part = ev.evaluate_split([0, 1, 1, 0], {"a": [0.1, 0.9, 0.8, 0.3], "b": [np.nan, 0.4, 0.7, np.nan],
+                                            "c": [np.nan] * 4}, {"a": 0.5, "b": 0.5, "c": 0.5})
+    assert part["models"]["b"] == {"n": 2, "n_missing": 2,
+                                   "skipped": "only one class among the 2 cases this model scored"}
+    assert part["models"]["c"]["skipped"] == "the model scored no case"
+    assert part["models"]["a"]["auc"] == 1.0 and part["comparisons"] == []
     with pytest.raises(InputError, match=r"no training threshold given for models \['b'\]"):
         ev.evaluate_split([0, 1], {"a": [0.1, 0.9], "b": [0.2, 0.3]}, {"a": 0.5})
     with pytest.raises(InputError, match="2 probabilities for 3 labels"):

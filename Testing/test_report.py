@@ -113,7 +113,7 @@ def test_html_names_every_model_and_split_and_links_only_existing_files(report):
     assert len(metrics["splits"]["test1"]["comparisons"]) == 3
     p = metrics["splits"]["test1"]["comparisons"][0]["p_value"]
     assert (f"{p:.3f}" if p >= 0.001 else "&lt;0.001") in text
-    assert not [f for f in out.rglob("*") if f.name.endswith(".tmp")]
+    assert not [f for f in out.rglob("*") if ".tmp" in f.name]  # no temporary file left behind
 
 
 def test_metrics_and_predictions_round_trip(report):
