@@ -194,3 +194,15 @@ def test_bad_input_is_named(tmp_path, cohort):
     with pytest.raises(InputError, match="metrics.json not found"):
         write_report_from_dir(tmp_path)
     assert not (tmp_path / "r").exists()
+
+
+def test_gradcam_montage_on_real_pet(shared_data, tmp_path):
+    # STS_001: real FDG PET (SUV) with its expert mask; a smoothed tumour-uptake map stands in for Grad-CAM.
+    image = sitk.ReadImage(str(shared_data / "sts_pet" / "STS_001" / "PET_image.nii.gz"))
+    mask = sitk.ReadImage(str(shared_data / "sts_pet" / "STS_001" / "PET_mask.nii.gz"))
+    cam = sitk.SmoothingRecursiveGaussian(image * sitk.Cast(mask, sitk.sitkFloat32), 8.0)
+    px = _png_pixels(gradcam_montage(image, mask, cam, tmp_path / "sts.png", case="STS_001"))
+    r, g, b = px[..., 0], px[..., 1], px[..., 2]
+    assert px.shape[1] > 3 * px.shape[0]  # five panels side by side
+    assert ((g > 0.8) & (r < 0.3) & (b < 0.3)).sum() > 100  # tumour contours
+    assert ((r - g > 0.2) & (r - b > 0.2))[:, : int(0.9 * px.shape[1])].sum() > 500  # heat inside the panels
