@@ -122,7 +122,8 @@ def evaluate(bundle, manifest, out, jobs: int = 1, cache_dir=None, progress: boo
         y = labelled.loc[oof.index, "label"].astype(int).to_numpy()
         metrics["splits"]["train_cv"] = evaluate_split(y, {m: oof[m].to_numpy() for m in model.model_names},
                                                        model.thresholds_, n_boot=n_boot)
-    predictions = pd.DataFrame(columns=["split", "label", *model.model_names])
+    predictions = pd.concat([pd.DataFrame({"split": "train_cv", "label": labelled.loc[oof.index, "label"]}),
+                             oof[model.model_names]], axis=1)
     X_complete, images, masks = None, [], []
     if len(test_cases):
         X, _ = feature_table(test_cases, model.config.analysis, _cache(cache_dir, manifest), jobs=jobs,
@@ -131,8 +132,9 @@ def evaluate(bundle, manifest, out, jobs: int = 1, cache_dir=None, progress: boo
         images, masks = _images(test_cases) if model.deep_model_ is not None else ([], [])
         X_complete = model.complete_table(X, images, masks)
         probs = model.predict_proba(X, images, masks)
-        predictions = pd.concat([test_cases[["split", "label"]], probs], axis=1)
-        for split, rows in predictions.groupby("split"):
+        held_out = pd.concat([test_cases[["split", "label"]], probs], axis=1)
+        predictions = pd.concat([predictions, held_out])
+        for split, rows in held_out.groupby("split"):
             y = rows["label"].astype(int).to_numpy()
             metrics["splits"][split] = evaluate_split(
                 y, {m: rows[m].to_numpy() for m in model.model_names}, model.thresholds_, n_boot=n_boot)
@@ -267,7 +269,7 @@ def _print_summary(metrics: dict) -> None:
     oracle = metrics.get("oracle") or {}
     for split, block in metrics["splits"].items():
         line = f"{split} (n={block['n']}): " + ", ".join(
-            f"{m} {v['auc']:.2f}" for m, v in block["models"].items())
+            f"{m} {v['auc']:.2f}" for m, v in block["models"].items() if v.get("auc") is not None)
         if split in oracle.get("auc_by_split", {}):
             line += f" | oracle {oracle['auc_by_split'][split]:.2f}"
         _log(line)
