@@ -10,21 +10,16 @@ import time
 import numpy as np
 import SimpleITK as sitk
 
-from DPETResponseLib.errors import InputError
+from DPETResponseLib.io import read_image, read_pet
 from DPETResponseLib.validation import check_case
-
-
-def _read(path: str, case_id: str) -> sitk.Image:
-    try:
-        return sitk.ReadImage(str(path))
-    except RuntimeError:
-        raise InputError(f"cannot read image file {path}", case=case_id) from None
 
 
 def tumour_stats(image_path: str, mask_path: str, settings: dict, case_id: str) -> dict[str, float]:
     """Mean/max SUV and voxel count in the tumour, the mean times ``settings['scale']``; sleeps
-    ``settings['sleep']`` s and appends ``case_id`` to ``settings['log']`` (if given) so tests can count calls."""
-    image, mask, _ = check_case(_read(image_path, case_id), _read(mask_path, case_id), case_id)
+    ``settings['sleep']`` s and appends ``case_id`` to ``settings['log']`` (if given) so tests can count calls.
+    The mask is read as it is (not put on the PET grid) so that `check_case` judges it."""
+    image = read_pet(image_path, case=case_id)
+    image, mask, _ = check_case(image, read_image(mask_path, case=case_id), case_id)
     values = sitk.GetArrayViewFromImage(image)[sitk.GetArrayViewFromImage(mask) > 0]
     time.sleep(settings.get("sleep", 0.0))
     if settings.get("log"):
