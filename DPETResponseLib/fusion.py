@@ -1,0 +1,150 @@
+"""Fusion of the pathways: decision-level stacking and feature-level concatenation (scikit-learn estimators).
+
+Both take the full feature table like the pathways do and fit everything they learn inside ``fit``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.compose import ColumnTransformer
+from sklearn.decomposition import PCA
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.validation import check_is_fitted
+
+from .errors import InputError
+from .models import RadiomicsPathway, _columns, _table, logit, radiomics_columns
+from .selection import _binary_labels
+
+
+class DecisionFusion(ClassifierMixin, BaseEstimator):
+    """Stacking: each pathway's out-of-fold probability on the training data (stratified ``cv`` folds) ->
+    logistic-regression meta-learner on their logits; then every pathway is refit on all training data.
+
+    After fit: ``pathways_`` (fitted), ``oof_probabilities_`` (DataFrame), ``meta_`` (the meta-learner),
+    ``coef_`` (Series, one weight per pathway logit) and ``intercept_``.
+    """
+
+    def __init__(self, pathways: dict, cv: int = 5, random_state=0):
+        self.pathways = pathways
+        self.cv = cv
+        self.random_state = random_state
+
+    def fit(self, X, y):
+        X = _table(X, "DecisionFusion")
+        y = _binary_labels(y, "DecisionFusion")
+        if not self.pathways:
+            raise InputError("DecisionFusion: no pathway to fuse")
+        self.classes_ = np.array([0, 1])
+        n_splits = max(2, min(self.cv, int(np.bincount(y).min())))
+        folds = StratifiedKFold(n_splits, shuffle=True, random_state=self.random_state)
+        self.oof_probabilities_ = pd.DataFrame(
+            {name: cross_val_predict(clone(p), X, y, cv=folds, method="predict_proba")[:, 1]
+             for name, p in self.pathways.items()}, index=X.index)
+        self.meta_ = LogisticRegression().fit(logit(self.oof_probabilities_), y)
+        self.pathways_ = {name: clone(p).fit(X, y) for name, p in self.pathways.items()}
+        return self
+
+    @property
+    def coef_(self) -> pd.Series:
+        check_is_fitted(self, "meta_")
+        return pd.Series(self.meta_.coef_.ravel(), index=list(self.pathways_), name="meta_coefficient")
+
+    @property
+    def intercept_(self) -> float:
+        check_is_fitted(self, "meta_")
+        return float(self.meta_.intercept_[0])
+
+    def pathway_probabilities(self, X) -> pd.DataFrame:
+        """Each fitted pathway's pCR probability, one column per pathway."""
+        check_is_fitted(self, "pathways_")
+        X = _table(X, "DecisionFusion")
+        return pd.DataFrame({name: p.predict_proba(X)[:, 1] for name, p in self.pathways_.items()}, index=X.index)
+
+    def predict_proba(self, X) -> np.ndarray:
+        return self.meta_.predict_proba(logit(self.pathway_probabilities(X)))
+
+    def predict(self, X) -> np.ndarray:
+        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
+
+    def explanation_inputs(self, X) -> pd.DataFrame:
+        """The meta-learner's inputs: each pathway's logit."""
+        return pd.DataFrame(logit(self.pathway_probabilities(X)), index=X.index, columns=list(self.pathways_))
+
+    @property
+    def explained_estimator_(self):
+        check_is_fitted(self, "meta_")
+        return self.meta_
+
+
+class FeatureFusion(ClassifierMixin, BaseEstimator):
+    """Feature-level fusion: the radiomics pathway's selected features (its selection chain fit inside) next
+    to the PCA-reduced deep embeddings (``embedding_prefix`` columns, ``n_components``) -> scaled -> logistic
+    regression.
+
+    After fit: ``model_`` (the pipeline), ``feature_groups_`` ({"radiomics": [...], "dl": [...]}, the names of
+    the classifier's inputs) and ``contribution_shares_``: the share of mean |coefficient x input| over the
+    training cases coming from the radiomics and the DL inputs (sums to 1).
+    """
+
+    def __init__(self, radiomics: RadiomicsPathway | None = None, embedding_prefix: str = "dl_emb_",
+                 n_components: int = 8, random_state=0):
+        self.radiomics = radiomics
+        self.embedding_prefix = embedding_prefix
+        self.n_components = n_components
+        self.random_state = random_state
+
+    def fit(self, X, y):
+        X = _table(X, "FeatureFusion")
+        y = _binary_labels(y, "FeatureFusion")
+        self.classes_ = np.array([0, 1])
+        radiomics = RadiomicsPathway() if self.radiomics is None else self.radiomics
+        rad_columns = radiomics_columns(X, radiomics.regions)
+        emb_columns = [c for c in X.columns if str(c).startswith(self.embedding_prefix)]
+        if not rad_columns:
+            raise InputError(f"FeatureFusion: no radiomics column for region(s) {', '.join(radiomics.regions)}")
+        if not emb_columns:
+            raise InputError(f"FeatureFusion: no deep-embedding column ({self.embedding_prefix}*) in the table")
+        n_components = min(self.n_components, len(emb_columns), len(X) - 1)
+        embedding = make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler(),
+                                  PCA(n_components=n_components, random_state=self.random_state))
+        features = ColumnTransformer([("radiomics", radiomics.make_selection(), rad_columns),
+                                      ("dl", embedding, emb_columns)])
+        self.columns_ = rad_columns + emb_columns
+        self.model_ = Pipeline([("features", features), ("scale", StandardScaler()),
+                                ("lr", LogisticRegression(max_iter=1000))]).fit(X[self.columns_], y)
+        names = self.model_[:-1].get_feature_names_out()
+        self.feature_names_ = [n.removeprefix("radiomics__").replace("dl__pca", f"{self.embedding_prefix}pc")
+                               for n in names]
+        self.feature_groups_ = {"radiomics": [n for n, o in zip(self.feature_names_, names)
+                                              if o.startswith("radiomics__")],
+                                "dl": [n for n, o in zip(self.feature_names_, names) if o.startswith("dl__")]}
+        contribution = np.abs(self.explanation_inputs(X).to_numpy() * self.model_[-1].coef_.ravel()).mean(axis=0)
+        total = contribution.sum()
+        self.contribution_shares_ = {
+            group: float(contribution[[self.feature_names_.index(n) for n in cols]].sum() / total) if total else 0.0
+            for group, cols in self.feature_groups_.items()}
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        check_is_fitted(self, "model_")
+        return self.model_.predict_proba(_columns(_table(X, "FeatureFusion"), self.columns_, "FeatureFusion"))
+
+    def predict(self, X) -> np.ndarray:
+        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
+
+    def explanation_inputs(self, X) -> pd.DataFrame:
+        """The logistic regression's inputs (selected radiomics features and embedding PCs, scaled), named."""
+        check_is_fitted(self, "model_")
+        Z = self.model_[:-1].transform(_columns(_table(X, "FeatureFusion"), self.columns_, "FeatureFusion"))
+        return pd.DataFrame(np.asarray(Z, dtype=float), index=X.index, columns=self.feature_names_)
+
+    @property
+    def explained_estimator_(self):
+        check_is_fitted(self, "model_")
+        return self.model_[-1]
