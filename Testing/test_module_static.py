@@ -1,0 +1,215 @@
+"""The Slicer module checked without Slicer: UI names and classes, parameter bindings, packaging, import hygiene."""
+
+import ast
+import re
+import struct
+import subprocess
+import sys
+import tomllib
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+MODULE_PY = PROJECT_ROOT / "DPETResponse" / "DPETResponse.py"
+MODULE_UI = PROJECT_ROOT / "DPETResponse" / "Resources" / "UI" / "DPETResponse.ui"
+MODULE_CMAKE = PROJECT_ROOT / "DPETResponse" / "CMakeLists.txt"
+TOP_CMAKE = PROJECT_ROOT / "CMakeLists.txt"
+LIB = PROJECT_ROOT / "DPETResponseLib"
+
+#: Widget class expected for each name suffix used in the module (Qt Designer names say what they are).
+CLASS_BY_SUFFIX = {
+    "CollapsibleButton": "ctkCollapsibleButton",
+    "Selector": "qMRMLNodeComboBox",
+    "SegmentSelector": "qMRMLSegmentSelectorWidget",
+    "PlaceWidget": "qSlicerMarkupsPlaceWidget",
+    "PathLineEdit": "ctkPathLineEdit",
+    "CheckBox": "QCheckBox",
+    "Button": "QPushButton",
+    "ProgressBar": "QProgressBar",
+    "TextEdit": "QPlainTextEdit",
+}
+#: Module-level imports DPETResponse.py may have: the standard library it uses and what Slicer itself provides.
+ALLOWED_TOP_IMPORTS = {"csv", "importlib", "logging", "os", "pathlib", "re", "shutil", "tempfile", "qt", "ctk",
+                       "vtk", "slicer"}
+HEAVY = {"torch", "monai", "radiomics", "shap", "SimpleITK", "numpy", "pandas", "sklearn", "scipy", "dask",
+         "matplotlib", "xgboost", "skops", "safetensors", "pydicom", "DPETResponseLib"}
+
+
+@pytest.fixture(scope="module")
+def module_tree():
+    return ast.parse(MODULE_PY.read_text(), filename=str(MODULE_PY))
+
+
+@pytest.fixture(scope="module")
+def ui_widgets():
+    """name -> (class, {property: text}) for every widget in the .ui file."""
+    root = ET.parse(MODULE_UI).getroot()
+    widgets = {}
+    for w in root.iter("widget"):
+        props = {p.get("name"): "".join(p.itertext()).strip() for p in w.findall("property")}
+        widgets[w.get("name")] = (w.get("class"), props)
+    return widgets
+
+
+def suffix_class(name):
+    suffix = max((s for s in CLASS_BY_SUFFIX if name.lower().endswith(s.lower())), key=len, default=None)
+    return CLASS_BY_SUFFIX.get(suffix)
+
+
+def test_every_ui_name_used_exists_with_the_expected_class(module_tree, ui_widgets):
+    used = {node.attr for node in ast.walk(module_tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "ui" and isinstance(node.value.value, ast.Name) and node.value.value.id == "self"}
+    assert len(used) >= 8, sorted(used)  # the rest are bound through the parameter node
+    missing = sorted(used - set(ui_widgets))
+    assert not missing, f"self.ui names not in {MODULE_UI.name}: {missing}"
+    wrong = {n: (ui_widgets[n][0], suffix_class(n)) for n in used if ui_widgets[n][0] != suffix_class(n)}
+    assert not wrong, f"name -> (class in .ui, class expected from the name): {wrong}"
+    assert ui_widgets["DPETResponse"][0] == "qMRMLWidget"
+
+
+def parameter_fields(module_tree):
+    cls = next(n for n in module_tree.body if isinstance(n, ast.ClassDef) and n.name == "DPETResponseParameterNode")
+    assert any(ast.unparse(d) == "parameterNodeWrapper" for d in cls.decorator_list)
+    return {n.target.id: ast.unparse(n.annotation) for n in cls.body if isinstance(n, ast.AnnAssign)}
+
+
+def test_parameter_node_fields_are_bound_to_suitable_widgets(module_tree, ui_widgets):
+    fields = parameter_fields(module_tree)
+    for name in ("inputVolume", "tumourSegmentation", "seedPoint", "bundlePath", "useGPU"):
+        assert name in fields
+    bound = {props["SlicerParameterName"]: (cls, props) for cls, props in ui_widgets.values()
+             if "SlicerParameterName" in props}
+    assert set(bound) - set(fields) == set(), "widgets bound to parameters that do not exist"
+    # tumourSegmentId follows the segment selector by hand (parameterNodeWrapper has no segment-id connector)
+    assert set(fields) - set(bound) == {"tumourSegmentId"}
+    assert "tumourSegmentId =" in MODULE_PY.read_text()
+    for name, (cls, props) in bound.items():
+        annotation = fields[name]
+        if annotation.startswith("vtkMRML"):
+            assert cls == "qMRMLNodeComboBox" and props["nodeTypes"] == annotation, name
+        elif annotation == "bool":
+            assert cls == "QCheckBox", name
+        elif annotation == "pathlib.Path":
+            assert cls == "ctkPathLineEdit" and "ctkPathLineEdit::Dirs" in props["filters"], name
+        else:
+            pytest.fail(f"no check for parameter {name}: {annotation}")
+
+
+def test_every_mrml_widget_gets_the_scene(ui_widgets):
+    root = ET.parse(MODULE_UI).getroot()
+    receivers = {c.findtext("receiver") for c in root.iter("connection")
+                 if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"
+                 and c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)" and c.findtext("sender") == "DPETResponse"}
+    mrml = {n for n, (cls, _) in ui_widgets.items() if cls.startswith(("qMRML", "qSlicer")) and n != "DPETResponse"}
+    assert mrml == {"inputVolumeSelector", "tumourSegmentationSelector", "tumourSegmentSelector", "seedPointSelector",
+                    "seedPlaceWidget"}
+    assert receivers == mrml
+
+
+def test_module_cmake_installs_every_library_file():
+    text = MODULE_CMAKE.read_text()
+    listed = set(re.findall(r"^\s+(DPETResponseLib/\S+\.py)\s*$", text, flags=re.M))
+    present = {p.relative_to(PROJECT_ROOT).as_posix() for p in LIB.rglob("*.py") if "__pycache__" not in p.parts}
+    assert "DPETResponseLib/deep/__init__.py" in present and "DPETResponseLib/scene.py" in present
+    missing = sorted(present - listed)
+    assert not missing, f"add to DPETResponseLib_PYTHON_SCRIPTS in {MODULE_CMAKE}: {missing}"
+    stale = sorted(listed - present)
+    assert not stale, f"listed in {MODULE_CMAKE} but not in the source tree: {stale}"
+    params = {p.name for p in (PROJECT_ROOT / "Resources" / "Parameters").iterdir() if p.suffix in (".yaml", ".py")}
+    block = re.search(r"set\(DPETResponseLib_PARAMETER_FILES(.*?)\)", text, flags=re.S).group(1).split()
+    assert "radiomics_pet.yaml" in params and set(block) == params
+    assert "SOURCE_DIR ${CMAKE_CURRENT_SOURCE_DIR}/.." in text
+    for resource in ("DPETResponse.py", "Resources/Icons/${MODULE_NAME}.png", "Resources/UI/${MODULE_NAME}.ui"):
+        assert resource.replace("${MODULE_NAME}", "DPETResponse") in text.replace("${MODULE_NAME}", "DPETResponse")
+
+
+def test_top_level_cmake_describes_the_extension():
+    text = TOP_CMAKE.read_text()
+    values = dict(re.findall(r'set\((EXTENSION_\w+)\s+"([^"]*)"\)', text))
+    for key in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION",
+                "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS", "EXTENSION_DEPENDS"):
+        assert values.get(key), key
+    assert values["EXTENSION_ICONURL"].endswith("/Resources/Icons/DPETResponse.png")
+    assert all("/Resources/Screenshots/" in u and u.endswith(".png") for u in values["EXTENSION_SCREENSHOTURLS"].split())
+    for line in ("find_package(Slicer REQUIRED)", "include(${Slicer_USE_FILE})", "add_subdirectory(DPETResponse)",
+                 "include(${Slicer_EXTENSION_GENERATE_CONFIG})", "include(${Slicer_EXTENSION_CPACK})"):
+        assert line in text
+    module = ast.parse(MODULE_PY.read_text())
+    extension_requirements = _literal(module, "EXTENSION_REQUIREMENTS")
+    assert set(values["EXTENSION_DEPENDS"].split()) == set(extension_requirements.values()) == {"PyTorch",
+                                                                                                "SlicerRadiomics"}
+
+
+def png_size(path):
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n", path
+    return struct.unpack(">II", header[16:24])
+
+
+def test_icons_are_128_pixel_pngs():
+    for path in (PROJECT_ROOT / "Resources" / "Icons" / "DPETResponse.png",
+                 PROJECT_ROOT / "DPETResponse" / "Resources" / "Icons" / "DPETResponse.png"):
+        assert png_size(path) == (128, 128)
+
+
+def test_module_imports_nothing_heavy_at_module_level(module_tree):
+    top = set()
+    for node in module_tree.body:
+        if isinstance(node, ast.Import):
+            top |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            top.add(node.module.split(".")[0])
+    assert "slicer" in top and "qt" in top
+    assert not top & HEAVY and top <= ALLOWED_TOP_IMPORTS, sorted(top - ALLOWED_TOP_IMPORTS)
+    classes = {n.name: [ast.unparse(b) for b in n.bases] for n in module_tree.body if isinstance(n, ast.ClassDef)}
+    assert classes["DPETResponse"] == ["ScriptedLoadableModule"]
+    assert "ScriptedLoadableModuleWidget" in classes["DPETResponseWidget"]
+    assert classes["DPETResponseLogic"] == ["ScriptedLoadableModuleLogic"]
+    assert classes["DPETResponseTest"] == ["ScriptedLoadableModuleTest"]
+    text = MODULE_PY.read_text()
+    assert "Cancers 2026, 18(10):1581" in text and "slicer.util.tryWithErrorDisplay" in text
+    assert "pip_install" not in "".join(ast.unparse(n) for n in module_tree.body
+                                        if not isinstance(n, (ast.ClassDef, ast.FunctionDef)))
+
+
+def _literal(tree, name):
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"{name} not assigned at module level")
+
+
+def test_module_requirements_match_pyproject(module_tree):
+    pyproject = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
+    declared = {Requirement(r).name.lower(): Requirement(r) for r in pyproject["project"]["dependencies"]}
+    checked = [*_literal(module_tree, "PIP_REQUIREMENTS"), *_literal(module_tree, "SLICER_REQUIREMENTS"),
+               _literal(module_tree, "SHAP_REQUIREMENT")]
+    module = {Requirement(r).name.lower(): Requirement(r) for r in checked}
+    extensions = {name.lower() for name in _literal(module_tree, "EXTENSION_REQUIREMENTS")}
+    assert set(module) | extensions == set(declared)
+    assert not set(module) & extensions
+    for name, requirement in module.items():
+        assert (requirement.specifier, requirement.extras) == (declared[name].specifier, declared[name].extras), name
+
+
+def test_library_modules_import_no_qt_ctk_slicer_or_vtk():
+    modules = sorted(".".join(p.relative_to(PROJECT_ROOT).with_suffix("").parts).removesuffix(".__init__")
+                     for p in LIB.rglob("*.py") if "__pycache__" not in p.parts)
+    assert "DPETResponseLib.scene" in modules and "DPETResponseLib.deep" in modules
+    code = (
+        "import importlib, json, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('qt', 'ctk', 'slicer', 'vtk', 'vtkmodules',"
+        " 'slicer_core', 'PythonQt'))\n"
+        "print(json.dumps(bad))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
