@@ -82,8 +82,8 @@ SUVpeak, MTV, TLG); a SHAP bar chart of the features that moved this prediction.
 For research only; not a medical device.
 """
         self.parent.acknowledgementText = """
-Method: the D-PET pCR study (dedicated breast PET radiomics, deep learning and their fusion for predicting
-pathological complete response in HER2-positive breast cancer), Cancers 2026, 18(10):1581.
+Method: the D-PET pCR study (baseline dedicated breast PET of 147 HER2-positive patients; radiomics, deep
+learning, heterogeneity and their fusion), Cancers 2026, 18(10):1581.
 Built on 3D Slicer, SimpleITK, pyradiomics (van Griethuysen et al., Cancer Res 2017), MONAI, PyTorch,
 scikit-learn, XGBoost, SHAP (Lundberg and Lee, NeurIPS 2017), pydicom, skops, safetensors and Dask.
 """
@@ -105,8 +105,16 @@ def registerSampleData():
         nodeNames=None,
         loadFileType=None,
         loadFiles=False,
-        customDownloader=lambda source: DPETResponseLogic().loadSyntheticCase(),
+        customDownloader=loadSampleCase,
     )
+
+
+def loadSampleCase(source=None):
+    """SampleData's customDownloader: make (once) and load the synthetic case, after the dependency check."""
+    with slicer.util.tryWithErrorDisplay("Could not make the synthetic D-PET case.", waitCursor=True):
+        logic = DPETResponseLogic()
+        if logic.checkDependencies(askConfirmation=True):
+            return logic.loadSyntheticCase()
 
 
 #
@@ -612,6 +620,7 @@ class DPETResponseTest(ScriptedLoadableModuleTest):
         from DPETResponseLib import scene
 
         logic = DPETResponseLogic()
+        self.assertTrue(logic.checkDependencies(askConfirmation=False))
         self.delayDisplay("Loading the synthetic sample case")
         pet, segmentation = logic.loadSyntheticCase()
         bundle = logic.syntheticCohortDir() / "bundle"
