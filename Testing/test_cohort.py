@@ -283,3 +283,56 @@ def test_sigkill_mid_run_then_resume_loses_nothing(tmp_path, jobs):
     assert sorted(_log_lines(log)) == sorted(set(cases.index) - cached)  # recomputed exactly the unfinished ones
     uninterrupted = run_cohort(cases, tumour_stats, {}, tmp_path / "reference", progress=False)
     pd.testing.assert_frame_equal(resumed.table, uninterrupted.table)
+
+
+def _manifest(tmp_path, paths, extra=""):
+    lines = ["case_id,image,mask,label,split,age"]
+    lines += [f"{c},{Path(i).relative_to(tmp_path)},{Path(m).relative_to(tmp_path)},{n % 2},train,{50 + n}"
+              for n, (c, (i, m)) in enumerate(paths.items())]
+    (tmp_path / "manifest.csv").write_text("\n".join(lines) + extra + "\n")
+    return tmp_path / "manifest.csv"
+
+
+def test_run_extract_writes_features_errors_and_sidecar(tmp_path, monkeypatch):
+    import DPETResponseLib.casefeatures as casefeatures
+
+    # The file outputs around the task, with the test task standing in for analyse_case.
+    monkeypatch.setattr(casefeatures, "analyse_case", tumour_stats)
+    monkeypatch.setattr(casefeatures, "resolve_settings", lambda settings: {**settings, "scale": 2.0})
+    paths = write_cohort(tmp_path / "data", 4)
+    sitk.WriteImage(sitk.ReadImage(paths["C001"][1]) * 0, paths["C001"][1])
+    out = tmp_path / "out" / "features.csv"
+    result = run_extract(_manifest(tmp_path, paths), out, progress=False)
+    assert (result.n_computed, result.n_failed) == (3, 1)
+    features = pd.read_csv(out, index_col="case_id")
+    assert list(features.index) == ["C000", "C002", "C003"] and list(features.columns) == ["mean", "max", "voxels",
+                                                                                          "scaled", "age"]
+    assert features.loc["C002", "scaled"] == pytest.approx(2 * _expected(2)["mean"], rel=1e-6)
+    assert features["age"].tolist() == [50, 52, 53] and (features["voxels"] == BALL_VOXELS).all()
+    errors = pd.read_csv(tmp_path / "out" / "features.errors.csv")
+    assert errors.values.tolist() == [["C001", "input", "mask is empty (no tumour voxel)"]]
+    sidecar = json.loads((tmp_path / "out" / "features.json").read_text())
+    assert sidecar["counts"] == {"cases": 4, "computed": 3, "cached": 0, "failed": 1, "warnings": 0}
+    assert sidecar["settings"] == {"radiomics_params": None, "scale": 2.0}
+    assert sidecar["versions"]["DPETResponse"] and sidecar["versions"]["SimpleITK"] == sitk.Version.VersionString()
+    assert (tmp_path / "out" / ".dpet-cache").is_dir()
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")]
+
+    again = run_extract(_manifest(tmp_path, paths), out, progress=False)
+    assert (again.n_cached, again.n_computed) == (3, 0)
+    pd.testing.assert_frame_equal(pd.read_csv(out, index_col="case_id"), features)
+
+
+def test_cli_extract_missing_file_is_one_line_without_traceback(tmp_path):
+    paths = write_cohort(tmp_path / "data", 3)
+    Path(paths["C001"][0]).unlink()
+    run = subprocess.run([sys.executable, "-m", "DPETResponseLib.cli", "extract", str(_manifest(tmp_path, paths)),
+                          "--out", str(tmp_path / "features.csv")], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 2
+    assert "Traceback" not in run.stderr and run.stdout == ""
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    assert re.fullmatch(r"dpet-response extract: error: manifest .*manifest.csv: 1 missing file\(s\): C001 image "
+                        r".*C001_pet.nii.gz", lines[0]), lines[0]
+    assert not (tmp_path / "features.csv").exists()
