@@ -13,11 +13,12 @@ from DPETResponseLib.models import (ClinicalPathway, ColumnProbability, ITHPathw
 SIGNALS = ("whole_original_firstorder_Signal", "high_original_glszm_Signal")
 
 
-def feature_table(n=90, seed=0, n_noise=60, radiomics_effect=1.5, dl_effect=1.5, ith_effect=0.8, labels=None):
+def feature_table(n=90, seed=0, n_noise=60, radiomics_effect=1.5, dl_effect=1.5, ith_effect=0.8,
+                  embedding_effect=1.0, labels=None):
     """A feature table shaped like the cohort's: ``n_noise`` noise radiomics columns per region (scales 1..n),
     two informative radiomics columns (``SIGNALS``, mean shift ``radiomics_effect`` SD between classes),
     ``ith_score2d`` (shift ``ith_effect``), ``dl_prob`` (logit shift ``dl_effect``, independent noise),
-    16 embedding columns of which 2 carry the label, and clinical noise (age with missing values, grade).
+    16 embedding columns of which 2 are shifted by ``embedding_effect``, and clinical noise (age with missing values, grade).
     ``labels`` replaces the balanced labels (e.g. random ones)."""
     rng = np.random.default_rng(seed)
     if labels is None:
@@ -36,7 +37,7 @@ def feature_table(n=90, seed=0, n_noise=60, radiomics_effect=1.5, dl_effect=1.5,
     cols["ith_score2d"] = ith_effect * y + rng.normal(size=n)
     cols["dl_prob"] = 1 / (1 + np.exp(-(dl_effect * (2 * y - 1) + rng.normal(size=n))))
     for i in range(16):
-        cols[f"dl_emb_{i:03d}"] = rng.normal(size=n) + (y if i < 2 else 0)
+        cols[f"dl_emb_{i:03d}"] = rng.normal(size=n) + (embedding_effect * y if i < 2 else 0)
     cols["age"] = rng.integers(30, 70, size=n).astype(float)
     cols["grade"] = rng.choice(["G1", "G2", "G3"], size=n)
     cols["label"] = y

@@ -1,0 +1,95 @@
+"""Decision- and feature-level fusion: stacking mechanics, leakage on random labels, gain from independent signals."""
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from test_models import SIGNALS, feature_table
+
+from DPETResponseLib.evaluation import auc_ci_delong
+from DPETResponseLib.fusion import DecisionFusion, FeatureFusion
+from DPETResponseLib.models import ClinicalPathway, ColumnProbability, ITHPathway, RadiomicsPathway, logit
+
+FAST_RADIOMICS = dict(classifiers=("lr", "nb"), inner_cv=3)
+
+
+def test_stacking_meta_learner_is_fit_on_out_of_fold_logits():
+    X, y = feature_table()
+    pathways = {"clinical": ClinicalPathway(), "ith": ITHPathway(), "deep": ColumnProbability()}
+    f = DecisionFusion(pathways, cv=5, random_state=3).fit(X, y)
+    folds = StratifiedKFold(5, shuffle=True, random_state=3)
+    for name, p in pathways.items():
+        expected = cross_val_predict(clone(p), X, y, cv=folds, method="predict_proba")[:, 1]
+        np.testing.assert_allclose(f.oof_probabilities_[name], expected, rtol=1e-12)
+    meta = LogisticRegression().fit(logit(f.oof_probabilities_.to_numpy()), y)
+    np.testing.assert_allclose(f.coef_.to_numpy(), meta.coef_.ravel(), rtol=1e-10)
+    assert f.intercept_ == pytest.approx(meta.intercept_[0])
+    # Prediction: the meta-learner on the logits of the pathways refit on all training data.
+    pp = f.pathway_probabilities(X)
+    np.testing.assert_allclose(pp["deep"], X["dl_prob"])  # the pass-through pathway
+    np.testing.assert_allclose(f.predict_proba(X)[:, 1], meta.predict_proba(logit(pp.to_numpy()))[:, 1],
+                               rtol=1e-10)
+
+
+def _covers_half(y, p) -> bool:
+    lo, hi = auc_ci_delong(y, p)
+    return lo <= 0.5 <= hi
+
+
+def test_no_leakage_on_random_labels():
+    """Random labels, 300 noise radiomics columns: every model's out-of-fold AUC must be chance (DeLong 95% CI
+    covers 0.5), while selecting features on all cases first (the leak) makes the same data look predictive."""
+    rng = np.random.default_rng(11)
+    labels = rng.permutation([0, 1] * 45)
+    X, y = feature_table(n=90, seed=11, n_noise=100, radiomics_effect=0, dl_effect=0, ith_effect=0,
+                         embedding_effect=0, labels=labels)
+    radiomics = RadiomicsPathway(**FAST_RADIOMICS)
+    lr_radiomics = RadiomicsPathway(classifiers=("lr",), inner_cv=3)  # inside the fusions: keeps the test fast
+    models = {
+        "clinical": ClinicalPathway(), "radiomics": radiomics, "ith": ITHPathway(), "deep": ColumnProbability(),
+        "decision_fusion": DecisionFusion({"clinical": ClinicalPathway(), "radiomics": lr_radiomics,
+                                           "ith": ITHPathway(), "deep": ColumnProbability()}, cv=3),
+        "feature_fusion": FeatureFusion(radiomics=lr_radiomics),
+    }
+    outer = StratifiedKFold(5, shuffle=True, random_state=1)
+    for name, model in models.items():
+        p = cross_val_predict(model, X, y, cv=outer, method="predict_proba")[:, 1]
+        assert _covers_half(y, p), (name, roc_auc_score(y, p), auc_ci_delong(y, p))
+    # The control: the same selection chain fit on ALL cases, then only the classifier cross-validated.
+    rad = X[[c for c in X.columns if c.startswith(("whole_", "high_", "low_"))]]
+    leaked = radiomics.make_selection().fit_transform(rad, y)
+    p = cross_val_predict(LogisticRegression(), leaked, y, cv=outer, method="predict_proba")[:, 1]
+    assert auc_ci_delong(y, p)[0] > 0.5, roc_auc_score(y, p)
+
+
+def test_decision_fusion_gains_from_independent_signals():
+    # Radiomics: two 1.5-SD shifts (best AUC Phi(1.5) = 0.93); dl_prob: logit shifted by +-0.75 around noise of
+    # SD 1 (best AUC Phi(1.5 / sqrt 2) = 0.86), independent of radiomics: together Phi(sqrt(6.75 / 2)) = 0.97.
+    X, y = feature_table(n=120, seed=4, dl_effect=0.75)
+    Xt, yt = feature_table(n=400, seed=5, dl_effect=0.75)
+    pathways = {"clinical": ClinicalPathway(), "radiomics": RadiomicsPathway(**FAST_RADIOMICS),
+                "deep": ColumnProbability()}
+    f = DecisionFusion(pathways).fit(X, y)
+    single = {name: roc_auc_score(yt, p) for name, p in f.pathway_probabilities(Xt).items()}
+    fused = roc_auc_score(yt, f.predict_proba(Xt)[:, 1])
+    assert fused >= max(single.values()) - 0.01, (fused, single)
+    assert 0.93 <= fused <= 1.0
+    assert f.coef_["radiomics"] > 0 and f.coef_["deep"] > 0
+    assert abs(f.coef_["clinical"]) < f.coef_["radiomics"]  # clinical columns are noise here
+
+
+@pytest.mark.parametrize("radiomics_effect, embedding_effect, dominant",
+                         [(0.0, 2.0, "dl"), (1.5, 0.0, "radiomics")])
+def test_feature_fusion_contribution_shares_follow_the_signal(radiomics_effect, embedding_effect, dominant):
+    X, y = feature_table(n=120, seed=8, radiomics_effect=radiomics_effect, embedding_effect=embedding_effect)
+    f = FeatureFusion(radiomics=RadiomicsPathway(**FAST_RADIOMICS), n_components=8).fit(X, y)
+    assert len(f.feature_groups_["dl"]) == 8 and f.feature_groups_["dl"][0] == "dl_emb_pc0"
+    assert 1 <= len(f.feature_groups_["radiomics"]) <= 5
+    if radiomics_effect:
+        assert set(SIGNALS) <= set(f.feature_groups_["radiomics"])
+    assert sum(f.contribution_shares_.values()) == pytest.approx(1.0)
+    assert f.contribution_shares_[dominant] > 0.6, f.contribution_shares_
+    Xt, yt = feature_table(n=300, seed=9, radiomics_effect=radiomics_effect, embedding_effect=embedding_effect)
+    assert roc_auc_score(yt, f.predict_proba(Xt)[:, 1]) > 0.85
