@@ -11,7 +11,7 @@ hash while its path, size and mtime (ns) are unchanged, so a rerun over 7,000 un
 Failures are never cached: a fixed file is retried on the next run.
 
 Execution. ``jobs=1`` runs in this process; ``jobs=N`` uses a ProcessPoolExecutor (spawn start method, one thread
-per worker for BLAS/OpenMP/ITK/torch) with at most ``2N`` cases in flight so memory stays bounded; ``scheduler``
+per worker process for BLAS/OpenMP/ITK/torch) with at most ``2N`` cases in flight so memory stays bounded; ``scheduler``
 sends the same per-case calls to Dask (``"local"``: a LocalCluster of ``jobs`` single-threaded worker processes,
 or ``"tcp://host:port"``: an existing cluster). Results travel back to this process, which alone writes the cache:
 workers need the input files but not the cache folder. A worker process that dies (e.g. out of memory) fails only
@@ -36,6 +36,7 @@ import pandas as pd
 from . import __version__
 from .errors import DPETError, InputError
 
+_DESCRIBED_ERRORS = 20  # failed cases listed by CohortResult.describe()
 _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
                "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
 
@@ -80,7 +81,10 @@ class CohortResult:
         lines = [f"{self.task_name}: {self.n_cases} case(s) in {self.seconds:.1f} s: {self.n_computed} computed, "
                  f"{self.n_cached} from cache, {self.n_failed} failed"
                  + (f", {len(self.warnings)} warning(s)" if len(self.warnings) else "")]
-        lines += [f"  failed {row.case_id} [{row.stage}]: {row.message}" for row in self.errors.itertuples()]
+        lines += [f"  failed {row.case_id} [{row.stage}]: {row.message}"
+                  for row in self.errors.head(_DESCRIBED_ERRORS).itertuples()]
+        if len(self.errors) > _DESCRIBED_ERRORS:
+            lines.append(f"  ... and {len(self.errors) - _DESCRIBED_ERRORS} more failed case(s) (see the errors table)")
         return "\n".join(lines)
 
 
@@ -109,12 +113,13 @@ def _plain(value):
     raise TypeError(f"returned a {type(value).__name__}; a task returns dict[str, float | int | str | None]")
 
 
-def _run_case(task, image: str, mask: str, settings: dict, case_id: str, in_worker: bool):
-    """One case, in whichever process runs it. Returns ``("ok", result, warnings)`` or
-    ``("error", stage, message, warnings)``; only the death of the process itself escapes."""
+def _run_case(task, image: str, mask: str, settings: dict, case_id: str, client_pid: int):
+    """One case, in whichever process runs it (threads limited unless that is the client's own process, e.g. a
+    threaded Dask worker). Returns ``("ok", result, warnings)`` or ``("error", stage, message, warnings)``; only
+    the death of the process itself escapes."""
     from .validation import InputWarning
 
-    if in_worker:
+    if os.getpid() != client_pid:
         limit_threads()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InputWarning)
@@ -218,11 +223,10 @@ class _ProcessBackend:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        return ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=limit_threads)
+        return ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"))
 
     def submit(self, *args):
-        return self.pool.submit(_run_case, *args, True)
+        return self.pool.submit(_run_case, *args, os.getpid())
 
     @staticmethod
     def wait_first(futures):
@@ -260,10 +264,9 @@ class _DaskBackend:
                 self.client = Client(scheduler, timeout="20s")
         except OSError as err:
             raise DPETError(f"cannot reach the Dask scheduler {scheduler!r}: {err}") from None
-        self.client.run(limit_threads)
 
     def submit(self, *args):
-        return self.client.submit(_run_case, *args, True, pure=False)
+        return self.client.submit(_run_case, *args, os.getpid(), pure=False)
 
     @staticmethod
     def wait_first(futures):
@@ -301,6 +304,9 @@ def run_cohort(cases: pd.DataFrame, task, settings: dict, cache_dir, jobs: int =
     started = time.perf_counter()
     if not {"image", "mask"} <= set(cases.columns):
         raise DPETError("cases need 'image' and 'mask' columns (a manifest from read_manifest)")
+    duplicated = cases.index[cases.index.duplicated()]
+    if len(duplicated):
+        raise DPETError(f"duplicate case ids: {', '.join(map(str, duplicated.unique()[:10]))}")
     if int(jobs) < 1:
         raise DPETError(f"jobs must be at least 1, got {jobs}")
     parallel = int(jobs) > 1 or scheduler is not None
@@ -344,7 +350,7 @@ def run_cohort(cases: pd.DataFrame, task, settings: dict, cache_dir, jobs: int =
     try:
         if not parallel:
             for case_id, key, image, mask in todo:
-                finish(case_id, key, _run_case(task, image, mask, settings, case_id, False))
+                finish(case_id, key, _run_case(task, image, mask, settings, case_id, os.getpid()))
         elif todo:
             _run_parallel(todo, task, settings, int(jobs), scheduler, finish)
     finally:

@@ -40,7 +40,7 @@ def _expected(seed: int, scale: float = 1.0) -> dict:
 
 
 def _entries(cache_dir: Path) -> list[Path]:
-    return sorted(cache_dir.glob("*/*/*.json"))
+    return sorted(p for p in cache_dir.glob("*/*/*.json") if not p.name.startswith("."))  # not temporary files
 
 
 def _log_lines(path: Path) -> list[str]:
@@ -336,3 +336,18 @@ def test_cli_extract_missing_file_is_one_line_without_traceback(tmp_path):
     assert re.fullmatch(r"dpet-response extract: error: manifest .*manifest.csv: 1 missing file\(s\): C001 image "
                         r".*C001_pet.nii.gz", lines[0]), lines[0]
     assert not (tmp_path / "features.csv").exists()
+
+
+def test_describe_lists_at_most_20_failures_and_duplicate_ids_are_refused(cohort, tmp_path):
+    from DPETResponseLib.cohort import CohortResult
+    from DPETResponseLib.errors import DPETError
+
+    errors = pd.DataFrame([(f"P{i}", "input", "mask is empty") for i in range(25)], columns=["case_id", "stage",
+                                                                                            "message"])
+    result = CohortResult(pd.DataFrame(), errors, pd.DataFrame(columns=["case_id", "message"]), n_cached=5,
+                          n_computed=0, n_failed=25, task_name="t", seconds=1.0)
+    lines = result.describe().splitlines()
+    assert lines[0] == "t: 30 case(s) in 1.0 s: 0 computed, 5 from cache, 25 failed"
+    assert len(lines) == 22 and lines[-1] == "  ... and 5 more failed case(s) (see the errors table)"
+    with pytest.raises(DPETError, match="duplicate case ids: C001"):
+        run_cohort(pd.concat([cohort, cohort.loc[["C001"]]]), tumour_stats, {}, tmp_path / "cache", progress=False)
