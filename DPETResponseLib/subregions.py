@@ -24,9 +24,9 @@ from .petmetrics import tumour_arrays
 
 SEGMENT_NAMES = {1: "Low uptake", 2: "High uptake"}
 SUPERVOXEL_FEATURES = ("mean_suv", "mean_local_sd")
-# KMEANS_THREADS_NOTE: k-means runs on one thread. These problems are small (<= tens of thousands of points);
-# on a busy 2-core machine scikit-learn's OpenMP threads spun: 5000 x 10 points, k=6, n_init=10 took 11.3 s
-# with the default threads and 0.35 s with one (same 63 iterations, same result).
+# KMEANS_THREADS_NOTE: k-means runs on one thread. These problems are small (at most tens of thousands of
+# points), and on a machine shared by other jobs scikit-learn's OpenMP worker threads can wait on each other
+# far longer than the arithmetic takes; one thread gives the same result.
 
 
 def local_stats(suv: np.ndarray, inside: np.ndarray, spacing_xyz, radius_mm: float) -> tuple[np.ndarray, np.ndarray]:
