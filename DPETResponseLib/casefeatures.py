@@ -7,8 +7,6 @@ is the same analysis on images in memory, also returning the subregion label map
 from __future__ import annotations
 
 import functools
-import json
-import math
 from pathlib import Path
 
 import SimpleITK as sitk
@@ -69,18 +67,17 @@ def analyse_image(image: sitk.Image, mask: sitk.Image, settings: dict, case_id: 
     features = dict(pet_metrics(image, mask, case=case_id))
 
     labels, report = tumour_habitats(image, mask, k=settings["habitat_k"], seed=settings["habitat_seed"], case=case_id)
-    warnings += [f"subregions: {w}" for w in report.get("warnings", [])]
+    warnings += report["warnings"]
+    features.update(report.get("features", {}))
     region_masks = {"whole": mask}
-    for region, label in REGION_LABELS.items():
-        region_masks[region] = sitk.Cast(labels == label, sitk.sitkUInt8)
-    n_whole = int(sum(report["voxels"].values())) if report.get("voxels") else None
-    for region, label in REGION_LABELS.items():
-        voxels = int(report["voxels"].get(label, 0))
-        features[f"sub_{region}_voxels"] = voxels
-        if region == "high":
-            features["sub_high_fraction"] = voxels / n_whole if n_whole else math.nan
+    if settings["habitat_k"] == 2:
+        for region, label in REGION_LABELS.items():
+            region_masks[region] = sitk.Cast(labels == label, sitk.sitkUInt8)
+    else:  # K habitats: regions habitat1..habitatK, by increasing uptake
+        for label in range(1, settings["habitat_k"] + 1):
+            region_masks[f"habitat{label}"] = sitk.Cast(labels == label, sitk.sitkUInt8)
 
-    radiomics_features, radiomics_warnings = _extractor(settings["radiomics_params_text"]).extract(
+    radiomics_features, radiomics_warnings = _extractor(settings["radiomics_params_text"]).extract_with_warnings(
         image, region_masks, case=case_id
     )
     features.update(radiomics_features)
@@ -93,11 +90,17 @@ def analyse_image(image: sitk.Image, mask: sitk.Image, settings: dict, case_id: 
 
 def analyse_case(image_path: str, mask_path: str, settings: dict, case_id: str) -> dict[str, float]:
     """Features of one manifest row (the cohort runner's task): reads the PET in SUV and its mask, then
-    `analyse_image`. Warnings travel in the ``warnings`` entry as JSON text."""
+    `analyse_image`. Its warnings are issued as `InputWarning`s, which the cohort runner collects per case."""
+    import warnings
+
     from .io import read_mask, read_pet
+    from .validation import InputWarning
 
     image = read_pet(image_path, case=case_id)
     mask = read_mask(mask_path, image, case=case_id)
-    features, _, warnings = analyse_image(image, mask, settings, case_id)
-    features["warnings"] = json.dumps(warnings)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InputWarning)  # issued once below, with every other note
+        features, _, notes = analyse_image(image, mask, settings, case_id)
+    for note in notes:
+        warnings.warn(note, InputWarning, stacklevel=2)
     return features
