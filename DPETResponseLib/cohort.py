@@ -5,18 +5,18 @@ renamed, so a run killed at any point (even SIGKILL) leaves only whole entries a
 stopped. ``key`` is the sha256 of: the sha256 of the image's and the mask's bytes (every file of a DICOM folder),
 the settings as canonical JSON, the task name and the library version. Results therefore depend on file contents
 and settings only (``case_id`` is passed to the task for its messages); settings must carry the *contents* of any
-file that matters, not just its path (`casefeatures.resolve_settings` folds in the radiomics YAML). Hashing every
-file on every run is the cost of a content key (about 1 s per GB); a memo ``file-hashes.json`` reuses a file's
-hash while its path, size and mtime (ns) are unchanged, so a rerun over 7,000 unchanged cases only stats files.
-Failures are never cached: a fixed file is retried on the next run.
+file that matters, not just its path (`casefeatures.resolve_settings` folds in the radiomics YAML). A content key
+would read every byte of every input on every run; a memo ``file-hashes.json`` reuses a file's hash while its
+path, size and mtime (ns) are unchanged, so a rerun over unchanged cases only stats the files (an edit that keeps
+both size and mtime is not seen: touch the file). Failures are never cached: a fixed file is retried on the next run.
 
 Execution. ``jobs=1`` runs in this process; ``jobs=N`` uses a ProcessPoolExecutor (spawn start method, one thread
-per worker process for BLAS/OpenMP/ITK/torch) with at most ``2N`` cases in flight so memory stays bounded; ``scheduler``
-sends the same per-case calls to Dask (``"local"``: a LocalCluster of ``jobs`` single-threaded worker processes,
-or ``"tcp://host:port"``: an existing cluster). Results travel back to this process, which alone writes the cache:
-workers need the input files but not the cache folder. A worker process that dies (e.g. out of memory) fails only
-the case that kills a worker running it alone (see `_run_parallel`); every other failure is caught per case into the errors table and the cohort
-carries on.
+per worker process for BLAS/OpenMP/ITK/torch) with at most ``2N`` cases in flight so memory stays bounded;
+``scheduler`` sends the same per-case calls to Dask (``"local"``: a LocalCluster of ``jobs`` single-threaded worker
+processes, or ``"tcp://host:port"``: an existing cluster). Results travel back to this process, which alone writes the
+cache: workers need the input files but not the cache folder. A worker process that dies (e.g. out of memory) fails
+only the case that kills a worker running it alone (see `_run_parallel`); every other failure is caught per case
+into the errors table and the cohort carries on.
 """
 
 from __future__ import annotations

@@ -351,3 +351,30 @@ def test_describe_lists_at_most_20_failures_and_duplicate_ids_are_refused(cohort
     assert len(lines) == 22 and lines[-1] == "  ... and 5 more failed case(s) (see the errors table)"
     with pytest.raises(DPETError, match="duplicate case ids: C001"):
         run_cohort(pd.concat([cohort, cohort.loc[["C001"]]]), tumour_stats, {}, tmp_path / "cache", progress=False)
+
+
+def test_cli_extract_real_sts_cases_end_to_end(tmp_path, shared_data):
+    """`dpet-response extract` with the real per-case analysis on the two smallest STS tumours: exit 0, the summary
+    on stdout, PET metrics equal to numpy's on the expert masks, clinical columns copied, the JSON sidecar."""
+    sts = shared_data / "sts_pet"
+    lines = ["case_id,image,mask,label,split,age"]
+    lines += [f"{c},{sts / c / 'PET_image.nii.gz'},{sts / c / 'PET_mask.nii.gz'},{n % 2},train,{40 + n}"
+              for n, c in enumerate(["STS_019", "STS_035"])]
+    (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out" / "features.csv"
+    run = subprocess.run([sys.executable, "-m", "DPETResponseLib.cli", "extract", str(tmp_path / "manifest.csv"),
+                          "--out", str(out)], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert re.match(r"analyse_case: 2 case\(s\) in [\d.]+ s: 2 computed, 0 from cache, 0 failed", run.stdout)
+    features = pd.read_csv(out, index_col="case_id")
+    assert list(features.index) == ["STS_019", "STS_035"] and features["age"].tolist() == [40, 41]
+    for case_id, voxels in (("STS_019", 239), ("STS_035", 365)):  # expert masks' voxel counts
+        image = sitk.ReadImage(str(sts / case_id / "PET_image.nii.gz"))
+        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(sts / case_id / "PET_mask.nii.gz"))) > 0
+        assert mask.sum() == voxels
+        suv = sitk.GetArrayFromImage(image)[mask]
+        assert features.loc[case_id, "pet_SUVmax"] == pytest.approx(suv.max(), rel=1e-6)
+        assert features.loc[case_id, "pet_SUVmean"] == pytest.approx(suv.mean(), rel=1e-6)
+        assert features.loc[case_id, "pet_MTV"] == pytest.approx(voxels * np.prod(image.GetSpacing()) / 1000, rel=1e-6)
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["counts"]["computed"] == 2 and sidecar["settings"]["habitat_k"] == 2

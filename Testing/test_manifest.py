@@ -59,7 +59,8 @@ def test_paths_labels_splits_and_clinical_dtypes(tmp_path):
      r"4 missing file\(s\): P1 image .*a1.nii, P1 mask .*b1.nii, P2 image .*a2.nii, P2 mask \(no path given\)"),
     ([HEADER, "P1,a1.nii,b1.nii,2,train", "P2,a2.nii,b2.nii,yes,train", "P3,a3.nii,b3.nii,0,test"], True,
      r"label must be 0, 1 or empty \(unknown\): P1='2', P2='yes'"),
-    ([HEADER, "P1,a1.nii,b1.nii,1,validation"], True, r"split must be train, test, test2, ... or empty: P1='validation'"),
+    ([HEADER, "P1,a1.nii,b1.nii,1,validation"], True,
+     r"split must be train, test, test2, ... or empty: P1='validation'"),
     ([HEADER], True, r"lists no cases"),
 ])
 def test_manifest_problems_are_listed(tmp_path, lines, files, expected):

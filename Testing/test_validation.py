@@ -60,7 +60,8 @@ BAD_CASES = [
      r"mask and image grids differ: spacing \(2, 2.1, 3\) vs image \(2, 2, 3\) mm"),
     ("geometry: size", lambda im, m: (im, m[:, :, 1:]), r"mask and image grids differ: size \(16, 14, 11\) vs image "
      r"\(16, 14, 12\); origin"),
-    ("geometry: origin", lambda im, m: (im, _shifted(m, (0.0, 0.0, 1.5))), r"grids differ: origin \(-10, 25, 41.5\) vs image \(-10, 25, 40\) mm"),
+    ("geometry: origin", lambda im, m: (im, _shifted(m, (0.0, 0.0, 1.5))),
+     r"grids differ: origin \(-10, 25, 41.5\) vs image \(-10, 25, 40\) mm"),
     ("mask outside the image", lambda im, m: (im, _shifted(m, (500.0, 0.0, 0.0))),
      # by hand: tumour x indices 4..12 -> -10 + 2 * i +- 1 mm half voxel = -3..15, +500 mm; image x 0..15 -> -11..21
      r"mask's tumour lies outside the image \(tumour \(497, 30, 44.5\) to \(515, 48, 71.5\) mm, "
