@@ -1,0 +1,396 @@
+"""Training the deep-learning pathway: stratified k-fold CV of a 3D CNN on tumour crops, a fold ensemble.
+
+Each fold model is trained on k-1 folds with AdamW and a cosine learning-rate schedule (the study's), a
+class-balanced loss (``pos_weight`` = negatives / positives of the fold's training cases) and augmentation, and
+early-stopped on its validation fold's AUC. ALL fold models start from the SAME initial weights (built once from
+``seed``): their embedding spaces then stay roughly aligned, which is what makes averaging a case's embedding
+over the fold models (``predict``) meaningful for feature-level fusion. Same seed, same numbers on CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from ..errors import InputError
+from ..io import atomic_write
+from .data import BatchAugmenter, CropCache, CropSpec, preprocess_cohort
+from .fusion_e2e import check_extra
+from .nets import ARCHS, DeepNet, build_net, load_pretrained
+
+FORMAT = "dpet-deep-1"
+
+
+@dataclass
+class DeepConfig:
+    """Settings of the deep pathway (see ``DeepConfig.preset`` for the named presets).
+
+    Crop: ``size`` voxels per side at ``spacing`` mm, SUV clipped at ``suv_clip``, ``mask_channel``.
+    Net: ``arch`` (resnet10/18/34 from MONAI, or r3d_18); for the MONAI ResNets ``width`` (widen factor),
+    ``stem_kernel``, ``stem_stride`` and ``max_pool`` (MedicalNet weights need width 1, kernel 7), ``pretrained`` (local .pth/.safetensors file or None), ``extra_dim``
+    (> 0: end-to-end fusion of that many radiomics features).
+    Training: ``folds``, ``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``patience`` (epochs without a
+    better validation AUC before stopping), ``class_balanced``, ``augment``, ``seed``, ``device`` ("auto", "cpu",
+    "cuda"), ``amp`` (bf16 autocast on CUDA), ``cache_dir`` (crop cache folder or None).
+    """
+
+    arch: str = "resnet10"
+    size: int = 32
+    spacing: float = 2.0
+    suv_clip: float = 15.0
+    mask_channel: bool = True
+    width: float = 0.25
+    stem_kernel: int = 3
+    stem_stride: int = 1
+    max_pool: bool = False
+    pretrained: str | None = None
+    extra_dim: int = 0
+    folds: int = 5
+    epochs: int = 40
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    patience: int = 10
+    class_balanced: bool = True
+    augment: bool = True
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    cache_dir: str | None = None
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "DeepConfig":
+        """``"dpet"``: the study's r3d_18 on 64^3 crops at 1 mm, AdamW lr 1e-4, batch 8 (GPU).
+        ``"cpu"``: a narrow ResNet10 (width 0.25, 3^3 stride-1 stem, no max-pool: Grad-CAM keeps a 4^3 grid) on
+        32^3 crops at 2 mm.
+        ``"cpu-fast"``: the same net on 24^3 at 2 mm, 20 epochs (tests, the 10-minute CPU demo).
+        The CPU presets train from scratch, hence lr 1e-3."""
+        presets = {
+            "dpet": dict(arch="r3d_18", size=64, spacing=1.0, width=1.0, stem_kernel=7, stem_stride=2, max_pool=True,
+                         epochs=100, batch_size=8, lr=1e-4, patience=20),
+            "cpu": dict(arch="resnet10", size=32, spacing=2.0, width=0.25, stem_kernel=3, stem_stride=1, max_pool=False,
+                        epochs=40, batch_size=16, lr=1e-3, patience=10),
+            "cpu-fast": dict(arch="resnet10", size=24, spacing=2.0, width=0.25, stem_kernel=3, stem_stride=1, max_pool=False,
+                             epochs=20, batch_size=8, lr=1e-3, patience=8),
+        }
+        if name not in presets:
+            raise InputError(f"unknown deep preset {name!r}; choose one of {', '.join(presets)}")
+        return cls(**{**presets[name], **overrides})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "DeepConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InputError(f"unknown deep settings: {', '.join(unknown)}")
+        return cls(**values)
+
+    @property
+    def crop(self) -> CropSpec:
+        return CropSpec(size=self.size, spacing=self.spacing, suv_clip=self.suv_clip, mask_channel=self.mask_channel)
+
+    def check(self) -> None:
+        if self.arch not in ARCHS:
+            raise InputError(f"unknown deep architecture {self.arch!r}; choose one of {', '.join(ARCHS)}")
+        if self.folds < 2 or self.epochs < 1 or self.batch_size < 2 or self.size < 8 or self.spacing <= 0:
+            raise InputError("deep settings need folds >= 2, epochs >= 1, batch_size >= 2, size >= 8, spacing > 0")
+
+    def make_net(self) -> DeepNet:
+        return build_net(self.arch, self.crop.channels, self.extra_dim, self.width, self.stem_kernel,
+                         self.stem_stride, self.max_pool)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device {name!r} was asked for but no CUDA GPU is available")
+    return torch.device(name)
+
+
+@contextmanager
+def deterministic(device: torch.device):
+    """Deterministic kernels on CPU for the duration (the previous global setting is restored)."""
+    previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+
+def _autocast(device: torch.device, amp: bool):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
+
+
+def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last_3d) if device.type == "cuda" else x
+
+
+@torch.no_grad()
+def _evaluate(net: DeepNet, crops: torch.Tensor, extra: torch.Tensor | None, device: torch.device, amp: bool,
+              batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Logits (n,) and embeddings (n, d) of one net, in eval mode, float32 numpy."""
+    net.eval()
+    logits, embeddings = [], []
+    for start in range(0, len(crops), batch_size):
+        x = _to_device(crops[start:start + batch_size], device)
+        e = None if extra is None else extra[start:start + batch_size].to(device)
+        with _autocast(device, amp):
+            emb = net.features(x, e)
+            logit = net.head(emb).squeeze(1)
+        logits.append(logit.float().cpu())
+        embeddings.append(emb.float().cpu())
+    return torch.cat(logits).numpy(), torch.cat(embeddings).numpy()
+
+
+def _auc(y: np.ndarray, score: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, score))
+
+
+def _train_fold(net: DeepNet, crops: torch.Tensor, y: torch.Tensor, extra: torch.Tensor | None,
+                train_idx: np.ndarray, val_idx: np.ndarray, config: DeepConfig, device: torch.device,
+                fold: int, bar) -> tuple[float, int]:
+    """Train ``net`` in place on ``train_idx``; leaves the best-validation-AUC weights in it. Returns
+    (best validation AUC, best epoch)."""
+    if net.fusion is not None:
+        net.fusion.fit_standardiser(extra[train_idx])
+    net.to(device)
+    if device.type == "cuda":
+        net.to(memory_format=torch.channels_last_3d)
+    n_pos = float(y[train_idx].sum())
+    pos_weight = (len(train_idx) - n_pos) / n_pos if config.class_balanced else 1.0
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=device))
+    optimiser = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    batches = int(np.ceil(len(train_idx) / config.batch_size))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.epochs * batches)
+    shuffler = torch.Generator().manual_seed(config.seed * 1000 + fold)
+    augment = BatchAugmenter(seed=config.seed * 1000 + fold) if config.augment else None
+    y_val = y[val_idx].numpy()
+    best = (-np.inf, np.inf, 0, copy.deepcopy(net.state_dict()))  # (auc, loss, epoch, weights)
+    for epoch in range(1, config.epochs + 1):
+        net.train()
+        order = train_idx[torch.randperm(len(train_idx), generator=shuffler).numpy()]
+        # BatchNorm cannot train on a batch of one: a last batch of one case joins the previous batch.
+        cuts = list(range(0, len(order), config.batch_size))
+        if len(order) - cuts[-1] == 1 and len(cuts) > 1:
+            cuts.pop()
+        total = 0.0
+        for i, start in enumerate(cuts):
+            idx = order[start:cuts[i + 1] if i + 1 < len(cuts) else len(order)]
+            x = crops[idx].to(device, non_blocking=True)
+            if augment is not None:
+                x = augment(x)
+            x = _to_device(x, device)
+            e = None if extra is None else extra[idx].to(device, non_blocking=True)
+            with _autocast(device, config.amp):
+                loss = loss_fn(net(x, e).float(), y[idx].to(device, non_blocking=True))
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            total += float(loss.detach()) * len(idx)
+        logits, _ = _evaluate(net, crops[val_idx], None if extra is None else extra[val_idx], device, config.amp,
+                              config.batch_size * 2)
+        val_auc = _auc(y_val, logits)
+        val_loss = float(torch.nn.functional.binary_cross_entropy_with_logits(
+            torch.from_numpy(logits), torch.from_numpy(y_val).float()))
+        if (val_auc, -val_loss) > (best[0], -best[1]):
+            best = (val_auc, val_loss, epoch, copy.deepcopy(net.state_dict()))
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(fold=fold + 1, loss=f"{total / len(train_idx):.3f}", val_auc=f"{val_auc:.3f}",
+                            best=f"{best[0]:.3f}")
+        if epoch - best[2] >= config.patience:
+            if bar is not None:
+                bar.update(config.epochs - epoch)
+            break
+    net.load_state_dict(best[3])
+    return float(best[0]), int(best[2])
+
+
+def _labels(y, n: int) -> np.ndarray:
+    labels = np.asarray(y)
+    if labels.shape != (n,) or not np.isin(labels, (0, 1)).all():
+        raise InputError(f"labels must be {n} values of 0/1 (1 = pCR)")
+    return labels.astype(np.int64)
+
+
+def train_deep(images: list[sitk.Image], masks: list[sitk.Image], y, config: DeepConfig | None = None,
+               extra=None, progress: bool = True, case_ids: list[str] | None = None) -> "DeepModel":
+    """Train the fold ensemble on the given (training) cases; see the module docstring.
+
+    ``extra``: (n, extra_dim) radiomics matrix for end-to-end fusion (``config.extra_dim`` > 0), else None.
+    """
+    from sklearn.model_selection import StratifiedKFold
+    from tqdm.auto import tqdm
+
+    config = config if config is not None else DeepConfig.preset("cpu")
+    config.check()
+    labels = _labels(y, len(images))
+    counts = np.bincount(labels, minlength=2)
+    if counts.min() < config.folds:
+        raise InputError(f"{config.folds}-fold CV needs at least {config.folds} cases of each class; "
+                         f"got {counts[1]} pCR and {counts[0]} non-pCR")
+    extra_t = check_extra(extra, len(images), config.extra_dim)
+    device = resolve_device(config.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    crops, _ = preprocess_cohort(images, masks, config.crop, case_ids, CropCache(config.crop, config.cache_dir))
+    if device.type == "cuda":
+        crops = crops.pin_memory()
+    y_t = torch.from_numpy(labels).float()
+    with deterministic(device):
+        torch.manual_seed(config.seed)
+        initial = config.make_net()
+        if config.pretrained:
+            load_pretrained(initial, config.pretrained)
+        init_state = copy.deepcopy(initial.state_dict())
+        n = len(images)
+        oof_prob = np.zeros(n)
+        oof_embedding = np.zeros((n, initial.embed_dim), dtype=np.float32)
+        fold_of_case = np.zeros(n, dtype=np.int64)
+        nets, val_auc, best_epoch = [], [], []
+        splits = StratifiedKFold(config.folds, shuffle=True, random_state=config.seed).split(np.zeros(n), labels)
+        bar = tqdm(total=config.folds * config.epochs, desc="deep CV", disable=not progress)
+        for fold, (train_idx, val_idx) in enumerate(splits):
+            net = config.make_net()
+            net.load_state_dict(init_state)
+            auc, epoch = _train_fold(net, crops, y_t, extra_t, train_idx, val_idx, config, device, fold, bar)
+            logits, emb = _evaluate(net, crops[val_idx], None if extra_t is None else extra_t[val_idx], device,
+                                    config.amp, config.batch_size * 2)
+            oof_prob[val_idx] = 1.0 / (1.0 + np.exp(-logits))
+            oof_embedding[val_idx] = emb
+            fold_of_case[val_idx] = fold
+            nets.append(net.eval())
+            val_auc.append(auc)
+            best_epoch.append(epoch)
+        bar.close()
+    return DeepModel(config, nets, oof_prob, oof_embedding, fold_of_case, val_auc, best_epoch)
+
+
+class DeepModel:
+    """The trained fold ensemble and its out-of-fold results on the training cases.
+
+    ``oof_prob`` (n,): each training case's probability from the fold model that did not see it;
+    ``oof_embedding`` (n, d) likewise; ``fold_of_case`` (n,); ``fold_val_auc`` and ``fold_best_epoch`` per fold.
+    """
+
+    def __init__(self, config: DeepConfig, nets: list[DeepNet], oof_prob: np.ndarray, oof_embedding: np.ndarray,
+                 fold_of_case: np.ndarray, fold_val_auc: list[float], fold_best_epoch: list[int]):
+        self.config = config
+        self.nets = nets
+        self.oof_prob = oof_prob
+        self.oof_embedding = oof_embedding
+        self.fold_of_case = fold_of_case
+        self.fold_val_auc = list(fold_val_auc)
+        self.fold_best_epoch = list(fold_best_epoch)
+        self._cache = CropCache(config.crop, config.cache_dir)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.nets[0].embed_dim
+
+    def _device(self) -> torch.device:
+        device = resolve_device(self.config.device)
+        for net in self.nets:
+            net.to(device)
+        return device
+
+    def predict(self, images: list[sitk.Image], masks: list[sitk.Image], extra=None,
+                case_ids: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(probability (n,), embedding (n, d)): the mean over the fold models."""
+        crops, _ = preprocess_cohort(images, masks, self.config.crop, case_ids, self._cache)
+        extra_t = check_extra(extra, len(images), self.config.extra_dim)
+        device = self._device()
+        with deterministic(device):
+            outputs = [_evaluate(net, crops, extra_t, device, self.config.amp, self.config.batch_size * 2)
+                       for net in self.nets]
+        prob = np.mean([1.0 / (1.0 + np.exp(-logits)) for logits, _ in outputs], axis=0)
+        embedding = np.mean([emb for _, emb in outputs], axis=0)
+        return prob, embedding
+
+    def gradcam(self, image: sitk.Image, mask: sitk.Image, extra=None, case_id: str | None = None) -> sitk.Image:
+        """Grad-CAM of the predicted class, averaged over the fold models, on the PET's grid, in [0, 1]."""
+        from .gradcam import gradcam_on_pet
+
+        crop, geometry = self._cache.get(image, mask, case_id)
+        extra_t = check_extra(extra, 1, self.config.extra_dim)
+        prob, _ = self.predict([image], [mask], None if extra_t is None else extra_t.numpy(),
+                               None if case_id is None else [case_id])
+        return gradcam_on_pet(self.nets, crop, geometry, image, extra_t, positive=bool(prob[0] >= 0.5),
+                              device=self._device())
+
+    def to_parts(self) -> tuple[dict, dict[str, dict[str, torch.Tensor]]]:
+        """(JSON-able config dict, {part name: state dict}) for safetensors: no pickle."""
+        info = {"format": FORMAT, "config": self.config.to_dict(), "fold_val_auc": self.fold_val_auc,
+                "fold_best_epoch": self.fold_best_epoch, "n_folds": len(self.nets)}
+        parts = {f"fold{k}": {name: t.detach().cpu().contiguous() for name, t in net.state_dict().items()}
+                 for k, net in enumerate(self.nets)}
+        parts["oof"] = {"prob": torch.from_numpy(np.asarray(self.oof_prob, dtype=np.float64)),
+                        "embedding": torch.from_numpy(np.ascontiguousarray(self.oof_embedding)),
+                        "fold_of_case": torch.from_numpy(self.fold_of_case)}
+        return info, parts
+
+    @classmethod
+    def from_parts(cls, info: dict, parts: dict[str, dict[str, torch.Tensor]]) -> "DeepModel":
+        """Inverse of ``to_parts`` (the pretrained file is not needed: the fold weights hold everything)."""
+        if info.get("format") != FORMAT:
+            raise InputError(f"not a deep model of format {FORMAT} (got {info.get('format')!r})")
+        config = DeepConfig.from_dict(info["config"])
+        nets = []
+        for k in range(int(info["n_folds"])):
+            if f"fold{k}" not in parts:
+                raise InputError(f"deep model parts lack fold{k}")
+            net = config.make_net()
+            try:
+                net.load_state_dict(parts[f"fold{k}"])
+            except RuntimeError as err:
+                raise InputError(f"deep model fold{k} weights do not fit the configured net: {err}") from None
+            nets.append(net.eval())
+        oof = parts["oof"]
+        return cls(config, nets, oof["prob"].numpy(), oof["embedding"].numpy(), oof["fold_of_case"].numpy(),
+                   info["fold_val_auc"], info["fold_best_epoch"])
+
+    def save(self, folder: str | Path) -> Path:
+        """``config.json`` + ``weights.safetensors`` (keys ``<part>/<tensor>``), each written atomically."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        info, parts = self.to_parts()
+        flat = {f"{part}/{name}": t for part, state in parts.items() for name, t in state.items()}
+        with atomic_write(folder / "weights.safetensors") as tmp:
+            save_file(flat, str(tmp))
+        with atomic_write(folder / "config.json") as tmp:
+            tmp.write_text(json.dumps(info, indent=2))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "DeepModel":
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        for name in ("config.json", "weights.safetensors"):
+            if not (folder / name).is_file():
+                raise InputError(f"deep model folder {folder} lacks {name}")
+        parts: dict[str, dict[str, torch.Tensor]] = {}
+        for key, tensor in load_file(str(folder / "weights.safetensors")).items():
+            part, name = key.split("/", 1)
+            parts.setdefault(part, {})[name] = tensor
+        return cls.from_parts(json.loads((folder / "config.json").read_text()), parts)
+
