@@ -231,7 +231,8 @@ class DPETResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def addLog(self, text: str) -> None:
         self.ui.logTextEdit.appendPlainText(text)
-        match = re.match(r"\s*\[?(\d+)\s*/\s*(\d+)\]?", text)  # "k/n step" lines from the CLI move the bar
+        # "[dpet-response] k/n step" lines of the CLI and tqdm's "| k/n [" move the bar
+        match = re.search(r"(?:^\s*|\|\s*|\]\s+)(\d+)/(\d+)\b", text)
         if match and int(match.group(2)) > 0:
             self.ui.progressBar.setRange(0, int(match.group(2)))
             self.ui.progressBar.setValue(int(match.group(1)))
@@ -461,17 +462,20 @@ class DPETResponseLogic(ScriptedLoadableModuleLogic):
             environment.insert(key, value)
         process.setProcessEnvironment(environment)
         process.setProcessChannelMode(qt.QProcess.MergedChannels)
-        lines = []
+        lines, partial = [], [""]
 
-        def readOutput():
-            for line in process.readAllStandardOutput().data().decode(errors="replace").splitlines():
+        def readOutput(final=False):
+            # output arrives in chunks: keep an unfinished last line (tqdm ends its updates with \r) for the next
+            parts = re.split(r"[\r\n]+", partial[0] + process.readAllStandardOutput().data().decode(errors="replace"))
+            partial[0] = "" if final else parts.pop()
+            for line in filter(None, parts):
                 lines.append(line)
                 onLog(line)
 
         def finished(exitCode, exitStatus):
             if self._process is not process:  # cancelled
                 return
-            readOutput()
+            readOutput(final=True)
             result, error = None, None
             try:
                 if exitStatus != qt.QProcess.NormalExit or exitCode != 0:
