@@ -53,7 +53,7 @@ def _clinical_column(values: pd.Series, name: str, where: str) -> tuple[pd.Serie
     return column, None
 
 
-def read_manifest(path, check_files: bool = True) -> pd.DataFrame:
+def read_manifest(path) -> pd.DataFrame:
     """The validated manifest: index ``case_id``; ``image``/``mask`` absolute path strings; ``label`` Int64 (0/1,
     <NA> unknown); ``split`` lower-case text or NaN; clinical columns with their own dtypes.
 
@@ -94,7 +94,7 @@ def read_manifest(path, check_files: bool = True) -> pd.DataFrame:
             resolved[kind].append(str(full.resolve()) if full else "")
             if full is None:
                 missing_files.append(f"{case} {kind} (no path given)")
-            elif check_files and not full.exists():
+            elif not full.exists():
                 missing_files.append(f"{case} {kind} {full}")
     if missing_files:
         problems.append(f"{len(missing_files)} missing file(s): {_listing(missing_files)}")
