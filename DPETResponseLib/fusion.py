@@ -26,7 +26,8 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
     """Stacking: each pathway's out-of-fold probability on the training data (stratified ``cv`` folds) ->
     logistic-regression meta-learner on their logits; then every pathway is refit on all training data.
 
-    After fit: ``pathways_`` (fitted), ``oof_probabilities_`` (DataFrame), ``meta_`` (the meta-learner),
+    After fit: ``pathways_`` (fitted), ``oof_probabilities_`` ({pathway: out-of-fold probabilities of the
+    training cases}), ``meta_`` (the meta-learner),
     ``coef_`` (Series, one weight per pathway logit) and ``intercept_``.
     """
 
@@ -43,10 +44,9 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
         self.classes_ = np.array([0, 1])
         n_splits = max(2, min(self.cv, int(np.bincount(y).min())))
         folds = StratifiedKFold(n_splits, shuffle=True, random_state=self.random_state)
-        self.oof_probabilities_ = pd.DataFrame(
-            {name: cross_val_predict(clone(p), X, y, cv=folds, method="predict_proba")[:, 1]
-             for name, p in self.pathways.items()}, index=X.index)
-        self.meta_ = LogisticRegression().fit(logit(self.oof_probabilities_), y)
+        self.oof_probabilities_ = {name: cross_val_predict(clone(p), X, y, cv=folds, method="predict_proba")[:, 1]
+                                   for name, p in self.pathways.items()}
+        self.meta_ = LogisticRegression().fit(logit(np.column_stack(list(self.oof_probabilities_.values()))), y)
         self.pathways_ = {name: clone(p).fit(X, y) for name, p in self.pathways.items()}
         return self
 

@@ -23,7 +23,7 @@ def test_stacking_meta_learner_is_fit_on_out_of_fold_logits():
     for name, p in pathways.items():
         expected = cross_val_predict(clone(p), X, y, cv=folds, method="predict_proba")[:, 1]
         np.testing.assert_allclose(f.oof_probabilities_[name], expected, rtol=1e-12)
-    meta = LogisticRegression().fit(logit(f.oof_probabilities_.to_numpy()), y)
+    meta = LogisticRegression().fit(logit(np.column_stack([f.oof_probabilities_[n] for n in pathways])), y)
     np.testing.assert_allclose(f.coef_.to_numpy(), meta.coef_.ravel(), rtol=1e-10)
     assert f.intercept_ == pytest.approx(meta.intercept_[0])
     # Prediction: the meta-learner on the logits of the pathways refit on all training data.
