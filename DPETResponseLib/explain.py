@@ -19,7 +19,6 @@ from .errors import DPETError, InputError
 from .models import logit
 
 SLICER_DIR_ENV = "DPET_SHAP_SLICER_DIR"
-LINEAR_BACKGROUND = 200
 TREE_BACKGROUND = 100
 AGNOSTIC_BACKGROUND = 50
 EXACT_MAX_FEATURES = 10
@@ -104,11 +103,16 @@ def shap_values(model, X_background: pd.DataFrame, X: pd.DataFrame, feature_name
     final classifier (for the radiomics pathway: its selected features after preprocessing; for the decision
     fusion: the pathways' logits; for the feature fusion: selected radiomics features and embedding PCs).
 
-    Interventional SHAP against ``X_background`` (rows subsampled with a fixed seed):
-    logistic regression -> shap.LinearExplainer (exact), XGBoost -> shap.TreeExplainer on the margin (exact),
-    anything else (RF, KNN, naive Bayes, ...) -> model-agnostic on logit(predict_proba) with a small background:
-    shap.ExactExplainer up to 10 inputs, shap.PermutationExplainer beyond. (TreeExplainer on a scikit-learn random forest explains averaged probabilities, not log-odds,
-    so the forest goes the model-agnostic way to keep one unit for every model.)
+    Interventional SHAP against ``X_background`` (rows subsampled with a fixed seed where the explainer costs
+    grow with them):
+
+    - logistic regression: shap.LinearExplainer (exact, coef_j * (x_j - mean_j));
+    - XGBoost: shap.TreeExplainer on the margin (exact);
+    - anything else (RF, KNN, naive Bayes, ...): logit(predict_proba) explained model-agnostically against
+      50 background rows: shap.ExactExplainer up to 10 inputs, shap.PermutationExplainer beyond. TreeExplainer
+      on a scikit-learn random forest would explain averaged probabilities, not log-odds, so the forest goes
+      this way to keep one unit for every model.
+
     ``result.attrs["base_value"]``: the expected log-odds; base value + row sum = the model's log-odds.
     """
     if not isinstance(X, pd.DataFrame) or not isinstance(X_background, pd.DataFrame):
@@ -125,7 +129,7 @@ def shap_values(model, X_background: pd.DataFrame, X: pd.DataFrame, feature_name
         raise InputError(f"shap_values: {len(names)} feature names for {Z.shape[1]} model inputs")
 
     if isinstance(final, LogisticRegression):
-        background = Zb.sample(min(len(Zb), LINEAR_BACKGROUND), random_state=0).to_numpy(float)
+        background = Zb.to_numpy(float)  # only its mean matters: no need to subsample
         explainer = shap.LinearExplainer(final, shap.maskers.Independent(background, max_samples=len(background)))
         values, base = explainer.shap_values(Z.to_numpy(float)), explainer.expected_value
     elif type(final).__name__ == "XGBClassifier":

@@ -117,7 +117,8 @@ class FeatureFusion(ClassifierMixin, BaseEstimator):
                                       ("dl", embedding, emb_columns)])
         self.columns_ = rad_columns + emb_columns
         self.model_ = Pipeline([("features", features), ("scale", StandardScaler()),
-                                ("lr", LogisticRegression(max_iter=1000))]).fit(X[self.columns_], y)
+                                ("lr", LogisticRegression(max_iter=1000))])
+        self.model_.fit(_columns(X, self.columns_, "FeatureFusion"), y)
         names = self.model_[:-1].get_feature_names_out()
         self.feature_names_ = [n.removeprefix("radiomics__").replace("dl__pca", f"{self.embedding_prefix}pc")
                                for n in names]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
@@ -76,10 +76,17 @@ def _table(X, who: str) -> pd.DataFrame:
 
 
 def _columns(X: pd.DataFrame, columns, who: str) -> pd.DataFrame:
+    """``X[columns]``, or InputError naming missing columns or infinite values (and their cases)."""
     missing = [c for c in columns if c not in X.columns]
     if missing:
         raise InputError(f"{who}: the feature table lacks column(s) {', '.join(map(str, missing))}")
-    return X[list(columns)]
+    data = X[list(columns)]
+    numeric = data.select_dtypes(include="number")
+    rows, cols = np.nonzero(np.isinf(numeric.to_numpy(dtype=float)))
+    if rows.size:
+        raise InputError(f"{who}: infinite values in column(s) {', '.join(sorted(set(numeric.columns[cols]))[:5])} "
+                         f"of case(s) {', '.join(sorted(set(map(str, X.index[rows])))[:10])}")
+    return data
 
 
 class _Pathway(ClassifierMixin, BaseEstimator):
@@ -217,7 +224,7 @@ class RadiomicsPathway(_Pathway):
         if not self.columns_:
             raise InputError(f"RadiomicsPathway: no radiomics column for region(s) {', '.join(self.regions)} "
                              "in the feature table")
-        data = X[self.columns_]
+        data = _columns(X, self.columns_, "RadiomicsPathway")
         if not self.classifiers:
             raise InputError("RadiomicsPathway: no classifier to choose from")
         for name in self.classifiers:

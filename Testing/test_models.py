@@ -131,6 +131,10 @@ def test_estimator_contract_and_bad_input():
         RadiomicsPathway(classifiers=("lr", "svm")).fit(X, y)
     with pytest.raises(InputError, match="both classes"):
         ITHPathway().fit(X, np.zeros(len(X)))
+    broken = X.copy()
+    broken.loc["case0_004", "whole_original_glcm_Noise001"] = np.inf
+    with pytest.raises(InputError, match="infinite values in column.*whole_original_glcm_Noise001.*case0_004"):
+        RadiomicsPathway(classifiers=("lr",)).fit(broken, y)
     fitted = ITHPathway().fit(X, y)
     with pytest.raises(InputError, match="lacks column.*ith_score2d"):
         fitted.predict_proba(X.drop(columns="ith_score2d"))
