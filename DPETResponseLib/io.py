@@ -286,7 +286,7 @@ def read_pet(path, suv_type: str = "bw", case=None) -> sitk.Image:
     elif _is_dicom_file(path):
         files = [str(path)]
     else:
-        return sitk.Cast(read_image(path, case), sitk.sitkFloat32)
+        return _as_float32(read_image(path, case))
 
     headers = _dicom_headers(files, case)
     modality = headers[0].get("Modality")
@@ -296,11 +296,16 @@ def read_pet(path, suv_type: str = "bw", case=None) -> sitk.Image:
     factors = _suv_factors(headers, files, suv_type, case)
     image = _read_series(files, case) if len(files) > 1 else _read_single(files[0], case)
     if np.all(factors == 1.0):
-        return sitk.Cast(image, sitk.sitkFloat32)
+        return _as_float32(image)
     values = sitk.GetArrayViewFromImage(image) * factors[:, None, None]  # array axes are (slice, row, column)
     suv = sitk.GetImageFromArray(values.astype(np.float32))
     suv.CopyInformation(image)
     return suv
+
+
+def _as_float32(image: sitk.Image) -> sitk.Image:
+    """float32 voxels; SimpleITK's Cast refuses a float32 -> float32 cast of 4D images, so none is asked for."""
+    return image if image.GetPixelID() == sitk.sitkFloat32 else sitk.Cast(image, sitk.sitkFloat32)
 
 
 def _read_single(file: str, case) -> sitk.Image:
