@@ -123,10 +123,9 @@ class MRMRSelector(SelectorMixin, BaseEstimator):
         y = _binary_labels(y, "MRMRSelector")
         n, p = X.shape
         if self.relevance == "f":
-            with np.errstate(invalid="ignore", divide="ignore"):
+            with np.errstate(invalid="ignore", divide="ignore"):  # constant columns: F = nan; separating: inf
                 F = np.nan_to_num(f_classif(X, y)[0], nan=0.0, posinf=np.inf)
-            relevance = np.sqrt(F / (F + n - 2)) if n > 2 else np.zeros(p)
-            relevance = np.where(np.isinf(F), 1.0, relevance)
+                relevance = np.where(np.isinf(F), 1.0, np.sqrt(F / (F + max(n - 2, 1))))
         elif self.relevance == "mi":
             relevance = mutual_info_classif(X, y, random_state=self.random_state)
         else:
