@@ -3,7 +3,7 @@ names, with a 1- or 2-channel stem), each wrapped with a one-logit head, optiona
 and pretrained weights loaded from a local file only.
 
 Every net is a ``DeepNet``: ``features(x, extra=None) -> (N, d)`` penultimate embedding, ``head`` (Linear d->1),
-``forward(x, extra=None) -> (N,)`` logits, ``cam_layer`` the name of its last convolutional block.
+``forward(x, extra=None) -> (N,)`` logits, ``cam_layer`` the name of the block Grad-CAM reads.
 """
 
 from __future__ import annotations
@@ -86,13 +86,13 @@ class R3D18(nn.Module):
 # --- the wrapper every arch shares ------------------------------------------------------------------------------
 
 class DeepNet(nn.Module):
-    """Backbone -> embedding (+ projected radiomics when ``extra_dim`` > 0) -> ``head`` (one logit)."""
+    """Backbone -> embedding (+ projected radiomics when ``extra_dim`` > 0) -> ``head`` (one logit).
+    ``cam_layer``: the module Grad-CAM reads (``backbone.layer4``, the last block, unless told otherwise)."""
 
-    cam_layer = "backbone.layer4"
-
-    def __init__(self, backbone: nn.Module, embed_dim: int, extra_dim: int = 0):
+    def __init__(self, backbone: nn.Module, embed_dim: int, extra_dim: int = 0, cam_layer: str = "layer4"):
         super().__init__()
         self.backbone = backbone
+        self.cam_layer = f"backbone.{cam_layer}"
         self.embed_dim = embed_dim
         self.fusion = RadiomicsProjection(extra_dim, embed_dim) if extra_dim > 0 else None
         self.head = nn.Linear(embed_dim, 1)
@@ -110,8 +110,8 @@ class DeepNet(nn.Module):
 
 
 def build_net(arch: str, in_channels: int, extra_dim: int = 0, width: float = 1.0, stem_kernel: int = 7,
-              stem_stride: int = 2, max_pool: bool = True) -> DeepNet:
-    """A freshly initialised net (uses torch's global RNG: seed it first).
+              stem_stride: int = 2, max_pool: bool = True, cam_layer: str = "layer4") -> DeepNet:
+    """A freshly initialised net (uses torch's global RNG: seed it first). ``cam_layer``: layer1..layer4.
 
     ``width``, ``stem_kernel``, ``stem_stride`` and ``max_pool`` shape the MONAI ResNets (MedicalNet-compatible shortcuts:
     type B without downsample bias for ResNet10, type A for 18/34); r3d_18 has torchvision's fixed layout.
@@ -119,7 +119,7 @@ def build_net(arch: str, in_channels: int, extra_dim: int = 0, width: float = 1.
     if arch == "r3d_18":
         if width != 1.0:
             raise InputError("r3d_18 has a fixed width (1.0) so that Kinetics weights fit")
-        return DeepNet(R3D18(in_channels), 512, extra_dim)
+        return DeepNet(R3D18(in_channels), 512, extra_dim, cam_layer)
     if arch not in MONAI_RESNETS:
         raise InputError(f"unknown deep architecture {arch!r}; choose one of {', '.join(ARCHS)}")
     from monai.networks.nets import resnet
@@ -132,7 +132,7 @@ def build_net(arch: str, in_channels: int, extra_dim: int = 0, width: float = 1.
         conv1_t_stride=stem_stride, no_max_pool=not max_pool, widen_factor=width, shortcut_type=shortcut,
         bias_downsample=bias_downsample,
     )
-    return DeepNet(backbone, int(512 * width), extra_dim)
+    return DeepNet(backbone, int(512 * width), extra_dim, cam_layer)
 
 
 # --- pretrained weights from a local file ----------------------------------------------------------------------
