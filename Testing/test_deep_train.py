@@ -65,10 +65,12 @@ CONFIG = dict(folds=3, epochs=16, seed=0, device="cpu")
 
 @pytest.fixture(scope="module")
 def trained():
-    torch.set_num_threads(1)  # 2 cores shared: one thread each is faster than oversubscribed OpenMP
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on 2 shared cores one thread is several times faster than oversubscribed OpenMP
     images, masks, y = make_cohort(36, seed=1)
     model = train_deep(images, masks, y, DeepConfig.preset("cpu-fast", **CONFIG), progress=False)
-    return model, (images, masks, y), make_cohort(24, seed=2)
+    yield model, (images, masks, y), make_cohort(24, seed=2)
+    torch.set_num_threads(threads)
 
 
 def test_cnn_learns_the_uptake_pattern(trained):
