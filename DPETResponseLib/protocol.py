@@ -124,7 +124,7 @@ def evaluate(bundle, manifest, out, jobs: int = 1, cache_dir=None, progress: boo
                                                        model.thresholds_, n_boot=n_boot)
     predictions = pd.concat([pd.DataFrame({"split": "train_cv", "label": labelled.loc[oof.index, "label"]}),
                              oof[model.model_names]], axis=1)
-    X_complete, images, masks = None, [], []
+    X_complete = None
     if len(test_cases):
         X, _ = feature_table(test_cases, model.config.analysis, _cache(cache_dir, manifest), jobs=jobs,
                              progress=progress)
@@ -145,13 +145,15 @@ def evaluate(bundle, manifest, out, jobs: int = 1, cache_dir=None, progress: boo
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    figures = {} if X_complete is None else _explanation_figures(model, X_complete, test_cases, images, masks, out)
+    if X_complete is None:  # a cross-validation-only cohort: explain the training cases
+        X_complete, test_cases = model.background_, labelled.loc[labelled.index.isin(model.background_.index)]
+    figures = _explanation_figures(model, X_complete, test_cases, out)
     predictions = predictions.rename_axis("case_id").reset_index()
     return write_report(out, predictions, metrics, figures=figures)
 
 
-def _explanation_figures(model: StudyModel, X_complete, cases, images, masks, out: Path) -> dict:
-    """SHAP summaries per model, the fusion's radiomics-vs-DL share, and Grad-CAM montages of a few cases."""
+def _explanation_figures(model: StudyModel, X_complete, cases, out: Path) -> dict:
+    """SHAP summaries per model and Grad-CAM montages of a few cases."""
     from .explain import plot_shap_summary
     from .report import gradcam_montage
 
@@ -161,11 +163,11 @@ def _explanation_figures(model: StudyModel, X_complete, cases, images, masks, ou
         plot_shap_summary(values, _explained_inputs(values, X_complete), path)
         figures[f"SHAP summary: {name}"] = path
     if model.deep_model_ is not None:
-        for i in range(min(3, len(images))):
-            cam = model.gradcam(images[i], masks[i])
-            path = out / f"gradcam_{cases.index[i]}.png"
-            gradcam_montage(images[i], masks[i], cam, path)
-            figures[f"Grad-CAM: {cases.index[i]} (label {int(cases['label'].iloc[i])})"] = path
+        shown = cases.iloc[:3]
+        for case_id, image, mask in zip(shown.index, *_images(shown)):
+            path = out / f"gradcam_{case_id}.png"
+            gradcam_montage(image, mask, model.gradcam(image, mask), path)
+            figures[f"Grad-CAM: {case_id} (label {int(shown.loc[case_id, 'label'])})"] = path
     return figures
 
 

@@ -21,7 +21,9 @@ SCHEMA_NAME = "dpetresponse-study"
 
 @dataclass
 class StudyConfig:
-    """Protocol settings (JSON-able). ``deep_preset``: "dpet" (64^3 at 1 mm), "cpu" or "cpu-fast"."""
+    """Protocol settings (JSON-able). ``deep_preset``: "dpet" (64^3 at 1 mm), "cpu" or "cpu-fast";
+    ``deep_overrides``: DeepConfig fields set on top of the preset (e.g. ``{"spacing": 4.0}`` for large tumours
+    on whole-body PET)."""
 
     n_folds: int = 5
     seed: int = 0
@@ -30,6 +32,7 @@ class StudyConfig:
     deep_epochs: int | None = None
     deep_arch: str | None = None
     deep_pretrained: str | None = None
+    deep_overrides: dict = field(default_factory=dict)
     e2e_fusion: bool = True
     classifiers: tuple[str, ...] = ("lr", "rf", "xgb", "knn", "nb")
     n_mrmr: int = 20
@@ -72,6 +75,12 @@ def _deep_config(config: StudyConfig, extra_dim: int = 0):
         deep.arch = config.deep_arch
     if config.deep_pretrained is not None:
         deep.pretrained = config.deep_pretrained
+    for name, value in config.deep_overrides.items():  # any DeepConfig field, e.g. spacing/size for whole-body PET
+        if name not in deep.__dataclass_fields__:
+            from .errors import DPETError
+
+            raise DPETError(f"unknown deep setting {name!r} in deep_overrides")
+        setattr(deep, name, value)
     return deep
 
 
@@ -143,12 +152,13 @@ class StudyModel:
         if self.config.deep and self.config.e2e_fusion:
             from .deep.train import train_deep
 
-            selected = list(self.pathways_["radiomics"].selected_features_)
-            values = X[selected].to_numpy(dtype=float)
-            self.e2e_features_ = selected
-            self.e2e_center_ = np.nanmedian(values, axis=0)
-            self.e2e_scale_ = np.nanstd(values, axis=0) + 1e-8
-            self.e2e_model_ = train_deep(images, masks, y, _deep_config(self.config, extra_dim=len(selected)),
+            # The radiomics vector the CNN learns to project: a label-free reduction (principal components of
+            # the standardised whole/high/low radiomics), so that the CNN folds' out-of-fold estimates see no
+            # label outside their training folds. (The study projected its 5 label-selected features; selecting
+            # them on all training cases would leak into every fold's estimate.)
+            self.e2e_reduction_ = _radiomics_reduction(self.config).fit(_radiomics_inputs(X))
+            self.e2e_model_ = train_deep(images, masks, y,
+                                         _deep_config(self.config, extra_dim=self.config.embedding_components),
                                          extra=self._e2e_inputs(X), progress=progress)
             oof["fusion_feature_e2e"] = self.e2e_model_.oof_prob
 
@@ -169,9 +179,7 @@ class StudyModel:
         return pd.concat([X.assign(dl_prob=np.asarray(prob)), emb], axis=1)
 
     def _e2e_inputs(self, X: pd.DataFrame) -> np.ndarray:
-        values = X[self.e2e_features_].to_numpy(dtype=float)
-        values = np.where(np.isnan(values), self.e2e_center_, values)
-        return (values - self.e2e_center_) / self.e2e_scale_
+        return self.e2e_reduction_.transform(_radiomics_inputs(X)).astype(np.float32)
 
     def complete_table(self, X: pd.DataFrame, images: list, masks: list) -> pd.DataFrame:
         """The feature table with the deep columns (fold-ensemble probability and mean embedding) of new cases."""
@@ -238,8 +246,7 @@ class StudyModel:
         if self.e2e_model_ is not None:
             manifest["e2e_config"], parts = self.e2e_model_.to_parts()
             tensors.update({f"e2e_{k}": v for k, v in parts.items()})
-            manifest["e2e_inputs"] = {"features": self.e2e_features_, "center": self.e2e_center_.tolist(),
-                                      "scale": self.e2e_scale_.tolist()}
+            estimators["e2e_reduction"] = self.e2e_reduction_
         write_bundle(path, manifest, estimators, tensors, overwrite=overwrite)
 
     @classmethod
@@ -273,12 +280,26 @@ class StudyModel:
             from .deep.train import DeepModel
 
             model.e2e_model_ = DeepModel.from_parts(manifest["e2e_config"], _parts(bundle.tensors, "e2e_"))
-            inputs = manifest["e2e_inputs"]
-            model.e2e_features_ = inputs["features"]
-            model.e2e_center_ = np.asarray(inputs["center"])
-            model.e2e_scale_ = np.asarray(inputs["scale"])
+            model.e2e_reduction_ = est.pop("e2e_reduction")
         model.manifest_ = manifest
         return model
+
+
+def _radiomics_inputs(X: pd.DataFrame) -> pd.DataFrame:
+    from .models import radiomics_columns
+
+    return X[radiomics_columns(X)].replace([np.inf, -np.inf], np.nan)
+
+
+def _radiomics_reduction(config: StudyConfig):
+    """Median imputation, standardisation and PCA: the end-to-end fusion's label-free radiomics vector."""
+    from sklearn.decomposition import PCA
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(SimpleImputer(strategy="median"), StandardScaler(),
+                         PCA(n_components=config.embedding_components, random_state=config.seed))
 
 
 def _parts(tensors: dict, prefix: str) -> dict:
