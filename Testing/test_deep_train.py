@@ -59,8 +59,9 @@ def make_cohort(n: int, seed: int):
     return [c[0] for c in cases], [c[1] for c in cases], y
 
 
-# Small and fast: cpu-fast crops (24^3 at 2 mm, narrow ResNet10), 3 folds.
-CONFIG = dict(folds=3, epochs=16, seed=0, device="cpu")
+# Small and fast: cpu-fast crops (24^3 at 2 mm, narrow ResNet10), 3 folds. 30 epochs: with early stopping on an
+# inner split (honest out-of-fold estimates) 16 epochs gave out-of-fold AUC 0.76, 30 epochs 1.0 (test cohort 0.98 -> 1.0).
+CONFIG = dict(folds=3, epochs=30, seed=0, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +171,7 @@ def test_bad_input_raises_input_error():
                    case_ids=[f"P{i:02d}" for i in range(6)])
     with pytest.raises(InputError, match="labels must be 6 values of 0/1"):
         train_deep(images, masks, np.arange(6), config, progress=False)
-    with pytest.raises(InputError, match="at least 5 cases of each class"):
+    with pytest.raises(InputError, match="at least 6 cases of each class"):
         train_deep(images, masks, y, DeepConfig.preset("cpu-fast", folds=5), progress=False)
     with pytest.raises(InputError, match="unknown deep preset"):
         DeepConfig.preset("gpu-huge")

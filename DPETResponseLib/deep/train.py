@@ -2,7 +2,9 @@
 
 Each fold model is trained on k-1 folds with AdamW and a cosine learning-rate schedule (the study's), a
 class-balanced loss (``pos_weight`` = negatives / positives of the fold's training cases) and augmentation, and
-early-stopped on its validation fold's AUC. ALL fold models start from the SAME initial weights (built once from
+early-stopped on the AUC of an inner validation split (20%, stratified) of the fold's TRAINING cases: the fold it
+predicts out of fold is never used to choose anything, so the out-of-fold estimates are honest (choosing the best
+epoch on the predicted fold itself would inflate them, most visibly on random labels). ALL fold models start from the SAME initial weights (built once from
 ``seed``): their embedding spaces then stay roughly aligned, which is what makes averaging a case's embedding
 over the fold models (``predict``) meaningful for feature-level fusion. Same seed, same numbers on CPU.
 """
@@ -18,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 import torch
+from scipy.special import expit
 
 from ..errors import InputError
 from ..io import atomic_write
@@ -232,6 +235,17 @@ def _train_fold(net: DeepNet, crops: torch.Tensor, y: torch.Tensor, extra: torch
     return float(best[0]), int(best[2])
 
 
+def _early_stopping_split(train_idx: np.ndarray, labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(cases to fit, cases to early-stop on): a stratified 20% of the fold's training cases, at least one of
+    each class."""
+    from sklearn.model_selection import StratifiedShuffleSplit
+
+    n_stop = max(2, int(round(0.2 * len(train_idx))))
+    split = StratifiedShuffleSplit(n_splits=1, test_size=n_stop, random_state=seed)
+    fit, stop = next(split.split(np.zeros(len(train_idx)), labels[train_idx]))
+    return train_idx[fit], train_idx[stop]
+
+
 def _labels(y, n: int) -> np.ndarray:
     labels = np.asarray(y)
     if labels.shape != (n,) or not np.isin(labels, (0, 1)).all():
@@ -252,9 +266,9 @@ def train_deep(images: list[sitk.Image], masks: list[sitk.Image], y, config: Dee
     config.check()
     labels = _labels(y, len(images))
     counts = np.bincount(labels, minlength=2)
-    if counts.min() < config.folds:
-        raise InputError(f"{config.folds}-fold CV needs at least {config.folds} cases of each class; "
-                         f"got {counts[1]} pCR and {counts[0]} non-pCR")
+    if counts.min() < config.folds + 1:
+        raise InputError(f"{config.folds}-fold CV with an early-stopping split needs at least {config.folds + 1} "
+                         f"cases of each class; got {counts[1]} pCR and {counts[0]} non-pCR")
     extra_t = check_extra(extra, len(images), config.extra_dim)
     device = resolve_device(config.device)
     if device.type == "cuda":
@@ -280,10 +294,12 @@ def train_deep(images: list[sitk.Image], masks: list[sitk.Image], y, config: Dee
         for fold, (train_idx, val_idx) in enumerate(splits):
             net = config.make_net()
             net.load_state_dict(init_state)
-            auc, epoch = _train_fold(net, crops, y_t, extra_t, train_idx, val_idx, config, device, fold, bar)
+            fit_idx, stop_idx = _early_stopping_split(train_idx, labels, config.seed + fold)
+            _, epoch = _train_fold(net, crops, y_t, extra_t, fit_idx, stop_idx, config, device, fold, bar)
             logits, emb = _evaluate(net, crops[val_idx], None if extra_t is None else extra_t[val_idx], device,
                                     config.amp, config.batch_size * 2)
-            oof_prob[val_idx] = 1.0 / (1.0 + np.exp(-logits))
+            auc = _auc(labels[val_idx], logits)
+            oof_prob[val_idx] = expit(logits)
             oof_embedding[val_idx] = emb
             fold_of_case[val_idx] = fold
             nets.append(net.eval())
@@ -330,7 +346,7 @@ class DeepModel:
         with deterministic(device):
             outputs = [_evaluate(net, crops, extra_t, device, self.config.amp, self.config.batch_size * 2)
                        for net in self.nets]
-        prob = np.mean([1.0 / (1.0 + np.exp(-logits)) for logits, _ in outputs], axis=0)
+        prob = np.mean([expit(logits) for logits, _ in outputs], axis=0)
         embedding = np.mean([emb for _, emb in outputs], axis=0)
         return prob, embedding
 
