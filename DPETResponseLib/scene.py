@@ -316,7 +316,7 @@ def control_point_lps(markups_node, index: int = 0) -> tuple[float, float, float
 TUMOUR_SEGMENTS = ({1: "Tumour"}, {1: (0.95, 0.85, 0.2)})
 SUBREGION_SEGMENTS = ({1: "Low uptake", 2: "High uptake"}, {1: (0.25, 0.45, 1.0), 2: (1.0, 0.25, 0.2)})
 #: Which model's SHAP values the bar chart shows, by preference (else the first model that has any).
-SHAP_MODEL_PREFERENCE = ("fusion_decision", "fusion_feature", "radiomics")
+SHAP_MODEL_PREFERENCE = ("radiomics", "fusion_feature", "fusion_decision")
 #: Node-reference roles on the PET volume that remember the output nodes, so a re-run updates them.
 OUTPUT_ROLES = ("segmentation", "gradcam", "prediction_table", "metrics_table", "shap_chart")
 

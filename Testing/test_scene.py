@@ -255,7 +255,7 @@ def fake_result(pet_image):
         decision={"radiomics": 1, "deep": 0, "fusion_decision": 1},
         thresholds={"radiomics": 0.5, "deep": 0.45, "fusion_decision": 0.55},
         pet_metrics={"pet_SUVmax": 11.9, "pet_MTV": 1.2},
-        shap={"radiomics": {"f1": 0.2}, "fusion_decision": {"radiomics": 0.9, "deep": -1.3, "ith": 0.01}},
+        shap={"radiomics": {"f1": 0.2, "f2": -0.5, "f3": 0.05}, "fusion_decision": {"radiomics": 0.9, "deep": -1.3, "ith": 0.01}},
         mask=sitk.Cast(labels > 0, sitk.sitkUInt8), subregions=labels,
         gradcam=sitk.Cast(pet_image / 11.9, sitk.sitkFloat32), warnings=["synthetic"],
     )
@@ -281,9 +281,9 @@ def test_show_prediction_creates_then_updates_nodes_under_the_study(scene, obliq
     assert [table.GetCellText(i, 3) for i in range(3)] == ["pCR", "no pCR", "pCR"]
     assert nodes["metrics_table"].GetTable().GetValueByName(0, "value").ToDouble() == pytest.approx(11.9)
     shap_table = nodes["shap_chart"].GetPlotSeriesNode().GetTableNode()
-    # the fused model is preferred; features by decreasing |SHAP|
-    assert [shap_table.GetCellText(i, 0) for i in range(3)] == ["deep", "radiomics", "ith"]
-    assert "fusion_decision" in nodes["shap_chart"].GetTitle()
+    # the radiomics model's features are preferred (the patient's top features); by decreasing |SHAP|
+    assert [shap_table.GetCellText(i, 0) for i in range(3)] == ["f2", "f1", "f3"]
+    assert "radiomics" in nodes["shap_chart"].GetTitle()
     folder = hierarchy.GetItemParent(hierarchy.GetItemByDataNode(nodes["gradcam"]))
     assert hierarchy.GetItemParent(folder) == study
     for node in (nodes["segmentation"], nodes["shap_chart"].GetPlotSeriesNode(), shap_table):
