@@ -70,6 +70,20 @@ def _vtk_image_data(image: sitk.Image, target=None):
     return target
 
 
+def standalone_scene():
+    """A scene outside the Slicer application (slicer-core: tests, headless rendering) set up as the application
+    sets it up for what this module uses: colour tables and the segmentations logic."""
+    import slicer
+
+    scene = slicer.vtkMRMLScene()
+    colors = slicer.vtkMRMLColorLogic()
+    colors.SetMRMLScene(scene)
+    segmentations = slicer.vtkSlicerSegmentationsModuleLogic()
+    segmentations.SetMRMLScene(scene)
+    scene._dpet_logics = (colors, segmentations)  # the logics must live as long as the scene
+    return scene
+
+
 def volume_node_to_sitk(node) -> sitk.Image:
     """A scalar volume (or labelmap) node as a SimpleITK image in LPS with the node's geometry and voxel type."""
     from vtkmodules.util import numpy_support

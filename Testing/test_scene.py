@@ -15,20 +15,11 @@ from DPETResponseLib.results import PredictionResult
 COS30, SIN30 = math.cos(math.radians(30)), math.sin(math.radians(30))
 
 
-def new_scene():
-    """A scene set up the way Slicer's application sets it up for what we use: colour tables, segmentations."""
-    scene = slicer.vtkMRMLScene()
-    colors = slicer.vtkMRMLColorLogic()
-    colors.SetMRMLScene(scene)
-    segmentations = slicer.vtkSlicerSegmentationsModuleLogic()
-    segmentations.SetMRMLScene(scene)
-    scene._keep = (colors, segmentations)  # the logics must outlive the test
-    return scene
 
 
 @pytest.fixture
 def scene():
-    return new_scene()
+    return S.standalone_scene()
 
 
 @pytest.fixture
@@ -203,7 +194,7 @@ def test_heatmap_geometry_equals_pet_and_display(scene, oblique_pet):
 
 
 def test_storage_nodes_round_trip(tmp_path, oblique_pet):
-    scene = new_scene()
+    scene = S.standalone_scene()
     pet = S.sitk_to_volume_node(oblique_pet, scene, name="PET")
     labels = subregion_labels(oblique_pet)
     seg = S.labelmap_to_segmentation(labels, scene, pet, *S.SUBREGION_SEGMENTS)
@@ -214,7 +205,7 @@ def test_storage_nodes_round_trip(tmp_path, oblique_pet):
     seg_storage.SetFileName(str(tmp_path / "subregions.seg.nrrd"))
     assert seg_storage.WriteData(seg)
 
-    fresh = new_scene()
+    fresh = S.standalone_scene()
     pet2 = fresh.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "PET")
     reader = slicer.vtkMRMLVolumeArchetypeStorageNode()
     reader.SetFileName(str(tmp_path / "pet.nrrd"))

@@ -45,17 +45,6 @@ MARGIN_MM = 15.0
 MIN_HALF_FOV_MM = 25.0
 
 
-def new_scene():
-    """A slicer-core scene with the colour tables and the segmentations logic that Slicer's application sets up."""
-    import slicer
-
-    scene = slicer.vtkMRMLScene()
-    colors = slicer.vtkMRMLColorLogic()
-    colors.SetMRMLScene(scene)
-    segmentations = slicer.vtkSlicerSegmentationsModuleLogic()
-    segmentations.SetMRMLScene(scene)
-    scene._logics = (colors, segmentations)  # keep the logics alive as long as the scene
-    return scene
 
 
 def axis_aligned_lps(image: sitk.Image, interpolator) -> sitk.Image:
@@ -83,7 +72,7 @@ def predict_into_scene(bundle, image_path, mask_path, clinical: dict | None = No
     from DPETResponseLib.protocol import predict_files
 
     result = predict_files(bundle, image_path, mask=mask_path, clinical=clinical)
-    scene = new_scene()
+    scene = S.standalone_scene()
     pet_node = S.sitk_to_volume_node(read_pet(image_path, case=result.case_id), scene, name=result.case_id)
     nodes = S.show_prediction(result, scene, pet_node)
     return pet_node, nodes
