@@ -115,6 +115,7 @@ class StudyModel:
 
         from .evaluation import youden_threshold
         from .fusion import DecisionFusion, FeatureFusion
+        from .models import logit
 
         y = np.asarray(y, dtype=int)
         X = X.copy()
@@ -138,7 +139,7 @@ class StudyModel:
         self.fusion_decision_ = DecisionFusion(pathways={n: clone(p) for n, p in inputs.items()},
                                                cv=self.config.n_folds, random_state=self.config.seed).fit(X, y)
         # The stacked model's own OOF estimate: the meta-learner cross-validated on the pathways' OOF logits.
-        level1 = np.column_stack([_logit(oof[n]) for n in inputs])
+        level1 = np.column_stack([logit(oof[n]) for n in inputs])
         oof["fusion_decision"] = cross_val_predict(LogisticRegression(), level1, y, cv=folds, method="predict_proba")[:, 1]
 
         if self.config.deep:
@@ -304,8 +305,3 @@ def _radiomics_reduction(config: StudyConfig):
 
 def _parts(tensors: dict, prefix: str) -> dict:
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
