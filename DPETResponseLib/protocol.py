@@ -131,7 +131,7 @@ def evaluate(bundle, manifest, out, jobs: int = 1, cache_dir=None, progress: boo
         test_cases = test_cases.loc[X.index]
         images, masks = _images(test_cases) if model.deep_model_ is not None else ([], [])
         X_complete = model.complete_table(X, images, masks)
-        probs = model.predict_proba(X, images, masks)
+        probs = model.predict_completed(X_complete, images, masks)
         held_out = pd.concat([test_cases[["split", "label"]], probs], axis=1)
         predictions = pd.concat([predictions, held_out])
         for split, rows in held_out.groupby("split"):
@@ -184,7 +184,6 @@ def predict(bundle, image, mask=None, seed_xyz=None, case_id: str = "case", clin
     ``clinical`` holds the patient's clinical values by manifest column name; columns left out are imputed with
     the training medians/modes (said in the result's warnings)."""
     from .casefeatures import analyse_image
-    from .petmetrics import pet_metrics
     from .results import PredictionResult
 
     model = model or StudyModel.load(bundle)
@@ -206,15 +205,15 @@ def predict(bundle, image, mask=None, seed_xyz=None, case_id: str = "case", clin
         warnings.append(f"clinical values not given, imputed from training data: {', '.join(missing)}")
     for column in model.clinical_columns:
         X[column] = clinical.get(column, np.nan)
-    probs = model.predict_proba(X, [image], [mask]).iloc[0]
     X_complete = model.complete_table(X, [image], [mask])
+    probs = model.predict_completed(X_complete, [image], [mask]).iloc[0]
     shap = {name: values.iloc[0].to_dict() for name, values in model.explain(X_complete).items()}
     return PredictionResult(
         case_id=case_id,
         probabilities={m: float(probs[m]) for m in probs.index},
         decision={m: int(probs[m] >= model.thresholds_[m]) for m in probs.index},
         thresholds=dict(model.thresholds_),
-        pet_metrics={k: float(v) for k, v in pet_metrics(image, mask, case=case_id).items()},
+        pet_metrics={k: float(v) for k, v in features.items() if k.startswith("pet_")},
         shap={m: {k: float(v) for k, v in d.items()} for m, d in shap.items()},
         mask=mask, subregions=subregions, gradcam=model.gradcam(image, mask), warnings=warnings,
     )

@@ -191,7 +191,10 @@ class StudyModel:
 
     def predict_proba(self, X: pd.DataFrame, images: list, masks: list) -> pd.DataFrame:
         """pCR probability of new cases: one column per model."""
-        X = self.complete_table(X, images, masks)
+        return self.predict_completed(self.complete_table(X, images, masks), images, masks)
+
+    def predict_completed(self, X: pd.DataFrame, images: list, masks: list) -> pd.DataFrame:
+        """`predict_proba` for a table `complete_table` already made (the CNN ensemble is not run twice)."""
         out = {name: p.predict_proba(X)[:, 1] for name, p in self.pathways_.items()}
         out["fusion_decision"] = self.fusion_decision_.predict_proba(X)[:, 1]
         if self.deep_model_ is not None:
