@@ -85,14 +85,22 @@ def test_cnn_learns_the_uptake_pattern(trained):
     assert roc_auc_score(test_y, prob) > 0.85
 
 
+def _mass_inside(cam: sitk.Image, mask: sitk.Image, dilate: int = 0) -> float:
+    """Share of the map's total mass (sum of values) inside the tumour mask (dilated by ``dilate`` voxels)."""
+    values = sitk.GetArrayFromImage(cam)
+    region = mask if dilate == 0 else sitk.BinaryDilate(mask, (dilate,) * 3)
+    return float(values[sitk.GetArrayFromImage(region) > 0].sum() / values.sum())
+
+
 def test_gradcam_is_on_the_pet_grid_and_inside_the_tumour(trained, tmp_path):
+    """Every test case's map of its predicted class has the PET's exact geometry and puts most of its mass in
+    the tumour (the label is in the tumour's uptake pattern; a hot distractor lies outside it in 60% of cases).
+    The tumour fills about 3% of the crop, so a map blind to it would hold about 3% of its mass there."""
     from DPETResponseLib.deep.data import crop_to_image
 
     model, _, (images, masks, y) = trained
-    prob, _ = model.predict(images, masks)
-    enrichment = []
-    for k in np.flatnonzero(prob >= 0.5)[:6]:  # cases explained as pCR: the evidence is solid uptake in the tumour
-        image, mask = images[k], masks[k]
+    inside, dilated, gradcam_inside = [], [], []
+    for image, mask in zip(images, masks):
         cam = model.gradcam(image, mask)
         assert cam.GetSize() == image.GetSize() and cam.GetPixelID() == sitk.sitkFloat32
         np.testing.assert_array_equal(cam.GetSpacing(), image.GetSpacing())
@@ -106,11 +114,16 @@ def test_gradcam_is_on_the_pet_grid_and_inside_the_tumour(trained, tmp_path):
                              sitk.sitkNearestNeighbor, 0.0)
         in_cube = sitk.GetArrayFromImage(cube) > 0
         assert 0 < in_cube.mean() < 1 and values[~in_cube].max() == 0.0
-        # mean map value inside the tumour (dilated by 2 voxels) over the mean in the rest of the crop:
-        # a map blind to the tumour gives 1
-        tumour = sitk.GetArrayFromImage(sitk.BinaryDilate(mask, (2, 2, 2))) > 0
-        enrichment.append(values[tumour].mean() / values[in_cube & ~tumour].mean())
-    assert len(enrichment) >= 3 and np.median(enrichment) > 2.0, enrichment
+        inside.append(_mass_inside(cam, mask))
+        dilated.append(_mass_inside(cam, mask, dilate=2))
+        model.config.cam_method = "gradcam"  # MONAI's Grad-CAM on the same nets, side by side
+        gradcam_inside.append(_mass_inside(model.gradcam(image, mask), mask))
+        model.config.cam_method = "hirescam"
+    print("mass inside the mask: HiResCAM median", np.median(inside), "min", min(inside),
+          "| dilated 2 voxels median", np.median(dilated), "| Grad-CAM median", np.median(gradcam_inside))
+    # measured (seed 0): HiResCAM 0.57 in the mask, 0.77 within 2 voxels of it; Grad-CAM 0.06
+    assert np.median(inside) > 0.5 and np.median(dilated) > 0.7
+    assert np.median(inside) > 3 * np.median(gradcam_inside)
     path = tmp_path / "cam.nii.gz"
     sitk.WriteImage(cam, str(path))
     again = sitk.ReadImage(str(path))

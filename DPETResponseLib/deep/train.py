@@ -37,8 +37,10 @@ class DeepConfig:
 
     Crop: ``size`` voxels per side at ``spacing`` mm, SUV clipped at ``suv_clip``, ``mask_channel``.
     Net: ``arch`` (resnet10/18/34 from MONAI, or r3d_18); for the MONAI ResNets ``width`` (widen factor),
-    ``stem_kernel``, ``stem_stride`` and ``max_pool`` (MedicalNet weights need width 1, kernel 7), ``cam_layer`` (the block Grad-CAM reads), ``pretrained`` (local .pth/.safetensors file or None), ``extra_dim``
-    (> 0: end-to-end fusion of that many radiomics features).
+    ``stem_kernel``, ``stem_stride`` and ``max_pool`` (MedicalNet weights need width 1, kernel 7); ``pretrained``
+    (local .pth/.safetensors file or None); ``extra_dim`` (> 0: end-to-end fusion of that many radiomics features).
+    Activation maps: ``cam_layer`` (the block they read), ``cam_method`` (hirescam, gradcam, gradcampp; see
+    ``deep.gradcam``).
     Training: ``folds``, ``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``patience`` (epochs without a
     better validation AUC before stopping), ``class_balanced``, ``augment``, ``seed``, ``device`` ("auto", "cpu",
     "cuda"), ``amp`` (bf16 autocast on CUDA), ``cache_dir`` (crop cache folder or None).
@@ -53,7 +55,8 @@ class DeepConfig:
     stem_kernel: int = 3
     stem_stride: int = 1
     max_pool: bool = False
-    cam_layer: str = "layer3"
+    cam_layer: str = "layer2"
+    cam_method: str = "hirescam"
     pretrained: str | None = None
     extra_dim: int = 0
     folds: int = 5
@@ -74,15 +77,16 @@ class DeepConfig:
         """``"dpet"``: the study's r3d_18 on 64^3 crops at 1 mm, AdamW lr 1e-4, batch 8 (GPU).
         ``"cpu"``: a narrow ResNet10 (width 0.25, 3^3 stride-1 stem, no max-pool) on 32^3 crops at 2 mm.
         ``"cpu-fast"``: the same net on 24^3 at 2 mm, 20 epochs (tests, the 10-minute CPU demo).
-        The CPU presets train from scratch, hence lr 3e-3; their last block is a 3^3 / 4^3 grid, too coarse to
-        localise anything, so Grad-CAM reads layer3 (6^3 / 8^3)."""
+        The CPU presets train from scratch, hence lr 3e-3. Their activation maps read layer2 (a 12^3 / 16^3 grid;
+        the last block's 3^3 / 4^3 cannot localise a tumour, see ``gradcam``); dpet reads r3d_18's layer3
+        (16 x 8 x 8, the grid of the same fineness relative to the crop; not yet measured on a GPU-trained net)."""
         presets = {
             "dpet": dict(arch="r3d_18", size=64, spacing=1.0, width=1.0, stem_kernel=7, stem_stride=2, max_pool=True,
-                         cam_layer="layer4", epochs=100, batch_size=8, lr=1e-4, patience=20),
+                         cam_layer="layer3", epochs=100, batch_size=8, lr=1e-4, patience=20),
             "cpu": dict(arch="resnet10", size=32, spacing=2.0, width=0.25, stem_kernel=3, stem_stride=1, max_pool=False,
-                        cam_layer="layer3", epochs=40, batch_size=16, lr=3e-3, patience=10),
+                        cam_layer="layer2", epochs=40, batch_size=16, lr=3e-3, patience=10),
             "cpu-fast": dict(arch="resnet10", size=24, spacing=2.0, width=0.25, stem_kernel=3, stem_stride=1, max_pool=False,
-                             cam_layer="layer3", epochs=20, batch_size=8, lr=3e-3, patience=8),
+                             cam_layer="layer2", epochs=20, batch_size=8, lr=3e-3, patience=8),
         }
         if name not in presets:
             raise InputError(f"unknown deep preset {name!r}; choose one of {', '.join(presets)}")
@@ -108,6 +112,10 @@ class DeepConfig:
             raise InputError(f"unknown deep architecture {self.arch!r}; choose one of {', '.join(ARCHS)}")
         if self.folds < 2 or self.epochs < 1 or self.batch_size < 2 or self.size < 8 or self.spacing <= 0:
             raise InputError("deep settings need folds >= 2, epochs >= 1, batch_size >= 2, size >= 8, spacing > 0")
+        from .gradcam import CAM_METHODS
+
+        if self.cam_method not in CAM_METHODS:
+            raise InputError(f"unknown cam_method {self.cam_method!r}; choose one of {', '.join(CAM_METHODS)}")
 
     def make_net(self) -> DeepNet:
         return build_net(self.arch, self.crop.channels, self.extra_dim, self.width, self.stem_kernel,
@@ -351,7 +359,8 @@ class DeepModel:
         return prob, embedding
 
     def gradcam(self, image: sitk.Image, mask: sitk.Image, extra=None, case_id: str | None = None) -> sitk.Image:
-        """Grad-CAM of the predicted class, averaged over the fold models, on the PET's grid, in [0, 1]."""
+        """Activation map (``config.cam_method``) of the predicted class, averaged over the fold models, on the
+        PET's grid, in [0, 1]."""
         from .gradcam import gradcam_on_pet
 
         crop, geometry = self._cache.get(image, mask, case_id)
@@ -359,7 +368,7 @@ class DeepModel:
         prob, _ = self.predict([image], [mask], None if extra_t is None else extra_t.numpy(),
                                None if case_id is None else [case_id])
         return gradcam_on_pet(self.nets, crop, geometry, image, extra_t, positive=bool(prob[0] >= 0.5),
-                              device=self._device())
+                              device=self._device(), method=self.config.cam_method)
 
     def to_parts(self) -> tuple[dict, dict[str, dict[str, torch.Tensor]]]:
         """(JSON-able config dict, {part name: state dict}) for safetensors: no pickle."""
