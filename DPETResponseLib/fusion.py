@@ -18,17 +18,20 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
 from .errors import InputError
-from .models import RadiomicsPathway, _columns, _table, logit, radiomics_columns
+from .models import RadiomicsPathway, _columns, _table, radiomics_columns
 from .selection import _binary_labels
 
 
 class DecisionFusion(ClassifierMixin, BaseEstimator):
     """Stacking: each pathway's out-of-fold probability on the training data (stratified ``cv`` folds) ->
-    logistic-regression meta-learner on their logits; then every pathway is refit on all training data.
+    logistic-regression meta-learner on those probabilities (the study's design); then every pathway is refit on
+    all training data. Probabilities rather than logits: a naive-Bayes or random-forest pathway gives
+    probabilities of 0 or 1 whose logits are huge, and a meta-learner on logits then follows those few cases
+    (on the synthetic cohort, 8 resamples of 90/57 cases: held-out AUC 0.752 on probabilities, 0.713 on logits).
 
     After fit: ``pathways_`` (fitted), ``oof_probabilities_`` ({pathway: out-of-fold probabilities of the
     training cases}), ``meta_`` (the meta-learner),
-    ``coef_`` (Series, one weight per pathway logit) and ``intercept_``.
+    ``coef_`` (Series, one weight per pathway probability) and ``intercept_``.
     """
 
     def __init__(self, pathways: dict, cv: int = 5, random_state=0):
@@ -46,7 +49,7 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
         folds = StratifiedKFold(n_splits, shuffle=True, random_state=self.random_state)
         self.oof_probabilities_ = {name: cross_val_predict(clone(p), X, y, cv=folds, method="predict_proba")[:, 1]
                                    for name, p in self.pathways.items()}
-        self.meta_ = LogisticRegression().fit(logit(np.column_stack(list(self.oof_probabilities_.values()))), y)
+        self.meta_ = LogisticRegression().fit(np.column_stack(list(self.oof_probabilities_.values())), y)
         self.pathways_ = {name: clone(p).fit(X, y) for name, p in self.pathways.items()}
         return self
 
@@ -67,14 +70,14 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
         return pd.DataFrame({name: p.predict_proba(X)[:, 1] for name, p in self.pathways_.items()}, index=X.index)
 
     def predict_proba(self, X) -> np.ndarray:
-        return self.meta_.predict_proba(logit(self.pathway_probabilities(X)))
+        return self.meta_.predict_proba(self.pathway_probabilities(X).to_numpy())
 
     def predict(self, X) -> np.ndarray:
         return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
 
     def explanation_inputs(self, X) -> pd.DataFrame:
-        """The meta-learner's inputs: each pathway's logit."""
-        return pd.DataFrame(logit(self.pathway_probabilities(X)), index=X.index, columns=list(self.pathways_))
+        """The meta-learner's inputs: each pathway's probability."""
+        return self.pathway_probabilities(X)
 
     @property
     def explained_estimator_(self):

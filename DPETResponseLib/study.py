@@ -115,7 +115,6 @@ class StudyModel:
 
         from .evaluation import youden_threshold
         from .fusion import DecisionFusion, FeatureFusion
-        from .models import logit
 
         y = np.asarray(y, dtype=int)
         X = X.copy()
@@ -138,8 +137,8 @@ class StudyModel:
         inputs = {n: self.pathways_[n] for n in DECISION_FUSION_INPUTS if n in self.pathways_}
         self.fusion_decision_ = DecisionFusion(pathways={n: clone(p) for n, p in inputs.items()},
                                                cv=self.config.n_folds, random_state=self.config.seed).fit(X, y)
-        # The stacked model's own OOF estimate: the meta-learner cross-validated on the pathways' OOF logits.
-        level1 = np.column_stack([logit(oof[n]) for n in inputs])
+        # The stacked model's own OOF estimate: the meta-learner cross-validated on the pathways' OOF probabilities.
+        level1 = np.column_stack([oof[n] for n in inputs])
         oof["fusion_decision"] = cross_val_predict(LogisticRegression(), level1, y, cv=folds, method="predict_proba")[:, 1]
 
         if self.config.deep:

@@ -131,10 +131,10 @@ def test_additivity_fusions_and_other_pathways(tables):
         assert list(values.columns) == columns
         np.testing.assert_allclose(values.sum(axis=1) + values.attrs["base_value"], model_log_odds(model, Xt),
                                    atol=1e-8)
-    # The stacker's SHAP over logits is linear: coef_j * (logit_j - mean background logit_j).
+    # The stacker's SHAP over its inputs (the pathways' probabilities) is linear: coef_j * (p_j - mean background p_j).
     values = shap_values(fusion, X, Xt)
-    logits = fusion.explanation_inputs(Xt) - fusion.explanation_inputs(X).mean()
-    np.testing.assert_allclose(values.to_numpy(), logits.to_numpy() * fusion.coef_.to_numpy(), atol=1e-10)
+    centred = fusion.explanation_inputs(Xt) - fusion.explanation_inputs(X).mean()
+    np.testing.assert_allclose(values.to_numpy(), centred.to_numpy() * fusion.coef_.to_numpy(), atol=1e-10)
     shares = contribution_shares(shap_values(features, X, X), features.feature_groups_)
     assert sum(shares.values()) == pytest.approx(1.0)
     # On the training cases, mean |SHAP| shares equal the coefficient-based shares up to the centring of the

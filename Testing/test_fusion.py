@@ -10,12 +10,12 @@ from test_models import SIGNALS, feature_table
 
 from DPETResponseLib.evaluation import auc_ci_delong
 from DPETResponseLib.fusion import DecisionFusion, FeatureFusion
-from DPETResponseLib.models import ClinicalPathway, ColumnProbability, ITHPathway, RadiomicsPathway, logit
+from DPETResponseLib.models import ClinicalPathway, ColumnProbability, ITHPathway, RadiomicsPathway
 
 FAST_RADIOMICS = dict(classifiers=("lr", "nb"), inner_cv=3)
 
 
-def test_stacking_meta_learner_is_fit_on_out_of_fold_logits():
+def test_stacking_meta_learner_is_fit_on_out_of_fold_probabilities():
     X, y = feature_table()
     pathways = {"clinical": ClinicalPathway(), "ith": ITHPathway(), "deep": ColumnProbability()}
     f = DecisionFusion(pathways, cv=5, random_state=3).fit(X, y)
@@ -23,13 +23,13 @@ def test_stacking_meta_learner_is_fit_on_out_of_fold_logits():
     for name, p in pathways.items():
         expected = cross_val_predict(clone(p), X, y, cv=folds, method="predict_proba")[:, 1]
         np.testing.assert_allclose(f.oof_probabilities_[name], expected, rtol=1e-12)
-    meta = LogisticRegression().fit(logit(np.column_stack([f.oof_probabilities_[n] for n in pathways])), y)
+    meta = LogisticRegression().fit(np.column_stack([f.oof_probabilities_[n] for n in pathways]), y)
     np.testing.assert_allclose(f.coef_.to_numpy(), meta.coef_.ravel(), rtol=1e-10)
     assert f.intercept_ == pytest.approx(meta.intercept_[0])
-    # Prediction: the meta-learner on the logits of the pathways refit on all training data.
+    # Prediction: the meta-learner on the probabilities of the pathways refit on all training data.
     pp = f.pathway_probabilities(X)
     np.testing.assert_allclose(pp["deep"], X["dl_prob"])  # the pass-through pathway
-    np.testing.assert_allclose(f.predict_proba(X)[:, 1], meta.predict_proba(logit(pp.to_numpy()))[:, 1],
+    np.testing.assert_allclose(f.predict_proba(X)[:, 1], meta.predict_proba(pp.to_numpy())[:, 1],
                                rtol=1e-10)
 
 
