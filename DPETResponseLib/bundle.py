@@ -41,6 +41,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 TRUSTED_TYPES = (
     "DPETResponseLib.fusion.DecisionFusion",
     "DPETResponseLib.fusion.FeatureFusion",
+    "DPETResponseLib.fusion.TiedLogisticRegression",
     "DPETResponseLib.models.ClinicalPathway",
     "DPETResponseLib.models.ColumnProbability",
     "DPETResponseLib.models.ITHPathway",

@@ -21,6 +21,7 @@ def default_settings() -> dict:
     return {
         "radiomics_params": None,  # None: the package's Resources/Parameters/radiomics_pet.yaml
         "habitat_k": 2,
+        "habitat_radius_mm": 7.0,  # neighbourhood of the local mean/SD voxel features (subregions.local_stats)
         "habitat_seed": 0,
         "ith_dims": [2, 3],
         "ith_seed": 0,
@@ -66,7 +67,8 @@ def analyse_image(image: sitk.Image, mask: sitk.Image, settings: dict, case_id: 
     image, mask, warnings = check_case(image, mask, case_id)
     features = dict(pet_metrics(image, mask, case=case_id))
 
-    labels, report = tumour_habitats(image, mask, k=settings["habitat_k"], seed=settings["habitat_seed"], case=case_id)
+    labels, report = tumour_habitats(image, mask, k=settings["habitat_k"], local_radius_mm=settings["habitat_radius_mm"],
+                                     seed=settings["habitat_seed"], case=case_id)
     warnings += report["warnings"]
     features.update(report.get("features", {}))
     region_masks = {"whole": mask}

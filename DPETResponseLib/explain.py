@@ -101,7 +101,7 @@ def explanation_inputs(model, X: pd.DataFrame) -> tuple[pd.DataFrame, object]:
 def shap_values(model, X_background: pd.DataFrame, X: pd.DataFrame, feature_names=None) -> pd.DataFrame:
     """SHAP values in log-odds units of pCR, one row per row of ``X``, one column per input of the model's
     final classifier (for the radiomics pathway: its selected features after preprocessing; for the decision
-    fusion: the pathways' logits; for the feature fusion: selected radiomics features and embedding PCs).
+    fusion: the pathways' probabilities; for the feature fusion: selected radiomics features and embedding PCs).
 
     Interventional SHAP against ``X_background`` (rows subsampled with a fixed seed where the explainer costs
     grow with them):

@@ -34,6 +34,7 @@ class StudyConfig:
     deep_pretrained: str | None = None
     deep_overrides: dict = field(default_factory=dict)
     e2e_fusion: bool = True
+    decision_weights: str = "equal"
     classifiers: tuple[str, ...] = ("lr", "rf", "xgb", "knn", "nb")
     n_mrmr: int = 20
     max_features: int = 5
@@ -110,13 +111,13 @@ class StudyModel:
 
     def fit(self, X: pd.DataFrame, y: np.ndarray, images: list, masks: list, progress: bool = True) -> "StudyModel":
         from sklearn.base import clone
-        from sklearn.linear_model import LogisticRegression
         from sklearn.model_selection import cross_val_predict
 
         from .evaluation import youden_threshold
-        from .fusion import DecisionFusion, FeatureFusion
+        from .fusion import DecisionFusion, FeatureFusion, make_meta_learner
 
         y = np.asarray(y, dtype=int)
+        make_meta_learner(self.config.decision_weights)  # an unknown setting fails before any training
         X = X.copy()
         self._columns = list(X.columns)
         folds = _folds(self.config)
@@ -136,10 +137,12 @@ class StudyModel:
 
         inputs = {n: self.pathways_[n] for n in DECISION_FUSION_INPUTS if n in self.pathways_}
         self.fusion_decision_ = DecisionFusion(pathways={n: clone(p) for n, p in inputs.items()},
-                                               cv=self.config.n_folds, random_state=self.config.seed).fit(X, y)
+                                               cv=self.config.n_folds, weights=self.config.decision_weights,
+                                               random_state=self.config.seed).fit(X, y)
         # The stacked model's own OOF estimate: the meta-learner cross-validated on the pathways' OOF probabilities.
         level1 = np.column_stack([oof[n] for n in inputs])
-        oof["fusion_decision"] = cross_val_predict(LogisticRegression(), level1, y, cv=folds, method="predict_proba")[:, 1]
+        oof["fusion_decision"] = cross_val_predict(make_meta_learner(self.config.decision_weights), level1, y,
+                                                   cv=folds, method="predict_proba")[:, 1]
 
         if self.config.deep:
             fusion_feature = FeatureFusion(radiomics=clone(self.pathways_["radiomics"]), embedding_prefix="dl_emb_",

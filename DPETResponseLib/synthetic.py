@@ -2,12 +2,15 @@
 
 Each case is a small crop (1 mm isotropic voxels, as in dedicated breast PET) of breast tissue around one tumour.
 Tumour properties (size, uptake, high-uptake fraction, core/rim uptake ratio, rim heterogeneity, surface
-irregularity) and clinical properties are drawn per case; a hidden logit, linear in these factors, gives
-P(pCR) and the label is drawn from it. The factors are chosen so that each pathway of the study sees part of the
-truth: subregion radiomics the high-uptake fraction, core/rim contrast and rim texture (which whole-tumour
-features mix together), the CNN the rim-versus-solid pattern and the shape, the clinical model noisy Ki-67/grade,
-nodes, age and regimen. The factors and logit go to ``hidden_factors.csv`` and ``oracle.json``, never to the
-manifest.
+irregularity), the uptake of the stroma around the tumour, and clinical properties are drawn per case; a hidden
+logit, linear in these factors, gives P(pCR) and the label is drawn from it. Each pathway of the study sees part
+of the truth, and none sees all of it: the radiomics the tumour's own factors (size, uptake, shape, and through
+the subregions the high-uptake fraction, core/rim contrast and rim texture); the CNN the tumour's pattern and
+shape and also the peritumoural uptake, which lies outside the mask that radiomics reads; the clinical model
+noisy Ki-67/grade, nodes, age, regimen and hormone-receptor status. The information is complementary, so fusing
+the pathways can beat each of them (population AUC of the factors each pathway could see at best: clinical 0.71,
+tumour 0.80, CNN-visible 0.78, all 0.89). The factors and logit go to ``hidden_factors.csv`` and ``oracle.json``,
+never to the manifest.
 
 Randomness: case ``i`` of seed ``s`` depends only on ``(s, i)`` (not on ``n``), so cohorts of different sizes
 share their first cases; the split assignment depends on ``(s, n)``.
@@ -65,6 +68,9 @@ FACTORS = {
                                 "high-subregion texture and first order"),
     "irregularity": Factor(0.0, 0.35, -0.70, "amplitude of surface lobulation (relative radius)",
                            "shape features, CNN"),
+    "peritumoural_uptake": Factor(0.0, 0.8, 0.70, "uptake of a 2-6 mm shell of stroma around the tumour above the "
+                                  "breast background (relative; an FDG-avid immune infiltrate)",
+                                  "CNN (its crop holds the surroundings); not the mask-bound radiomics"),
     "proliferation": Factor(10.0, 80.0, 0.65, "true Ki-67 index (%) of the tumour",
                             "clinical Ki-67 and grade (both noisy); correlated with uptake"),
     "age_years": Factor(28.0, 75.0, -0.25, "age at diagnosis", "clinical age"),
@@ -72,14 +78,19 @@ FACTORS = {
                             "clinical cN"),
     "dual_her2_blockade": Factor(0.0, 1.0, 0.65, "regimen with trastuzumab + pertuzumab (TCHP) vs trastuzumab "
                                  "(TCH); indicator, P=0.6", "clinical regimen"),
+    "hormone_receptor_positive": Factor(0.0, 1.0, -0.55, "oestrogen/progesterone receptor positive; indicator, P=0.5 "
+                                        "(HR+ HER2+ tumours reach pCR about half as often)", "clinical hr_status"),
 }
-BINARY_FACTORS = {"node_positive": 0.6, "dual_her2_blockade": 0.6}  # P(1); drawn by thresholding the copula
+BINARY_FACTORS = {"node_positive": 0.6, "dual_her2_blockade": 0.6, "hormone_receptor_positive": 0.5}  # P(1); drawn by
+# thresholding the copula
 # Copula correlations between factors (the rest are independent): bigger tumours are more necrotic, uptake
-# follows proliferation, irregular tumours are more heterogeneous, bigger tumours more often node positive.
+# follows proliferation, irregular tumours are more heterogeneous, bigger tumours more often node positive,
+# HR-positive tumours proliferate less.
 CORRELATIONS = {("diameter_mm", "high_fraction"): -0.3, ("uptake_suv", "proliferation"): 0.4,
-                ("irregularity", "rim_heterogeneity"): 0.25, ("diameter_mm", "node_positive"): 0.3}
-# Solved (Monte Carlo, 2e5 factor draws) so that the population pCR rate is 45% with these coefficients.
-INTERCEPT = -0.355
+                ("irregularity", "rim_heterogeneity"): 0.25, ("diameter_mm", "node_positive"): 0.3,
+                ("proliferation", "hormone_receptor_positive"): -0.3}
+# Solved (Monte Carlo, 2e5 factor draws, scipy brentq) so that the population pCR rate is 45% with these coefficients.
+INTERCEPT = -0.362
 
 
 def _case_rng(seed: int, index: int, stream: int) -> np.random.Generator:
@@ -190,7 +201,8 @@ def assign_splits(labels: np.ndarray, sizes: dict[str, int], seed: int) -> np.nd
 
 # ----------------------------------------------------------------------------------------------------- clinical
 def clinical_table(factors: pd.DataFrame, seed: int) -> pd.DataFrame:
-    """What the clinic records: age, cT, cN, grade, Ki-67 (noisy readings of the hidden factors), regimen."""
+    """What the clinic records: age, cT, cN, grade, Ki-67 (noisy readings of the hidden factors), regimen,
+    hormone-receptor status."""
     rows = []
     for i, (cid, f) in enumerate(factors.iterrows()):
         rng = _case_rng(seed, i, 2)
@@ -201,7 +213,8 @@ def clinical_table(factors: pd.DataFrame, seed: int) -> pd.DataFrame:
         ki67 = float(np.clip(np.round(f["proliferation"] + rng.normal(0, 15)), 1, 95))
         grade = int(np.clip(np.round(1.2 + (f["proliferation"] - 10) / 40 + rng.normal(0, 0.5)), 1, 3))
         rows.append({"case_id": cid, "age": int(round(f["age_years"])), "cT": ct, "cN": cn, "grade": grade,
-                     "ki67": ki67, "regimen": "TCHP" if f["dual_her2_blockade"] else "TCH"})
+                     "ki67": ki67, "regimen": "TCHP" if f["dual_her2_blockade"] else "TCH",
+                     "hr_status": "positive" if f["hormone_receptor_positive"] else "negative"})
     return pd.DataFrame(rows).set_index("case_id")
 
 
@@ -258,10 +271,15 @@ def render_case(factors: pd.Series, seed: int, index: int) -> tuple[sitk.Image, 
     level = float(rng.uniform(0.6, 1.1))
     background = level * np.clip(1 + 0.15 * _smooth_noise(rng, shape, 6.0 / SPACING_MM)
                                  + 0.08 * _smooth_noise(rng, shape, 2.0 / SPACING_MM), 0.3, None)
+    # peritumoural stroma: a patchy shell of raised uptake 2-6 mm outside the tumour surface
+    outside_mm = ndimage.distance_transform_edt(~tumour) * SPACING_MM
+    shell = np.exp(-0.5 * ((outside_mm - 3.5) / 1.2) ** 2) * (outside_mm > 0)
+    patches = np.clip(1 + 0.3 * _smooth_noise(rng, shape, 2.0 / SPACING_MM), 0.0, None)
+    background = background * (1 + factors["peritumoural_uptake"] * shell * patches)
     activity = np.where(tumour, uptake, background).astype(np.float32)
 
-    # scanner: partial-volume blur (PSF 2-3 mm FWHM), then Poisson-like noise with short-range correlation
-    fwhm = float(rng.uniform(2.0, 3.0))
+    # scanner: partial-volume blur (PSF 1.5-2.5 mm FWHM, dedicated breast PET), then Poisson-like noise with short-range correlation
+    fwhm = float(rng.uniform(1.5, 2.5))
     blurred = ndimage.gaussian_filter(activity, fwhm / 2.3548 / SPACING_MM, truncate=3.0)
     counts_scale = float(rng.uniform(0.004, 0.012))  # variance per unit SUV
     noise = _smooth_noise(rng, shape, 0.7 / SPACING_MM)

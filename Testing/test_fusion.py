@@ -8,6 +8,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from test_models import SIGNALS, feature_table
 
+from DPETResponseLib.errors import InputError
 from DPETResponseLib.evaluation import auc_ci_delong
 from DPETResponseLib.fusion import DecisionFusion, FeatureFusion
 from DPETResponseLib.models import ClinicalPathway, ColumnProbability, ITHPathway, RadiomicsPathway
@@ -15,22 +16,31 @@ from DPETResponseLib.models import ClinicalPathway, ColumnProbability, ITHPathwa
 FAST_RADIOMICS = dict(classifiers=("lr", "nb"), inner_cv=3)
 
 
-def test_stacking_meta_learner_is_fit_on_out_of_fold_probabilities():
+@pytest.mark.parametrize("weights", ["learned", "equal"])
+def test_stacking_meta_learner_is_fit_on_out_of_fold_probabilities(weights):
     X, y = feature_table()
     pathways = {"clinical": ClinicalPathway(), "ith": ITHPathway(), "deep": ColumnProbability()}
-    f = DecisionFusion(pathways, cv=5, random_state=3).fit(X, y)
+    f = DecisionFusion(pathways, cv=5, weights=weights, random_state=3).fit(X, y)
     folds = StratifiedKFold(5, shuffle=True, random_state=3)
     for name, p in pathways.items():
         expected = cross_val_predict(clone(p), X, y, cv=folds, method="predict_proba")[:, 1]
         np.testing.assert_allclose(f.oof_probabilities_[name], expected, rtol=1e-12)
-    meta = LogisticRegression().fit(np.column_stack([f.oof_probabilities_[n] for n in pathways]), y)
-    np.testing.assert_allclose(f.coef_.to_numpy(), meta.coef_.ravel(), rtol=1e-10)
-    assert f.intercept_ == pytest.approx(meta.intercept_[0])
+    oof = np.column_stack([f.oof_probabilities_[n] for n in pathways])
+    if weights == "learned":  # the study's: one weight per pathway
+        meta = LogisticRegression().fit(oof, y)
+        coef, intercept = meta.coef_.ravel(), meta.intercept_[0]
+    else:  # one unpenalised logistic regression on the mean probability, its slope shared out equally
+        meta = LogisticRegression(C=np.inf, max_iter=1000).fit(oof.mean(axis=1, keepdims=True), y)
+        coef, intercept = np.full(3, meta.coef_[0, 0] / 3), meta.intercept_[0]
+    np.testing.assert_allclose(f.coef_.to_numpy(), coef, rtol=1e-6)
+    assert f.intercept_ == pytest.approx(intercept, rel=1e-6)
     # Prediction: the meta-learner on the probabilities of the pathways refit on all training data.
     pp = f.pathway_probabilities(X)
     np.testing.assert_allclose(pp["deep"], X["dl_prob"])  # the pass-through pathway
-    np.testing.assert_allclose(f.predict_proba(X)[:, 1], meta.predict_proba(pp.to_numpy())[:, 1],
-                               rtol=1e-10)
+    np.testing.assert_allclose(f.predict_proba(X)[:, 1], 1 / (1 + np.exp(-(intercept + pp.to_numpy() @ coef))),
+                               rtol=1e-6)
+    with pytest.raises(InputError, match="unknown decision-fusion weights 'median'"):
+        DecisionFusion(pathways, weights="median").fit(X, y)
 
 
 def _covers_half(y, p) -> bool:
@@ -64,20 +74,25 @@ def test_no_leakage_on_random_labels():
     assert auc_ci_delong(y, p)[0] > 0.5, roc_auc_score(y, p)
 
 
-def test_decision_fusion_gains_from_independent_signals():
+@pytest.mark.parametrize("weights", ["equal", "learned"])
+def test_decision_fusion_gains_from_independent_signals(weights):
     # Radiomics: two 1.5-SD shifts (best AUC Phi(1.5) = 0.93); dl_prob: logit shifted by +-0.75 around noise of
     # SD 1 (best AUC Phi(1.5 / sqrt 2) = 0.86), independent of radiomics: together Phi(sqrt(6.75 / 2)) = 0.97.
     X, y = feature_table(n=120, seed=4, dl_effect=0.75)
     Xt, yt = feature_table(n=400, seed=5, dl_effect=0.75)
     pathways = {"clinical": ClinicalPathway(), "radiomics": RadiomicsPathway(**FAST_RADIOMICS),
                 "deep": ColumnProbability()}
-    f = DecisionFusion(pathways).fit(X, y)
+    f = DecisionFusion(pathways, weights=weights).fit(X, y)
     single = {name: roc_auc_score(yt, p) for name, p in f.pathway_probabilities(Xt).items()}
     fused = roc_auc_score(yt, f.predict_proba(Xt)[:, 1])
+    print(weights, round(fused, 3), {k: round(v, 3) for k, v in single.items()})
     assert fused >= max(single.values()) - 0.01, (fused, single)
     assert 0.93 <= fused <= 1.0
     assert f.coef_["radiomics"] > 0 and f.coef_["deep"] > 0
-    assert abs(f.coef_["clinical"]) < f.coef_["radiomics"]  # clinical columns are noise here
+    if weights == "learned":
+        assert abs(f.coef_["clinical"]) < f.coef_["radiomics"]  # clinical columns are noise here
+    else:  # a noise pathway keeps its share: equal weights cannot drop it, only dilute it
+        assert f.coef_["clinical"] == pytest.approx(f.coef_["radiomics"])
 
 
 @pytest.mark.parametrize("radiomics_effect, embedding_effect, dominant",

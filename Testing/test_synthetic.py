@@ -15,7 +15,7 @@ from DPETResponseLib import synthetic
 from DPETResponseLib.errors import InputError
 from DPETResponseLib.manifest import read_manifest
 
-CLINICAL = ["age", "cT", "cN", "grade", "ki67", "regimen"]
+CLINICAL = ["age", "cT", "cN", "grade", "ki67", "regimen", "hr_status"]
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +36,8 @@ def measured(study):
         pet, mask = sitk.ReadImage(row["image"]), sitk.ReadImage(row["mask"])
         suv, tumour = sitk.GetArrayFromImage(pet), sitk.GetArrayFromImage(mask).astype(bool)
         far = ~ndimage.binary_dilation(tumour, iterations=8)
+        outside_mm = ndimage.distance_transform_edt(~tumour)
+        shell = (outside_mm >= 2) & (outside_mm <= 5)
         values = suv[tumour]
         high = values > two_means_threshold(values)
         rows[cid] = {
@@ -47,6 +49,7 @@ def measured(study):
             "background_p99": np.percentile(suv[far], 99), "mask_components": ndimage.label(tumour)[1],
             "high_fraction": high.mean(), "low_high_ratio": values[~high].mean() / values[high].mean(),
             "high_skewness": stats.skew(values[high]),
+            "shell_over_background": np.median(suv[shell]) / np.median(suv[far]),
         }
     return pd.DataFrame.from_dict(rows, orient="index")
 
@@ -76,7 +79,7 @@ def test_same_seed_same_bytes_other_seed_other_cohort(tmp_path, study):
     assert all(a[name] != c[name] for name in a if name.startswith(("images/", "masks/")))
     assert a["manifest.csv"] != c["manifest.csv"] and a["hidden_factors.csv"] != c["hidden_factors.csv"]
     # case i depends on (seed, i) only: the 147-case cohort of seed 0 starts with the same case as n=10, seed 0
-    synthetic.make_cohort(tmp_path / "d", n=10, seed=0)
+    synthetic.make_cohort(tmp_path / "d", n=10, seed=0, splits={"train": 5, "test": 5})
     assert file_digests(tmp_path / "d")["images/DPET001_pet.nii.gz"] == \
         hashlib.sha256((study[3] / "images" / "DPET001_pet.nii.gz").read_bytes()).hexdigest()
     assert first == tmp_path / "a" / "manifest.csv" and not list(tmp_path.rglob(".*tmp*"))
@@ -91,9 +94,11 @@ def test_manifest_has_relative_paths_labels_splits_and_clinical_columns_but_no_h
     assert not set(synthetic.FACTORS) & set(raw.columns) and "hidden_logit" not in raw.columns
     assert (cases["label"].to_numpy() == factors.loc[cases.index, "label"].to_numpy()).all()
     assert set(cases["regimen"]) == {"TCHP", "TCH"} and cases["cT"].between(1, 4).all()
+    assert set(cases["hr_status"]) == {"positive", "negative"}
+    assert ((cases["hr_status"] == "positive") == factors.loc[cases.index, "hormone_receptor_positive"].eq(1)).all()
     assert cases["cN"].between(0, 3).all() and cases["grade"].between(1, 3).all()
     assert cases["ki67"].between(1, 95).all() and cases["age"].between(28, 75).all()
-    no_clinical = synthetic.make_cohort(out.parent / "noclin", n=8, seed=0, clinical=False, splits={"train": 4, "test": 4})
+    no_clinical = synthetic.make_cohort(out.parent / "noclin", n=8, seed=1, clinical=False, splits={"train": 4, "test": 4})
     assert list(pd.read_csv(no_clinical).columns) == ["case_id", "image", "mask", "label", "split"]
 
 
@@ -149,6 +154,20 @@ def test_images_show_the_hidden_factors_the_pathways_must_find(measured, study):
     assert rho("high_fraction", "high_fraction") > 0.3
     assert rho("low_high_ratio", "core_ratio") > 0.4
     assert rho("high_skewness", "rim_heterogeneity") > 0.3
+    assert rho("shell_over_background", "peritumoural_uptake") > 0.6
+
+
+def test_radiomics_inside_the_mask_cannot_see_the_peritumoural_uptake(study):
+    """The factor left to the CNN: the expert mask's own voxels hardly change with it (the tumour's uptake
+    swamps the shell's blurred edge), so mask-bound features cannot stand in for the CNN's view."""
+    cases, factors, _, _ = study
+    rows = []
+    for cid, row in cases.iterrows():
+        suv = sitk.GetArrayFromImage(sitk.ReadImage(row["image"]))
+        tumour = sitk.GetArrayFromImage(sitk.ReadImage(row["mask"])).astype(bool)
+        rows.append(np.median(suv[tumour]))
+    rho = stats.spearmanr(rows, factors.loc[cases.index, "peritumoural_uptake"]).statistic
+    assert abs(rho) < 0.2
 
 
 # ------------------------------------------------------------------------------------- the oracle
@@ -162,7 +181,8 @@ def test_oracle_json_is_the_model_that_made_the_labels(study):
         rows = factors[factors["split"] == split]
         assert auc == pytest.approx(roc_auc_score(rows["label"], rows["hidden_logit"]))
     assert oracle["auc_overall"] == pytest.approx(roc_auc_score(factors["label"], factors["hidden_logit"]))
-    assert 0.83 <= oracle["auc_overall"] <= 0.92
+    # the population's oracle AUC is 0.888 (test below); a 147-case cohort's SE is about 0.025
+    assert 0.81 <= oracle["auc_overall"] <= 0.96
 
 
 @pytest.fixture(scope="module")
