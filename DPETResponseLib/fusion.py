@@ -28,7 +28,9 @@ META_WEIGHTS = ("equal", "learned")
 class TiedLogisticRegression(LogisticRegression):
     """Logistic regression whose coefficients are all equal: a = intercept, b fit (unpenalised by default) on
     the mean of the inputs, stored as ``coef_ = b / K`` for each of the K inputs, so that it predicts, and is
-    explained by SHAP, as an ordinary logistic regression over the K inputs."""
+    explained by SHAP, as an ordinary logistic regression over the K inputs. The slope is never negative: pathways
+    whose probabilities rank the training cases the wrong way round are not turned round (that would be fitting
+    noise, e.g. cross-validation's bias under the null); the model then predicts the base rate."""
 
     def __init__(self, C: float = np.inf, max_iter: int = 1000):
         super().__init__(C=C, max_iter=max_iter)
@@ -36,6 +38,10 @@ class TiedLogisticRegression(LogisticRegression):
     def fit(self, X, y, sample_weight=None):
         X = np.asarray(X, dtype=float)
         super().fit(X.mean(axis=1, keepdims=True), y, sample_weight)
+        if self.coef_[0, 0] < 0:
+            rate = np.average(np.asarray(y) == self.classes_[1], weights=sample_weight)
+            self.coef_[:] = 0.0
+            self.intercept_ = np.array([np.log(rate / (1 - rate))])
         self.coef_ = np.repeat(self.coef_ / X.shape[1], X.shape[1], axis=1)
         self.n_features_in_ = X.shape[1]
         return self

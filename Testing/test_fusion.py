@@ -43,6 +43,20 @@ def test_stacking_meta_learner_is_fit_on_out_of_fold_probabilities(weights):
         DecisionFusion(pathways, weights="median").fit(X, y)
 
 
+def test_tied_meta_learner_never_turns_pathways_round():
+    from DPETResponseLib.fusion import TiedLogisticRegression
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], [30, 20])
+    agreeing = np.column_stack([0.3 + 0.4 * y + rng.normal(0, 0.1, 50), rng.uniform(0, 1, 50)])
+    meta = TiedLogisticRegression().fit(agreeing, y)
+    assert meta.coef_[0, 0] > 0 and meta.coef_[0, 0] == meta.coef_[0, 1]
+    reversed_ = TiedLogisticRegression().fit(1 - agreeing, y)  # ranks the cases the wrong way round
+    np.testing.assert_array_equal(reversed_.coef_, [[0.0, 0.0]])
+    assert reversed_.intercept_[0] == pytest.approx(np.log(20 / 30))  # the base rate, 40%
+    np.testing.assert_allclose(reversed_.predict_proba(agreeing)[:, 1], 0.4)
+
+
 def _covers_half(y, p) -> bool:
     lo, hi = auc_ci_delong(y, p)
     return lo <= 0.5 <= hi

@@ -2,9 +2,10 @@
 radiomics parameter file (Original image only), 3 folds, a small CNN trained for a few epochs on the CPU.
 
 What it shows: every model is reported with its CIs next to the oracle; the pathways and fusions learn what the
-cohort holds (above chance, below the oracle); nothing leaks (random labels give chance AUCs,
-also in the cross-validated training estimates, which is where leakage shows first); a saved bundle predicts the
-same numbers in a fresh process.
+cohort holds (above chance, below the oracle); the decision fusion beats every single pathway over resampled
+splits; the subregions carry what the whole tumour's features lack; nothing leaks (random labels give chance
+AUCs, also in the cross-validated training estimates, which is where leakage shows first); a saved bundle
+predicts the same numbers in a fresh process.
 """
 
 import json
@@ -16,8 +17,10 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from DPETResponseLib.protocol import evaluate, train
-from DPETResponseLib.study import FUSIONS, PATHWAYS
+from DPETResponseLib.evaluation import auc
+from DPETResponseLib.manifest import clinical_columns, read_manifest
+from DPETResponseLib.protocol import evaluate, feature_table, train
+from DPETResponseLib.study import FUSIONS, PATHWAYS, StudyConfig, StudyModel
 from DPETResponseLib.synthetic import make_cohort
 
 FAST_PARAMS = """
@@ -77,8 +80,6 @@ def test_every_model_reported_with_cis_next_to_the_oracle(study):
 
 def _pooled_auc(study, model: str) -> float:
     """AUC over both held-out splits together (57 cases): less noisy than either split alone."""
-    from DPETResponseLib.evaluation import auc
-
     predictions = pd.read_csv(study["root"] / "report" / "predictions.csv")
     held_out = predictions[predictions["split"].isin(["test", "test2"])]
     return auc(held_out["label"].to_numpy(), held_out[model].to_numpy())
@@ -86,9 +87,9 @@ def _pooled_auc(study, model: str) -> float:
 
 def test_models_learn_what_the_cohort_holds(study):
     """Every pathway that can see part of the hidden truth does better than chance on the held-out cases, and
-    none beats the oracle by more than sampling noise. (The study's comparative claims, subregions over
-    whole-tumour radiomics and fusion over the best single pathway, are measured and reported in the issue
-    notes; on this cohort and fast configuration they do not hold, so they are not asserted here.)"""
+    none beats the oracle by more than sampling noise. (One split of 57 held-out cases cannot rank models whose
+    AUCs differ by a few hundredths, DeLong SE about 0.06: the comparative claims are tested below over
+    resampled splits.)"""
     oracle = study["metrics"]["oracle"]["auc_overall"]
     aucs = {name: _pooled_auc(study, name) for name in ALL_MODELS}
     print({k: round(v, 3) for k, v in aucs.items()}, "oracle", oracle)
@@ -98,10 +99,79 @@ def test_models_learn_what_the_cohort_holds(study):
     assert max(aucs.values()) <= oracle + 0.1
 
 
+@pytest.fixture(scope="module")
+def table(study):
+    """The 147 cases' features (read from the study's cache) and labels."""
+    cases = read_manifest(study["manifest"])
+    X, errors = feature_table(cases, {"radiomics_params": str(study["params"])}, study["root"] / "cache", jobs=2,
+                              progress=False)
+    assert len(errors) == 0 and len(X) == 147
+    return cases, X, cases.loc[X.index, "label"].astype(int).to_numpy()
+
+
+def test_decision_fusion_beats_every_pathway_over_resampled_splits(table):
+    """The study's claim that fusion is at least as good as the best single pathway, measured with less noise
+    than one split gives: 10 stratified resamples of the 147 cases into 90 training and 57 held-out cases, the
+    non-CNN pathways and their decision fusion refit on each (10 CNN trainings would take the suite's whole
+    budget; the CNN's share is in the single-split study above). The fusion's mean held-out AUC must be at
+    least the best pathway's mean. Measured: fusion 0.814, best pathway (whole-tumour radiomics) 0.754."""
+    from sklearn.model_selection import StratifiedShuffleSplit
+
+    cases, X, y = table
+    config = StudyConfig(n_folds=3, seed=0, deep=False, classifiers=("lr", "nb", "rf"))
+    rows = []
+    for train_idx, test_idx in StratifiedShuffleSplit(10, test_size=57, random_state=100).split(X, y):
+        model = StudyModel(config, clinical_columns(cases)).fit(X.iloc[train_idx], y[train_idx], [], [],
+                                                                progress=False)
+        predicted = model.predict_completed(X.iloc[test_idx], [], [])
+        rows.append({name: auc(y[test_idx], predicted[name].to_numpy()) for name in predicted.columns})
+    mean = pd.DataFrame(rows).mean()
+    print("mean held-out AUC over 10 resamples:", mean.round(3).to_dict())
+    assert set(mean.index) == {"clinical", "radiomics", "radiomics_whole", "ith", "fusion_decision"}
+    assert mean["fusion_decision"] >= mean.drop("fusion_decision").max()
+
+
+def test_subregions_carry_what_whole_tumour_features_lack(table, study):
+    """What the high- and low-uptake subregions add, measured against the hidden factors they should see:
+    cross-validated R^2 of a ridge regression from the whole-tumour features alone vs from whole + high + low.
+    The habitat factors (high-uptake fraction, core/rim ratio, rim heterogeneity) are explained better with the
+    subregions (measured 0.23 -> 0.45, 0.50 -> 0.57, 0.42 -> 0.51); the peritumoural uptake, outside every mask,
+    by neither (R^2 <= 0.1). That the radiomics PATHWAY with subregions beats the whole-tumour one in AUC is not
+    asserted: over resampled splits of this cohort it did not (0.748 vs 0.754, fast configuration)."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import RidgeCV
+    from sklearn.metrics import r2_score
+    from sklearn.model_selection import KFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from DPETResponseLib.models import radiomics_columns
+
+    _, X, _ = table
+    factors = pd.read_csv(study["manifest"].parent / "hidden_factors.csv", index_col="case_id").loc[X.index]
+
+    def r2(regions, factor):
+        model = make_pipeline(SimpleImputer(), StandardScaler(), RidgeCV(alphas=np.logspace(-2, 4, 20)))
+        data = X[radiomics_columns(X, regions)].replace([np.inf, -np.inf], np.nan)
+        predicted = cross_val_predict(model, data, factors[factor], cv=KFold(5, shuffle=True, random_state=0))
+        return r2_score(factors[factor], predicted)
+
+    scores = {f: (r2(("whole",), f), r2(("whole", "high", "low"), f))
+              for f in ("high_fraction", "core_ratio", "rim_heterogeneity", "peritumoural_uptake")}
+    print("ridge R^2 whole -> whole+high+low:", {f: tuple(round(v, 3) for v in s) for f, s in scores.items()})
+    for factor in ("high_fraction", "core_ratio", "rim_heterogeneity"):
+        whole, with_subregions = scores[factor]
+        assert with_subregions > whole + 0.03, factor
+    assert max(scores["peritumoural_uptake"]) <= 0.1
+
+
 def test_random_labels_give_chance_auc_everywhere(study, tmp_path):
     """Leakage test: the same images with permuted labels. Any step fit outside its training fold (selection,
     scaling, thresholds, the meta-learner) shows up as an AUC above chance, first in the out-of-fold training
-    estimates."""
+    estimates: there no CI may lie above 0.5. (Below 0.5 is cross-validation's own bias under the null, not
+    leakage: a model fit without some cases leans away from them; the clinical model's out-of-fold AUC on
+    these permuted labels was 0.37. DeLong ignores that the folds share training cases.) On the held-out
+    test split, which nothing was fit on, every CI covers 0.5."""
     manifest = pd.read_csv(study["manifest"])
     rng = np.random.default_rng(7)
     for split in manifest["split"].unique():
@@ -118,9 +188,13 @@ def test_random_labels_give_chance_auc_everywhere(study, tmp_path):
              progress=False, n_boot=200)
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     for split in ("train_cv", "test"):
-        for name, m in metrics["splits"][split]["models"].items():
-            lo, hi = m["auc_ci"]
-            assert lo <= 0.5 <= hi, (split, name, m["auc"], m["auc_ci"])
+        print(split, {name: (round(m["auc"], 3), [round(v, 3) for v in m["auc_ci"]])
+                      for name, m in metrics["splits"][split]["models"].items()})
+    for name, m in metrics["splits"]["train_cv"]["models"].items():
+        assert m["auc_ci"][0] <= 0.5, ("train_cv", name, m["auc"], m["auc_ci"])
+    for name, m in metrics["splits"]["test"]["models"].items():
+        lo, hi = m["auc_ci"]
+        assert lo <= 0.5 <= hi, ("test", name, m["auc"], m["auc_ci"])
 
 
 def test_bundle_predicts_the_same_in_a_fresh_process(study, tmp_path):
@@ -133,7 +207,7 @@ def test_bundle_predicts_the_same_in_a_fresh_process(study, tmp_path):
     run = subprocess.run(
         [sys.executable, "-m", "DPETResponseLib.cli", "predict", str(study["root"] / "bundle"),
          "--image", str(cohort / case["image"]), "--mask", str(cohort / case["mask"]), "--out", str(out),
-         "--clinical", *[f"{c}={case[c]}" for c in ("age", "cT", "cN", "grade", "ki67", "regimen")]],
+         "--clinical", *[f"{c}={case[c]}" for c in ("age", "cT", "cN", "grade", "ki67", "regimen", "hr_status")]],
         capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     printed = json.loads(run.stdout)
