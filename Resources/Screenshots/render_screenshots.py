@@ -19,7 +19,7 @@ The committed PNGs came from::
     dpet-response train /tmp/shots/cohort/manifest.csv --out /tmp/shots/bundle --fast
     python Resources/Screenshots/render_screenshots.py --bundle /tmp/shots/bundle \
         --image /tmp/shots/cohort/images/DPET003_pet.nii.gz --mask /tmp/shots/cohort/masks/DPET003_mask.nii.gz \
-        --clinical age=29 cT=3 cN=1 grade=2 ki67=53 regimen=TCHP
+        --clinical age=29 cT=2 cN=1 grade=2 ki67=53 regimen=TCHP hr_status=positive
 """
 
 from __future__ import annotations
