@@ -67,8 +67,9 @@ def analyse_image(image: sitk.Image, mask: sitk.Image, settings: dict, case_id: 
     image, mask, warnings = check_case(image, mask, case_id)
     features = dict(pet_metrics(image, mask, case=case_id))
 
-    labels, report = tumour_habitats(image, mask, k=settings["habitat_k"], local_radius_mm=settings["habitat_radius_mm"],
-                                     seed=settings["habitat_seed"], case=case_id)
+    labels, report = tumour_habitats(image, mask, k=settings["habitat_k"],
+                                     local_radius_mm=settings["habitat_radius_mm"], seed=settings["habitat_seed"],
+                                     case=case_id)
     warnings += report["warnings"]
     features.update(report.get("features", {}))
     region_masks = {"whole": mask}

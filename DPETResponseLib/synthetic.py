@@ -81,8 +81,8 @@ FACTORS = {
     "hormone_receptor_positive": Factor(0.0, 1.0, -0.55, "oestrogen/progesterone receptor positive; indicator, P=0.5 "
                                         "(HR+ HER2+ tumours reach pCR about half as often)", "clinical hr_status"),
 }
-BINARY_FACTORS = {"node_positive": 0.6, "dual_her2_blockade": 0.6, "hormone_receptor_positive": 0.5}  # P(1); drawn by
-# thresholding the copula
+# P(1) of the indicator factors; drawn by thresholding the copula
+BINARY_FACTORS = {"node_positive": 0.6, "dual_her2_blockade": 0.6, "hormone_receptor_positive": 0.5}
 # Copula correlations between factors (the rest are independent): bigger tumours are more necrotic, uptake
 # follows proliferation, irregular tumours are more heterogeneous, bigger tumours more often node positive,
 # HR-positive tumours proliferate less.
@@ -278,7 +278,8 @@ def render_case(factors: pd.Series, seed: int, index: int) -> tuple[sitk.Image, 
     background = background * (1 + factors["peritumoural_uptake"] * shell * patches)
     activity = np.where(tumour, uptake, background).astype(np.float32)
 
-    # scanner: partial-volume blur (PSF 1.5-2.5 mm FWHM, dedicated breast PET), then Poisson-like noise with short-range correlation
+    # scanner: partial-volume blur (PSF 1.5-2.5 mm FWHM, dedicated breast PET), then Poisson-like noise with
+    # short-range correlation
     fwhm = float(rng.uniform(1.5, 2.5))
     blurred = ndimage.gaussian_filter(activity, fwhm / 2.3548 / SPACING_MM, truncate=3.0)
     counts_scale = float(rng.uniform(0.004, 0.012))  # variance per unit SUV

@@ -35,6 +35,13 @@ class HiResCAM(GradCAM):
 CAM_METHODS = {"hirescam": HiResCAM, "gradcam": GradCAM, "gradcampp": GradCAMpp}
 
 
+def cam_class(method: str):
+    """The MONAI-style CAM class of ``method``, or InputError naming the methods there are."""
+    if method not in CAM_METHODS:
+        raise InputError(f"unknown cam_method {method!r}; choose one of {', '.join(CAM_METHODS)}")
+    return CAM_METHODS[method]
+
+
 class _TwoLogits(nn.Module):
     """(-z, z) from a one-logit net: class 0 = no pCR, class 1 = pCR, as MONAI's CAM classes."""
 
@@ -51,15 +58,13 @@ def gradcam_crop(nets: list[DeepNet], crop: torch.Tensor, extra: torch.Tensor | 
                  device: torch.device, method: str = "hirescam") -> np.ndarray:
     """Crop-shaped map ``(X, Y, Z)``: each fold's map of the class ``positive`` (pCR) or not, scaled to max 1,
     then averaged over folds."""
-    if method not in CAM_METHODS:
-        raise InputError(f"unknown activation-map method {method!r}; choose one of {', '.join(CAM_METHODS)}")
+    cam_type = cam_class(method)
     x = crop[None].to(device)
     e = None if extra is None else extra.to(device)
     maps = []
     for net in nets:
         # Identity post-processing: MONAI's default min-max scaling divides by zero on an all-zero map.
-        cam = CAM_METHODS[method](nn_module=_TwoLogits(net), target_layers=f"net.{net.cam_layer}",
-                                  postprocessing=lambda m: m)
+        cam = cam_type(nn_module=_TwoLogits(net), target_layers=f"net.{net.cam_layer}", postprocessing=lambda m: m)
         with torch.enable_grad():
             m = cam(x, class_idx=int(positive), extra=e)[0, 0].detach().float().cpu().numpy()
         peak = m.max()
