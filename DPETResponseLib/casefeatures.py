@@ -20,6 +20,10 @@ def default_settings() -> dict:
     """Analysis settings that change the features (they key the cache and are stored in the model bundle)."""
     return {
         "radiomics_params": None,  # None: the package's Resources/Parameters/radiomics_pet.yaml
+        # "population": habitats shared by the cohort (relative uptake, centroids learned on the training cases by
+        # `train`, kept in the bundle as habitat_model); "tumour": k-means within each tumour alone
+        "habitat_method": "population",
+        "habitat_model": None,
         "habitat_k": 2,
         "habitat_radius_mm": 7.0,  # neighbourhood of the local mean/SD voxel features (subregions.local_stats)
         "habitat_seed": 0,
@@ -60,16 +64,13 @@ def analyse_image(image: sitk.Image, mask: sitk.Image, settings: dict, case_id: 
     """
     from .ith import ith_score
     from .petmetrics import pet_metrics
-    from .subregions import tumour_habitats
     from .validation import check_case
 
     settings = settings if "radiomics_params_text" in settings else resolve_settings(settings)
     image, mask, warnings = check_case(image, mask, case_id)
     features = dict(pet_metrics(image, mask, case=case_id))
 
-    labels, report = tumour_habitats(image, mask, k=settings["habitat_k"],
-                                     local_radius_mm=settings["habitat_radius_mm"], seed=settings["habitat_seed"],
-                                     case=case_id)
+    labels, report = _habitats(image, mask, settings, case_id)
     warnings += report["warnings"]
     features.update(report.get("features", {}))
     region_masks = {"whole": mask}
@@ -89,6 +90,77 @@ def analyse_image(image: sitk.Image, mask: sitk.Image, settings: dict, case_id: 
     for dims in settings["ith_dims"]:
         features.update(ith_score(image, mask, dims=dims, seed=settings["ith_seed"], case=case_id))
     return features, labels, warnings
+
+
+HABITAT_METHODS = ("population", "tumour")
+
+
+def population_habitats(settings: dict):
+    """The unfitted two-stage habitat model the settings describe (relative uptake, k = ``habitat_k``)."""
+    from .subregions import PopulationHabitats
+
+    return PopulationHabitats(k=settings["habitat_k"], local_radius_mm=settings["habitat_radius_mm"],
+                              relative=True, seed=settings["habitat_seed"])
+
+
+def _habitats(image: sitk.Image, mask: sitk.Image, settings: dict, case_id: str):
+    """Subregion label image and habitat report, by the settings' ``habitat_method``."""
+    from .subregions import PopulationHabitats, habitat_report, tumour_habitats
+
+    method = settings["habitat_method"]
+    if method == "tumour":
+        return tumour_habitats(image, mask, k=settings["habitat_k"], local_radius_mm=settings["habitat_radius_mm"],
+                               seed=settings["habitat_seed"], case=case_id)
+    if method != "population":
+        raise InputError(f"unknown habitat_method {method!r}; choose from {', '.join(HABITAT_METHODS)}")
+    if not settings.get("habitat_model"):
+        raise InputError("population habitats need centroids learned on training cases (analysis.habitat_model); "
+                         "`dpet-response train` and `extract` fit them, or set habitat_method to 'tumour'",
+                         case=case_id)
+    model = PopulationHabitats.from_dict(settings["habitat_model"])
+    labels = model.transform(image, mask, case=case_id)
+    return labels, habitat_report(image, labels, model.k, case=case_id)
+
+
+def habitat_supervoxels(image_path: str, mask_path: str, settings: dict, case_id: str) -> dict:
+    """Stage 1 of the population habitats for one manifest row (a cohort task, cached): the tumour's supervoxels
+    as JSON rows ``[relative SUV, relative local SD, voxels]``."""
+    import json
+
+    import numpy as np
+
+    from .io import read_mask, read_pet
+    from .validation import check_case
+
+    image = read_pet(image_path, case=case_id)
+    image, mask, _ = check_case(image, read_mask(mask_path, image, case=case_id), case_id)
+    features, counts = population_habitats(settings).supervoxel_features(image, mask, case=case_id)
+    return {"supervoxels": json.dumps(np.column_stack([features, counts]).round(8).tolist())}
+
+
+def with_habitat_model(cases, settings: dict | None, cache_dir, jobs: int = 1, scheduler=None,
+                       progress: bool = True) -> dict:
+    """``settings`` with population habitats fitted on ``cases`` (the training cases; labels are not read) where
+    ``habitat_method`` is "population" and no ``habitat_model`` is given yet; otherwise ``settings`` unchanged.
+    Stage 1 (supervoxels) is a cached cohort task; cases it cannot read are left out of the fit (their analysis
+    reports the problem)."""
+    import json
+
+    import numpy as np
+
+    from .cohort import run_cohort
+
+    merged = {**default_settings(), **(settings or {})}
+    if merged["habitat_method"] != "population" or merged.get("habitat_model"):
+        return dict(settings or {})
+    stage1 = {k: merged[k] for k in ("habitat_k", "habitat_radius_mm", "habitat_seed")}
+    result = run_cohort(cases, habitat_supervoxels, stage1, cache_dir, jobs=jobs, scheduler=scheduler,
+                        progress=progress, task_name="habitat_supervoxels")
+    rows = [np.asarray(json.loads(text), dtype=float).reshape(-1, 3) for text in result.table.get("supervoxels", [])]
+    if not rows:
+        raise InputError("population habitats: no training tumour could be read to learn the habitats from")
+    model = population_habitats(merged).fit_features([r[:, :2] for r in rows], [r[:, 2] for r in rows])
+    return {**(settings or {}), "habitat_model": model.to_dict()}
 
 
 def analyse_case(image_path: str, mask_path: str, settings: dict, case_id: str) -> dict[str, float]:

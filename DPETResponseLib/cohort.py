@@ -424,13 +424,17 @@ def run_extract(manifest, out_csv, params=None, jobs: int = 1, scheduler=None, c
     """`dpet-response extract`: per-case features of every manifest case (`casefeatures.analyse_case`), written to
     ``out_csv`` (features + the manifest's clinical columns), ``<out>.errors.csv`` and ``<out>.json`` (versions,
     settings, counts). The cache defaults to ``<out folder>/.dpet-cache``."""
-    from .casefeatures import analyse_case, resolve_settings
+    from .casefeatures import analyse_case, resolve_settings, with_habitat_model
     from .manifest import clinical_columns, read_manifest
 
     cases = read_manifest(manifest)
     out_csv = Path(out_csv)
     cache_dir = Path(cache_dir) if cache_dir else out_csv.resolve().parent / ".dpet-cache"
-    settings = resolve_settings({"radiomics_params": str(params) if params else None})
+    # The population habitats are learned on the manifest's training cases (every case if none is marked train);
+    # their centroids go to the sidecar with the other settings.
+    training = cases[cases["split"] == "train"] if (cases["split"] == "train").any() else cases
+    settings = resolve_settings(with_habitat_model(training, {"radiomics_params": str(params) if params else None},
+                                                   cache_dir, jobs=jobs, scheduler=scheduler, progress=progress))
     try:
         result = run_cohort(cases, analyse_case, settings, cache_dir, jobs=jobs, scheduler=scheduler,
                             strict=strict, progress=progress, task_name="analyse_case")

@@ -71,6 +71,7 @@ def _cache(cache_dir, manifest) -> Path:
 def train(manifest, out, config=None, jobs: int = 1, cache_dir=None, fast: bool = False, progress: bool = True,
           overwrite: bool = False) -> StudyModel:
     """Fit every pathway and fusion on the manifest's ``train`` split and write the model bundle to ``out``."""
+    from .casefeatures import with_habitat_model
     from .manifest import clinical_columns, read_manifest, validate_for_training
 
     config = load_config(config)
@@ -81,6 +82,9 @@ def train(manifest, out, config=None, jobs: int = 1, cache_dir=None, fast: bool 
     validate_for_training(train_cases, n_folds=config.n_folds)
     _log(f"training on {len(train_cases)} cases of {manifest}")
     started = time.time()
+    # Habitat centroids are learned on the training cases only (label-free); the bundle keeps them in its settings.
+    config.analysis = with_habitat_model(train_cases, config.analysis, _cache(cache_dir, manifest), jobs=jobs,
+                                         progress=progress)
     X, errors = feature_table(train_cases, config.analysis, _cache(cache_dir, manifest), jobs=jobs,
                               progress=progress)
     train_cases = train_cases.loc[X.index]

@@ -101,7 +101,8 @@ class StudyModel:
                          random_state=self.config.seed)
         pathways = {
             "clinical": ClinicalPathway(clinical_columns=self.clinical_columns),
-            "radiomics": RadiomicsPathway(regions=("whole", "high", "low"), **radiomics),
+            # the subregions' radiomics and their composition (sub_: habitat volumes and high-uptake fraction)
+            "radiomics": RadiomicsPathway(regions=("whole", "high", "low", "sub"), **radiomics),
             "radiomics_whole": RadiomicsPathway(regions=("whole",), **radiomics),
             "ith": ITHPathway(columns=tuple(c for c in ("ith_score2d", "ith_score3d") if c in self._columns)),
         }
@@ -264,7 +265,9 @@ class StudyModel:
         manifest = bundle.manifest
         if manifest.get("kind") != SCHEMA_NAME:
             raise BundleError(f"{path}: not a DPETResponse study bundle (kind={manifest.get('kind')!r})")
-        model = cls(StudyConfig.from_dict(manifest["config"]), manifest["clinical_columns"])
+        config = StudyConfig.from_dict(manifest["config"])
+        config.analysis.setdefault("habitat_method", "tumour")  # bundles from before population habitats
+        model = cls(config, manifest["clinical_columns"])
         model._columns = manifest["columns"]
         model.thresholds_ = manifest["thresholds"]
         oof = dict(manifest["training_oof"])

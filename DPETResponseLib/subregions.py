@@ -182,17 +182,25 @@ class PopulationHabitats(TransformerMixin, BaseEstimator):
     into ``k`` habitats (weighted by their voxel count). At weight 1 the SD made a cluster of the blurred
     interfaces between uptake zones on the phantom of Testing/test_subregions.py (Dice 0.55-0.76 per habitat);
     0.5 keeps heterogeneity a secondary axis (Dice 0.82-0.97); 0 clusters on uptake alone.
+    ``relative=True`` divides SUV and local SD by the tumour's own 95th-percentile SUV first, so that a habitat
+    means the same *relative* uptake in every tumour (a cold core is "low uptake" in a hot and in a faint tumour
+    alike); with absolute SUV, faint tumours fall wholly into the low habitat. Per-tumour k-means
+    (:func:`tumour_habitats`) always splits a tumour in k parts, a solid tumour too, so its habitat volume
+    fraction says little about how much of the tumour is hypometabolic; relative population habitats do not.
+    The two stages can run apart (the cohort runner caches stage 1 per case): :meth:`supervoxel_features` then
+    :meth:`fit_features`.
     Learned state, plain numpy arrays (JSON via :meth:`to_dict`): ``scaler_mean_``, ``scaler_scale_`` and
     ``centroids_`` (standardised, weighted space; rows ordered by increasing SUV: habitat 1 = lowest uptake).
     ``transform`` maps a new tumour's supervoxels to the nearest centroid.
     """
 
     def __init__(self, n_supervoxels: int = 50, k: int = 3, local_radius_mm: float = 7.0,
-                 heterogeneity_weight: float = 0.5, seed: int = 0):
+                 heterogeneity_weight: float = 0.5, relative: bool = False, seed: int = 0):
         self.n_supervoxels = n_supervoxels
         self.k = k
         self.local_radius_mm = local_radius_mm
         self.heterogeneity_weight = heterogeneity_weight
+        self.relative = relative
         self.seed = seed
 
     def _weights(self) -> np.ndarray:
@@ -201,6 +209,12 @@ class PopulationHabitats(TransformerMixin, BaseEstimator):
     def _supervoxels(self, image, mask, case) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(features per supervoxel, voxel count per supervoxel, supervoxel of each tumour voxel, mask)."""
         suv, inside = tumour_arrays(image, mask, case)
+        if self.relative:
+            reference = float(np.percentile(suv[inside], 95))
+            if not reference > 0:
+                raise InputError("the tumour's 95th-percentile SUV is not positive: relative habitats need uptake",
+                                 case=case)
+            suv = suv / reference
         _, local_sd = local_stats(suv, inside, image.GetSpacing(), self.local_radius_mm)
         coords = np.argwhere(inside) * np.asarray(image.GetSpacing())[::-1]
         voxel_features = np.column_stack([suv[inside], local_sd[inside], coords])
@@ -211,18 +225,30 @@ class PopulationHabitats(TransformerMixin, BaseEstimator):
                                     for j in range(len(SUPERVOXEL_FEATURES))])
         return features, counts, group, inside
 
-    def fit(self, cases, y=None):
-        """Learn the cohort's habitats from ``cases``: a list of (image, mask) pairs (or (image, mask, case_id))."""
+    def _check(self) -> None:
         _check_settings(self.k, self.local_radius_mm, None)
         if not (isinstance(self.n_supervoxels, (int, np.integer)) and self.n_supervoxels >= 1):
             raise InputError(f"n_supervoxels={self.n_supervoxels!r} must be a positive integer")
-        features, weights = [], []
-        for item in cases:
-            image, mask, case = (*item, None)[:3]
-            f, counts, _, _ = self._supervoxels(image, mask, case)
-            features.append(f)
-            weights.append(counts)
-        features, weights = np.vstack(features), np.concatenate(weights)
+
+    def supervoxel_features(self, image: sitk.Image, mask: sitk.Image, case: str | None = None):
+        """Stage 1 for one tumour: (features per supervoxel (n, 2), voxel count per supervoxel (n,))."""
+        self._check()
+        features, counts, _, _ = self._supervoxels(image, mask, case)
+        return features, counts
+
+    def fit(self, cases, y=None):
+        """Learn the cohort's habitats from ``cases``: a list of (image, mask) pairs (or (image, mask, case_id))."""
+        self._check()
+        stage1 = [self._supervoxels(*(*item, None)[:3])[:2] for item in cases]
+        return self.fit_features([f for f, _ in stage1], [n for _, n in stage1])
+
+    def fit_features(self, features: list, counts: list) -> "PopulationHabitats":
+        """Stage 2: the cohort-level k-means on the tumours' :meth:`supervoxel_features`."""
+        self._check()
+        if not len(features):
+            raise InputError("population habitats need at least one training tumour")
+        features = np.vstack([np.asarray(f, dtype=float).reshape(-1, len(SUPERVOXEL_FEATURES)) for f in features])
+        weights = np.concatenate([np.asarray(n, dtype=float).ravel() for n in counts])
         if len(np.unique(features, axis=0)) < self.k:
             raise InputError(f"the cohort's tumours give {len(np.unique(features, axis=0))} distinct supervoxels, "
                              f"fewer than k={self.k} habitats")

@@ -62,7 +62,9 @@ FACTORS = {
                          "SUVmax, whole-tumour first order, CNN"),
     "high_fraction": Factor(0.35, 1.0, 0.95, "fraction of the tumour volume that is high-uptake (1: solid)",
                             "subregion volumes, CNN (rim vs solid)"),
-    "core_ratio": Factor(0.15, 0.75, 0.50, "uptake of the low-uptake core relative to the high-uptake rim",
+    # a hypometabolic (necrotic/fibrotic) core takes up 10-50% of the viable rim's FDG; above that it is no longer a
+    # distinct habitat at D-PET resolution and noise (with 0.15-0.75, no habitat method recovered high_fraction)
+    "core_ratio": Factor(0.10, 0.50, 0.50, "uptake of the low-uptake core relative to the high-uptake rim",
                          "low/high subregion first order"),
     "rim_heterogeneity": Factor(0.05, 0.45, -0.85, "coefficient of variation of uptake inside the high-uptake part",
                                 "high-subregion texture and first order"),

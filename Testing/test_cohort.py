@@ -299,6 +299,7 @@ def test_run_extract_writes_features_errors_and_sidecar(tmp_path, monkeypatch):
     # The file outputs around the task, with the test task standing in for analyse_case.
     monkeypatch.setattr(casefeatures, "analyse_case", tumour_stats)
     monkeypatch.setattr(casefeatures, "resolve_settings", lambda settings: {**settings, "scale": 2.0})
+    monkeypatch.setattr(casefeatures, "with_habitat_model", lambda cases, settings, *args, **kwargs: settings)
     paths = write_cohort(tmp_path / "data", 4)
     sitk.WriteImage(sitk.ReadImage(paths["C001"][1]) * 0, paths["C001"][1])
     out = tmp_path / "out" / "features.csv"

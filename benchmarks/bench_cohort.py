@@ -85,11 +85,13 @@ def main() -> None:
     cases = pd.DataFrame({"image": [str(p / "PET_image.nii.gz") for p in folders],
                           "mask": [str(p / "PET_mask.nii.gz") for p in folders]},
                          index=pd.Index([p.name for p in folders], name="case_id"))
-    from DPETResponseLib.casefeatures import analyse_case, resolve_settings
+    from DPETResponseLib.casefeatures import analyse_case, resolve_settings, with_habitat_model
 
     task = analyse_case if args.task == "analyse_case" else radiomics_task
     limit_threads()  # the serial run gets one thread, as each pool/Dask worker does: c1 is a one-core cost
-    settings = resolve_settings({})
+    # the population habitats' centroids, learned once on these cases (not part of the timed runs)
+    settings = resolve_settings(with_habitat_model(cases, {}, Path(tempfile.mkdtemp(prefix="bench_habitats_")),
+                                                   progress=False))
     print(f"{len(cases)} STS cases, task {args.task}, {psutil.cpu_count()} CPU(s), python {sys.version.split()[0]}")
 
     work = Path(tempfile.mkdtemp(prefix="bench_cohort_"))

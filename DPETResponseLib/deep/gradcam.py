@@ -5,9 +5,9 @@ Methods (``DeepConfig.cam_method``): ``"hirescam"`` (the default), ``"gradcam"``
 ``GradCAM`` / ``GradCAMpp``). HiResCAM (Draelos & Carin 2020) multiplies each activation by its own gradient
 before summing over channels, where Grad-CAM first averages the gradients over the whole volume. MONAI has no
 HiResCAM, so it is MONAI's ``GradCAM`` with that one line changed (its hooks, upsampling and class handling
-kept). Measured on the rim/solid cohort of Testing/test_deep_train.py (cpu-fast net, two training seeds),
-median share of the map's mass inside the tumour mask: Grad-CAM 0.06-0.20 at any block, HiResCAM 0.57-0.73
-on layer2 (0.31-0.37 on layer3).
+kept). Measured on the rim/solid cohort of Testing/test_deep_train.py (cpu-fast net, training seeds 0-2, two
+machines), median share of the map's mass inside the tumour mask: Grad-CAM 0.06-0.20 at any block, HiResCAM
+0.43-0.73 on layer2 (0.31-0.37 on layer3).
 """
 
 from __future__ import annotations
