@@ -42,6 +42,7 @@ TRUSTED_TYPES = (
     "DPETResponseLib.fusion.DecisionFusion",
     "DPETResponseLib.fusion.FeatureFusion",
     "DPETResponseLib.fusion.TiedLogisticRegression",
+    "DPETResponseLib.models.ClinicalEncoder",
     "DPETResponseLib.models.ClinicalPathway",
     "DPETResponseLib.models.ColumnProbability",
     "DPETResponseLib.models.ITHPathway",

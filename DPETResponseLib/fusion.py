@@ -18,7 +18,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
 from .errors import InputError
-from .models import RadiomicsPathway, _columns, _table, radiomics_columns
+from .models import ClinicalEncoder, ClinicalPathway, RadiomicsPathway, _columns, _table, radiomics_columns
 from .selection import _binary_labels
 
 
@@ -129,48 +129,70 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
 
 
 class FeatureFusion(ClassifierMixin, BaseEstimator):
-    """Feature-level fusion: the radiomics pathway's selected features (its selection chain fit inside) next
-    to the PCA-reduced deep embeddings (``embedding_prefix`` columns, ``n_components``) -> scaled -> logistic
-    regression.
+    """Feature-level fusion: one logistic regression on every pathway's inputs side by side, scaled: the
+    clinical columns (``clinical``: a ClinicalPathway giving the columns and their encoding; None leaves them
+    out), the ITH score(s) (``ith_columns``), the radiomics pathway's selected features (its selection chain fit
+    inside) and the PCA-reduced deep embeddings (``embedding_prefix`` columns, ``n_components``; None leaves
+    them out, for a study without the CNN). The study fused radiomics and DL alone; the clinical and ITH inputs
+    are here so that this fusion sees what the decision-level one sees.
 
-    After fit: ``model_`` (the pipeline), ``feature_groups_`` ({"radiomics": [...], "dl": [...]}, the names of
-    the classifier's inputs) and ``contribution_shares_``: the share of mean |coefficient x input| over the
-    training cases coming from the radiomics and the DL inputs (sums to 1).
+    After fit: ``model_`` (the pipeline), ``feature_groups_`` ({"clinical": [...], "ith": [...],
+    "radiomics": [...], "dl": [...]}: the names of the classifier's inputs, groups left out absent) and
+    ``contribution_shares_``: the share of mean |coefficient x input| over the training cases coming from each
+    group (sums to 1).
     """
 
-    def __init__(self, radiomics: RadiomicsPathway | None = None, embedding_prefix: str = "dl_emb_",
-                 n_components: int = 8, random_state=0):
+    def __init__(self, radiomics: RadiomicsPathway | None = None, clinical: ClinicalPathway | None = None,
+                 ith_columns=(), embedding_prefix: str | None = "dl_emb_", n_components: int = 8, random_state=0):
         self.radiomics = radiomics
+        self.clinical = clinical
+        self.ith_columns = ith_columns
         self.embedding_prefix = embedding_prefix
         self.n_components = n_components
         self.random_state = random_state
+
+    def _groups(self, X: pd.DataFrame) -> list[tuple[str, object, list[str]]]:
+        """(group, unfitted transformer, table columns) for every fused group."""
+        radiomics = RadiomicsPathway() if self.radiomics is None else self.radiomics
+        rad_columns = radiomics_columns(X, radiomics.regions)
+        if not rad_columns:
+            raise InputError(f"FeatureFusion: no radiomics column for region(s) {', '.join(radiomics.regions)}")
+        groups = []
+        if self.clinical is not None:
+            columns = self.clinical.input_columns(X)
+            groups.append(("clinical", ClinicalEncoder(columns), columns))
+        if self.ith_columns:
+            groups.append(("ith", make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True),
+                                                StandardScaler()), list(self.ith_columns)))
+        groups.append(("radiomics", radiomics.make_selection(), rad_columns))
+        if self.embedding_prefix is not None:
+            emb_columns = [c for c in X.columns if str(c).startswith(self.embedding_prefix)]
+            if not emb_columns:
+                raise InputError(f"FeatureFusion: no deep-embedding column ({self.embedding_prefix}*) in the table")
+            n_components = min(self.n_components, len(emb_columns), len(X) - 1)
+            groups.append(("dl", make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True),
+                                               StandardScaler(),
+                                               PCA(n_components=n_components, random_state=self.random_state)),
+                           emb_columns))
+        return groups
 
     def fit(self, X, y):
         X = _table(X, "FeatureFusion")
         y = _binary_labels(y, "FeatureFusion")
         self.classes_ = np.array([0, 1])
-        radiomics = RadiomicsPathway() if self.radiomics is None else self.radiomics
-        rad_columns = radiomics_columns(X, radiomics.regions)
-        emb_columns = [c for c in X.columns if str(c).startswith(self.embedding_prefix)]
-        if not rad_columns:
-            raise InputError(f"FeatureFusion: no radiomics column for region(s) {', '.join(radiomics.regions)}")
-        if not emb_columns:
-            raise InputError(f"FeatureFusion: no deep-embedding column ({self.embedding_prefix}*) in the table")
-        n_components = min(self.n_components, len(emb_columns), len(X) - 1)
-        embedding = make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler(),
-                                  PCA(n_components=n_components, random_state=self.random_state))
-        features = ColumnTransformer([("radiomics", radiomics.make_selection(), rad_columns),
-                                      ("dl", embedding, emb_columns)])
-        self.columns_ = rad_columns + emb_columns
-        self.model_ = Pipeline([("features", features), ("scale", StandardScaler()),
+        groups = self._groups(X)
+        self.columns_ = list(dict.fromkeys(c for _, _, columns in groups for c in columns))
+        self.model_ = Pipeline([("features", ColumnTransformer(groups)), ("scale", StandardScaler()),
                                 ("lr", LogisticRegression(max_iter=1000))])
         self.model_.fit(_columns(X, self.columns_, "FeatureFusion"), y)
-        names = self.model_[:-1].get_feature_names_out()
-        self.feature_names_ = [n.removeprefix("radiomics__").replace("dl__pca", f"{self.embedding_prefix}pc")
-                               for n in names]
-        self.feature_groups_ = {"radiomics": [n for n, o in zip(self.feature_names_, names)
-                                              if o.startswith("radiomics__")],
-                                "dl": [n for n, o in zip(self.feature_names_, names) if o.startswith("dl__")]}
+        names = list(self.model_[:-1].get_feature_names_out())
+        group_of = [n.split("__", 1)[0] for n in names]
+        self.feature_names_ = [n.split("__", 1)[1] for n in names]
+        if self.embedding_prefix is not None:
+            self.feature_names_ = [f"{self.embedding_prefix}pc{n.removeprefix('pca')}" if g == "dl" else n
+                                   for n, g in zip(self.feature_names_, group_of)]
+        self.feature_groups_ = {g: [n for n, o in zip(self.feature_names_, group_of) if o == g]
+                                for g, _, _ in groups}
         contribution = np.abs(self.explanation_inputs(X).to_numpy() * self.model_[-1].coef_.ravel()).mean(axis=0)
         total = contribution.sum()
         self.contribution_shares_ = {

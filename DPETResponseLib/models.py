@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
@@ -117,6 +117,44 @@ class _Pathway(ClassifierMixin, BaseEstimator):
         return self.model_[-1]
 
 
+class ClinicalEncoder(TransformerMixin, BaseEstimator):
+    """The clinical columns as model inputs: numeric ones median-imputed and standardised, categorical ones (text,
+    bool, or numbers stored as text) one-hot encoded, categories unseen in training ignored. Shared by the
+    clinical pathway and the feature-level fusion."""
+
+    def __init__(self, columns=()):
+        self.columns = columns
+
+    def fit(self, X, y=None):
+        data = _columns(_table(X, "ClinicalEncoder"), list(self.columns), "ClinicalEncoder")
+        self.categorical_ = [c for c in data.columns if not pd.api.types.is_numeric_dtype(data[c]) or
+                             pd.api.types.is_bool_dtype(data[c])]
+        numeric = [c for c in data.columns if c not in self.categorical_]
+        self.encoder_ = ColumnTransformer([
+            ("num", make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler()),
+             numeric),
+            ("cat", make_pipeline(SimpleImputer(strategy="most_frequent", keep_empty_features=True),
+                                  OneHotEncoder(handle_unknown="ignore", sparse_output=False)), self.categorical_),
+        ], verbose_feature_names_out=False).fit(self._as_text(data))
+        return self
+
+    def _as_text(self, data: pd.DataFrame) -> pd.DataFrame:
+        """Categorical values as text (mixed types such as 1, "1", True never reach the encoder), NaN kept."""
+        data = data.copy()
+        for c in self.categorical_:
+            data[c] = data[c].map(lambda v: str(v) if pd.notna(v) else np.nan).astype(object)
+        return data
+
+    def transform(self, X) -> np.ndarray:
+        check_is_fitted(self, "encoder_")
+        data = _columns(_table(X, "ClinicalEncoder"), list(self.columns), "ClinicalEncoder")
+        return self.encoder_.transform(self._as_text(data))
+
+    def get_feature_names_out(self, input_features=None):
+        check_is_fitted(self, "encoder_")
+        return self.encoder_.get_feature_names_out()
+
+
 class ClinicalPathway(_Pathway):
     """Clinical baseline: one-hot categorical + median-imputed, scaled numeric columns (+ SUVmax) -> logistic
     regression. ``clinical_columns=None``: every column that is neither a feature nor manifest bookkeeping."""
@@ -125,47 +163,23 @@ class ClinicalPathway(_Pathway):
         self.clinical_columns = clinical_columns
         self.include_suvmax = include_suvmax
 
-    def fit(self, X, y):
-        X = _table(X, "ClinicalPathway")
-        y = self._fit_labels(y)
+    def input_columns(self, X: pd.DataFrame) -> list[str]:
+        """The table columns this pathway uses: the clinical ones, and SUVmax unless left out."""
         columns = list(clinical_columns(X) if self.clinical_columns is None else self.clinical_columns)
         if self.include_suvmax and "pet_SUVmax" not in columns:
             columns.append("pet_SUVmax")
         if not columns:
             raise InputError("ClinicalPathway: no clinical column in the feature table and SUVmax left out")
-        data = _columns(X, columns, "ClinicalPathway")
-        categorical = [c for c in columns if not pd.api.types.is_numeric_dtype(data[c]) or
-                       pd.api.types.is_bool_dtype(data[c])]
-        numeric = [c for c in columns if c not in categorical]
-        encode = ColumnTransformer([
-            ("num", make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler()),
-             numeric),
-            ("cat", make_pipeline(SimpleImputer(strategy="most_frequent", keep_empty_features=True),
-                                  OneHotEncoder(handle_unknown="ignore", sparse_output=False)), categorical),
-        ], verbose_feature_names_out=False)
-        self.columns_, self.categorical_ = columns, categorical
-        self.model_ = Pipeline([("encode", encode), ("lr", LogisticRegression(max_iter=1000))])
-        self.model_.fit(self._as_encoder_input(data), y)
+        return columns
+
+    def fit(self, X, y):
+        X = _table(X, "ClinicalPathway")
+        y = self._fit_labels(y)
+        self.columns_ = self.input_columns(X)
+        self.model_ = Pipeline([("encode", ClinicalEncoder(self.columns_)), ("lr", LogisticRegression(max_iter=1000))])
+        self.model_.fit(_columns(X, self.columns_, "ClinicalPathway"), y)
+        self.categorical_ = self.model_["encode"].categorical_
         return self
-
-    def _as_encoder_input(self, data: pd.DataFrame) -> pd.DataFrame:
-        """Categorical values as text (mixed types such as 1, "1", True never reach the encoder), NaN kept."""
-        data = data.copy()
-        for c in self.categorical_:
-            data[c] = data[c].map(lambda v: str(v) if pd.notna(v) else np.nan).astype(object)
-        return data
-
-    def predict_proba(self, X) -> np.ndarray:
-        check_is_fitted(self, "model_")
-        data = _columns(_table(X, "ClinicalPathway"), self.columns_, "ClinicalPathway")
-        return self.model_.predict_proba(self._as_encoder_input(data))
-
-    def explanation_inputs(self, X) -> pd.DataFrame:
-        check_is_fitted(self, "model_")
-        data = _columns(_table(X, "ClinicalPathway"), self.columns_, "ClinicalPathway")
-        Z = self.model_[:-1].transform(self._as_encoder_input(data))
-        return pd.DataFrame(np.asarray(Z, dtype=float), index=X.index,
-                            columns=self.model_[:-1].get_feature_names_out())
 
 
 class ITHPathway(_Pathway):

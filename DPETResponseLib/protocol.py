@@ -151,28 +151,34 @@ def evaluate(bundle, manifest, out, jobs: int = 1, cache_dir=None, progress: boo
     out.mkdir(parents=True, exist_ok=True)
     if X_complete is None:  # a cross-validation-only cohort: explain the training cases
         X_complete, test_cases = model.background_, labelled.loc[labelled.index.isin(model.background_.index)]
-    figures = _explanation_figures(model, X_complete, test_cases, out)
+    figures, metrics["fusion_shares"] = _explanation_figures(model, X_complete, test_cases, out)
     predictions = predictions.rename_axis("case_id").reset_index()
     return write_report(out, predictions, metrics, figures=figures)
 
 
-def _explanation_figures(model: StudyModel, X_complete, cases, out: Path) -> dict:
-    """SHAP summaries per model and Grad-CAM montages of a few cases."""
-    from .explain import plot_shap_summary
+def _explanation_figures(model: StudyModel, X_complete, cases, out: Path) -> tuple[dict, dict]:
+    """SHAP summaries per model, what each fusion rests on (shares of mean |SHAP|, also returned) and Grad-CAM
+    montages of a few cases."""
+    from .explain import plot_contribution_shares, plot_shap_summary
     from .report import gradcam_montage
 
     figures = {}
-    for name, values in model.explain(X_complete).items():
+    explanations = model.explain(X_complete)
+    for name, values in explanations.items():
         path = out / f"shap_{name}.png"
         plot_shap_summary(values, _explained_inputs(values, X_complete), path)
         figures[f"SHAP summary: {name}"] = path
+    shares = model.fusion_shares(explanations)
+    if shares:
+        figures["Fusion: share of each input in mean |SHAP|"] = plot_contribution_shares(
+            shares, out / "fusion_shares.png")
     if model.deep_model_ is not None:
         shown = cases.iloc[:3]
         for case_id, image, mask in zip(shown.index, *_images(shown)):
             path = out / f"gradcam_{case_id}.png"
             gradcam_montage(image, mask, model.gradcam(image, mask), path)
             figures[f"Grad-CAM: {case_id} (label {int(shown.loc[case_id, 'label'])})"] = path
-    return figures
+    return figures, shares
 
 
 def _explained_inputs(values: pd.DataFrame, X: pd.DataFrame) -> pd.DataFrame:

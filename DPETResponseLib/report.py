@@ -286,6 +286,10 @@ def _html(out_dir: Path, title: str, metrics: dict, split_figures: dict, extra: 
         if figures:
             parts.append("<div>" + "".join(_img(out_dir, p, f"{kind}, {split}") for kind, p in figures.items())
                          + "</div>")
+    if metrics.get("fusion_shares"):
+        shares = pd.DataFrame(metrics["fusion_shares"]).T.fillna(0).map(lambda v: f"{v:.0%}")
+        parts.append("<h2>What each fusion rests on (share of mean |SHAP|)</h2>"
+                     + _table(shares.rename_axis("model").reset_index()))
     if extra:
         parts.append("<h2>Explanations and other figures</h2><div>"
                      + "".join(_img(out_dir, p, caption) for caption, p in extra.items()) + "</div>")

@@ -145,12 +145,13 @@ class StudyModel:
         oof["fusion_decision"] = cross_val_predict(make_meta_learner(self.config.decision_weights), level1, y,
                                                    cv=folds, method="predict_proba")[:, 1]
 
-        if self.config.deep:
-            fusion_feature = FeatureFusion(radiomics=clone(self.pathways_["radiomics"]), embedding_prefix="dl_emb_",
-                                           n_components=self.config.embedding_components,
-                                           random_state=self.config.seed)
-            oof["fusion_feature"] = cross_val_predict(clone(fusion_feature), X, y, cv=folds, method="predict_proba")[:, 1]
-            self.fusion_feature_ = fusion_feature.fit(X, y)
+        fusion_feature = FeatureFusion(radiomics=clone(self.pathways_["radiomics"]),
+                                       clinical=clone(self.pathways_["clinical"]),
+                                       ith_columns=self.pathways_["ith"].columns,
+                                       embedding_prefix="dl_emb_" if self.config.deep else None,
+                                       n_components=self.config.embedding_components, random_state=self.config.seed)
+        oof["fusion_feature"] = cross_val_predict(clone(fusion_feature), X, y, cv=folds, method="predict_proba")[:, 1]
+        self.fusion_feature_ = fusion_feature.fit(X, y)
 
         self.e2e_model_ = None
         if self.config.deep and self.config.e2e_fusion:
@@ -200,7 +201,7 @@ class StudyModel:
         """`predict_proba` for a table `complete_table` already made (the CNN ensemble is not run twice)."""
         out = {name: p.predict_proba(X)[:, 1] for name, p in self.pathways_.items()}
         out["fusion_decision"] = self.fusion_decision_.predict_proba(X)[:, 1]
-        if self.deep_model_ is not None:
+        if self.fusion_feature_ is not None:  # None in bundles from before the fusion ran without the CNN
             out["fusion_feature"] = self.fusion_feature_.predict_proba(X)[:, 1]
         if self.e2e_model_ is not None:
             out["fusion_feature_e2e"] = self.e2e_model_.predict(images, masks, extra=self._e2e_inputs(X))[0]
@@ -211,10 +212,24 @@ class StudyModel:
         from .explain import shap_values
 
         estimators = {**self.pathways_, "fusion_decision": self.fusion_decision_}
-        if self.deep_model_ is not None:
+        if self.fusion_feature_ is not None:
             estimators["fusion_feature"] = self.fusion_feature_
         return {name: shap_values(estimators[name], self.background_, X_complete)
                 for name in models if name in estimators}
+
+    def fusion_shares(self, explanations: dict) -> dict[str, dict[str, float]]:
+        """What each fusion rests on, from ``explain``'s SHAP values: the feature fusion's input groups (clinical,
+        ith, radiomics, dl) and the decision fusion's pathways, each as a share of the model's mean |SHAP|."""
+        from .explain import contribution_shares
+
+        shares = {}
+        if "fusion_feature" in explanations:
+            shares["fusion_feature"] = contribution_shares(explanations["fusion_feature"],
+                                                           self.fusion_feature_.feature_groups_)
+        if "fusion_decision" in explanations:
+            values = explanations["fusion_decision"]
+            shares["fusion_decision"] = contribution_shares(values, {name: [name] for name in values.columns})
+        return shares
 
     def gradcam(self, image, mask):
         return None if self.deep_model_ is None else self.deep_model_.gradcam(image, mask)
@@ -227,6 +242,8 @@ class StudyModel:
 
         estimators = dict(self.pathways_)
         estimators["fusion_decision"] = self.fusion_decision_
+        if self.fusion_feature_ is not None:
+            estimators["fusion_feature"] = self.fusion_feature_
         manifest = {
             "kind": SCHEMA_NAME,
             "config": self.config.to_dict(),
@@ -247,7 +264,6 @@ class StudyModel:
                                             for c in other.columns}}
         tensors["background"] = {"values": torch.from_numpy(numeric.to_numpy(dtype=np.float64).copy())}
         if self.deep_model_ is not None:
-            estimators["fusion_feature"] = self.fusion_feature_
             manifest["deep_config"], parts = self.deep_model_.to_parts()
             tensors.update({f"deep_{k}": v for k, v in parts.items()})
         if self.e2e_model_ is not None:

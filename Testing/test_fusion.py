@@ -122,3 +122,31 @@ def test_feature_fusion_contribution_shares_follow_the_signal(radiomics_effect, 
     assert f.contribution_shares_[dominant] > 0.6, f.contribution_shares_
     Xt, yt = feature_table(n=300, seed=9, radiomics_effect=radiomics_effect, embedding_effect=embedding_effect)
     assert roc_auc_score(yt, f.predict_proba(Xt)[:, 1]) > 0.85
+
+
+def test_feature_fusion_fuses_every_pathway_input():
+    """Clinical, ITH, selected radiomics and embedding PCs side by side in one logistic regression; the signal
+    planted in a clinical column (age shifted by 1.5 SD: best AUC Phi(1.5 / sqrt 2) = 0.86) is found there."""
+    def table(n, seed):
+        X, y = feature_table(n=n, seed=seed, radiomics_effect=0, ith_effect=0, embedding_effect=0)
+        X["age"] = 50 + 8 * (1.5 * y + np.random.default_rng(seed).normal(size=n))
+        return X, y
+
+    X, y = table(160, 12)
+    f = FeatureFusion(radiomics=RadiomicsPathway(**FAST_RADIOMICS), clinical=ClinicalPathway(),
+                      ith_columns=("ith_score2d",), n_components=4).fit(X, y)
+    assert list(f.feature_groups_) == ["clinical", "ith", "radiomics", "dl"]
+    assert f.feature_groups_["clinical"] == ["age", "pet_SUVmax", "grade_G1", "grade_G2", "grade_G3"]
+    assert f.feature_groups_["ith"] == ["ith_score2d"]
+    assert f.feature_groups_["dl"] == ["dl_emb_pc0", "dl_emb_pc1", "dl_emb_pc2", "dl_emb_pc3"]
+    assert list(f.explanation_inputs(X).columns) == [n for names in f.feature_groups_.values() for n in names]
+    assert f.contribution_shares_["clinical"] > 0.5, f.contribution_shares_
+    Xt, yt = table(400, 13)
+    assert 0.78 < roc_auc_score(yt, f.predict_proba(Xt)[:, 1]) <= 0.9
+    # Without the CNN (a study with deep off): no embedding group, and the embeddings are not even read.
+    no_cnn = FeatureFusion(radiomics=RadiomicsPathway(**FAST_RADIOMICS), clinical=ClinicalPathway(),
+                           ith_columns=("ith_score2d",), embedding_prefix=None).fit(X, y)
+    assert list(no_cnn.feature_groups_) == ["clinical", "ith", "radiomics"]
+    assert not any(c.startswith("dl_") for c in no_cnn.columns_)
+    with pytest.raises(InputError, match=r"no deep-embedding column \(dl_emb_\*\)"):
+        FeatureFusion(radiomics=RadiomicsPathway(**FAST_RADIOMICS)).fit(X.filter(regex="^(?!dl_emb_)"), y)
