@@ -246,6 +246,7 @@ def plot_contribution_shares(shares: dict[str, dict[str, float]], path) -> Path:
     """One stacked bar per fusion model: each input group's (or pathway's) share of its mean |SHAP|."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
     if not shares:
         raise InputError("plot_contribution_shares: no shares to draw")
@@ -257,15 +258,15 @@ def plot_contribution_shares(shares: dict[str, dict[str, float]], path) -> Path:
         left = 0.0
         for i, group in enumerate(groups):
             share = model_shares.get(group, 0.0)
-            ax.barh(row, share, left=left, color=colours(i % 10), label=group if row == 0 else None)
+            ax.barh(row, share, left=left, color=colours(i % 10))
             if share >= 0.06:
                 ax.text(left + share / 2, row, f"{share:.0%}", ha="center", va="center", fontsize=8)
             left += share
     ax.set_yticks(range(len(shares)), list(shares))
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of mean |SHAP| (log-odds of pCR)")
-    handles = [ax.barh([], [], color=colours(i % 10), label=g) for i, g in enumerate(groups)]
-    ax.legend(handles=handles, labels=groups, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=len(groups),
+    handles = [Patch(color=colours(i % 10), label=g) for i, g in enumerate(groups)]
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=len(groups),
               fontsize=8, frameon=False)
     _save(fig, path)
     return Path(path)

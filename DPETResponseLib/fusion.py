@@ -137,7 +137,7 @@ class FeatureFusion(ClassifierMixin, BaseEstimator):
     are here so that this fusion sees what the decision-level one sees.
 
     After fit: ``model_`` (the pipeline), ``feature_groups_`` ({"clinical": [...], "ith": [...],
-    "radiomics": [...], "dl": [...]}: the names of the classifier's inputs, groups left out absent) and
+    "radiomics": [...], "deep": [...]}: the names of the classifier's inputs, groups left out absent) and
     ``contribution_shares_``: the share of mean |coefficient x input| over the training cases coming from each
     group (sums to 1).
     """
@@ -170,9 +170,9 @@ class FeatureFusion(ClassifierMixin, BaseEstimator):
             if not emb_columns:
                 raise InputError(f"FeatureFusion: no deep-embedding column ({self.embedding_prefix}*) in the table")
             n_components = min(self.n_components, len(emb_columns), len(X) - 1)
-            groups.append(("dl", make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True),
-                                               StandardScaler(),
-                                               PCA(n_components=n_components, random_state=self.random_state)),
+            groups.append(("deep", make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True),
+                                                 StandardScaler(),
+                                                 PCA(n_components=n_components, random_state=self.random_state)),
                            emb_columns))
         return groups
 
@@ -189,7 +189,7 @@ class FeatureFusion(ClassifierMixin, BaseEstimator):
         group_of = [n.split("__", 1)[0] for n in names]
         self.feature_names_ = [n.split("__", 1)[1] for n in names]
         if self.embedding_prefix is not None:
-            self.feature_names_ = [f"{self.embedding_prefix}pc{n.removeprefix('pca')}" if g == "dl" else n
+            self.feature_names_ = [f"{self.embedding_prefix}pc{n.removeprefix('pca')}" if g == "deep" else n
                                    for n, g in zip(self.feature_names_, group_of)]
         self.feature_groups_ = {g: [n for n, o in zip(self.feature_names_, group_of) if o == g]
                                 for g, _, _ in groups}

@@ -219,7 +219,7 @@ class StudyModel:
 
     def fusion_shares(self, explanations: dict) -> dict[str, dict[str, float]]:
         """What each fusion rests on, from ``explain``'s SHAP values: the feature fusion's input groups (clinical,
-        ith, radiomics, dl) and the decision fusion's pathways, each as a share of the model's mean |SHAP|."""
+        ith, radiomics, deep) and the decision fusion's pathways, each as a share of the model's mean |SHAP|."""
         from .explain import contribution_shares
 
         shares = {}

@@ -15,8 +15,8 @@ from sklearn.linear_model import LogisticRegression
 from test_models import feature_table
 
 from DPETResponseLib.errors import DPETError, InputError
-from DPETResponseLib.explain import (contribution_shares, import_shap, model_log_odds, plot_shap_summary,
-                                     plot_shap_waterfall, shap_values)
+from DPETResponseLib.explain import (contribution_shares, import_shap, model_log_odds, plot_contribution_shares,
+                                     plot_shap_summary, plot_shap_waterfall, shap_values)
 from DPETResponseLib.fusion import DecisionFusion, FeatureFusion
 from DPETResponseLib.models import ClinicalPathway, ColumnProbability, ITHPathway, RadiomicsPathway
 
@@ -150,6 +150,23 @@ def test_contribution_shares_hand_computed():
         {"radiomics": 0.6, "dl": 0.4})
     with pytest.raises(InputError, match="no SHAP values for d2"):
         contribution_shares(values, {"dl": ["d1", "d2"]})
+
+
+def test_contribution_shares_figure_draws_each_share_in_its_own_colour(tmp_path):
+    """The bar's colour areas follow the shares (70/30), and a group with no share anywhere is still in the
+    legend in its own colour."""
+    from matplotlib import colormaps
+    from matplotlib.image import imread
+
+    path = plot_contribution_shares({"fusion": {"clinical": 0.7, "radiomics": 0.3, "deep": 0.0}},
+                                    tmp_path / "shares.png")
+    rgb = imread(path)[..., :3]
+    pixels = {g: int(np.all(np.abs(rgb - colormaps["tab10"](i)[:3]) < 0.02, axis=-1).sum())
+              for i, g in enumerate(["clinical", "radiomics", "deep"])}
+    assert 2.0 < pixels["clinical"] / pixels["radiomics"] < 2.7, pixels  # 7/3 = 2.33 (labels cover a little)
+    assert 0 < pixels["deep"] < 0.05 * pixels["radiomics"], pixels  # its legend patch only
+    with pytest.raises(InputError, match="no shares"):
+        plot_contribution_shares({}, tmp_path / "none.png")
 
 
 def test_figures(tmp_path):

@@ -110,11 +110,11 @@ def test_decision_fusion_gains_from_independent_signals(weights):
 
 
 @pytest.mark.parametrize("radiomics_effect, embedding_effect, dominant",
-                         [(0.0, 2.0, "dl"), (1.5, 0.0, "radiomics")])
+                         [(0.0, 2.0, "deep"), (1.5, 0.0, "radiomics")])
 def test_feature_fusion_contribution_shares_follow_the_signal(radiomics_effect, embedding_effect, dominant):
     X, y = feature_table(n=120, seed=8, radiomics_effect=radiomics_effect, embedding_effect=embedding_effect)
     f = FeatureFusion(radiomics=RadiomicsPathway(**FAST_RADIOMICS), n_components=8).fit(X, y)
-    assert len(f.feature_groups_["dl"]) == 8 and f.feature_groups_["dl"][0] == "dl_emb_pc0"
+    assert len(f.feature_groups_["deep"]) == 8 and f.feature_groups_["deep"][0] == "dl_emb_pc0"
     assert 1 <= len(f.feature_groups_["radiomics"]) <= 5
     if radiomics_effect:
         assert set(SIGNALS) <= set(f.feature_groups_["radiomics"])
@@ -135,10 +135,10 @@ def test_feature_fusion_fuses_every_pathway_input():
     X, y = table(160, 12)
     f = FeatureFusion(radiomics=RadiomicsPathway(**FAST_RADIOMICS), clinical=ClinicalPathway(),
                       ith_columns=("ith_score2d",), n_components=4).fit(X, y)
-    assert list(f.feature_groups_) == ["clinical", "ith", "radiomics", "dl"]
+    assert list(f.feature_groups_) == ["clinical", "ith", "radiomics", "deep"]
     assert f.feature_groups_["clinical"] == ["age", "pet_SUVmax", "grade_G1", "grade_G2", "grade_G3"]
     assert f.feature_groups_["ith"] == ["ith_score2d"]
-    assert f.feature_groups_["dl"] == ["dl_emb_pc0", "dl_emb_pc1", "dl_emb_pc2", "dl_emb_pc3"]
+    assert f.feature_groups_["deep"] == ["dl_emb_pc0", "dl_emb_pc1", "dl_emb_pc2", "dl_emb_pc3"]
     assert list(f.explanation_inputs(X).columns) == [n for names in f.feature_groups_.values() for n in names]
     assert f.contribution_shares_["clinical"] > 0.5, f.contribution_shares_
     Xt, yt = table(400, 13)

@@ -84,7 +84,7 @@ def test_report_says_what_each_fusion_rests_on(study):
     decision fusion's four pathways."""
     shares = study["metrics"]["fusion_shares"]
     print(shares)
-    assert set(shares["fusion_feature"]) == {"clinical", "ith", "radiomics", "dl"}
+    assert set(shares["fusion_feature"]) == {"clinical", "ith", "radiomics", "deep"}
     assert set(shares["fusion_decision"]) == {"clinical", "radiomics", "ith", "deep"}
     for model, model_shares in shares.items():
         assert sum(model_shares.values()) == pytest.approx(1.0), model
