@@ -152,6 +152,11 @@ class MRMRSelector(SelectorMixin, BaseEstimator):
         return self.support_
 
 
+# liblinear's default of 100 iterations stops short at the weakly penalised end of the C grid (nearly separable
+# classes with ~100 cases), which filled the demo's output with ConvergenceWarnings.
+LIBLINEAR_MAX_ITER = 10_000
+
+
 class LassoSelector(SelectorMixin, BaseEstimator):
     """L1-penalised logistic regression with C chosen by stratified CV (AUC); keep the features with nonzero
     coefficients, at most ``max_features`` of them by |coefficient| on standardised features.
@@ -172,7 +177,7 @@ class LassoSelector(SelectorMixin, BaseEstimator):
         Z = _standardise(X)
         n_splits = max(2, min(self.cv, np.bincount(y).min()))
         model = LogisticRegressionCV(
-            Cs=self.Cs, l1_ratios=(1.0,), solver="liblinear", scoring="roc_auc",
+            Cs=self.Cs, l1_ratios=(1.0,), solver="liblinear", scoring="roc_auc", max_iter=LIBLINEAR_MAX_ITER,
             cv=StratifiedKFold(n_splits, shuffle=True, random_state=self.random_state),
             random_state=self.random_state, use_legacy_attributes=False).fit(Z, y)
         self.C_, coef = float(model.C_), model.coef_.ravel()
@@ -180,6 +185,7 @@ class LassoSelector(SelectorMixin, BaseEstimator):
             if np.any(coef):
                 break
             self.C_, coef = float(C), LogisticRegression(C=C, l1_ratio=1.0, solver="liblinear",
+                                                         max_iter=LIBLINEAR_MAX_ITER,
                                                          random_state=self.random_state).fit(Z, y).coef_.ravel()
         self.coef_ = coef
         nonzero = np.flatnonzero(coef)
