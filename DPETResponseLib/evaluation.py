@@ -279,6 +279,9 @@ def evaluate_split(y, probs: dict, thresholds: dict, reference_model: str | None
             continue
         stats_ = evaluate_model(y[ok], p[ok], thresholds[name], n_boot=n_boot, seed=seed)
         out["models"][name] = {"n": int(ok.sum()), "n_missing": int((~ok).sum()), **stats_}
+        if np.ptp(p[ok]) == 0:  # AUC 0.5 by ties, and both CIs collapse to [0.5, 0.5]: not a precise estimate
+            out["models"][name]["constant"] = ("every case got the same probability: the AUC is 0.5 by ties and "
+                                               "its CIs [0.5, 0.5] measure no uncertainty")
     scored = [name for name in arrays if "skipped" not in out["models"][name]]
     for a, b in combinations(scored, 2):
         ok = np.isfinite(arrays[a]) & np.isfinite(arrays[b])

@@ -280,7 +280,8 @@ def _print_summary(metrics: dict) -> None:
     oracle = metrics.get("oracle") or {}
     for split, block in metrics["splits"].items():
         line = f"{split} (n={block['n']}): " + ", ".join(
-            f"{m} {v['auc']:.2f}" for m, v in block["models"].items() if v.get("auc") is not None)
+            f"{m} {v['auc']:.2f}" + (" (constant)" if "constant" in v else "")
+            for m, v in block["models"].items() if v.get("auc") is not None)
         if split in oracle.get("auc_by_split", {}):
             line += f" | oracle {oracle['auc_by_split'][split]:.2f}"
         _log(line)

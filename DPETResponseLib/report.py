@@ -219,6 +219,8 @@ def _models_table(models: dict) -> str:
             row["AUC"] = f"not computed: {m['skipped']}"
         else:
             row.update({label: _fmt(m.get(key)) for label, key in MODEL_COLUMNS})
+            if "constant" in m:
+                row["AUC"] += f" ({m['constant']})"
             if "p_value_vs_reference" in m:
                 row["p vs reference"] = _fmt_p(m["p_value_vs_reference"])
         rows.append(row)

@@ -236,6 +236,12 @@ def test_evaluate_split_degenerate_and_bad_input():
                                    "skipped": "only one class among the 2 cases this model scored"}
     assert part["models"]["c"]["skipped"] == "the model scored no case"
     assert part["models"]["a"]["auc"] == 1.0 and part["comparisons"] == []
+    # a model that gives every case the same probability: AUC 0.5 by ties, CIs [0.5, 0.5]; flagged, not hidden
+    flat = ev.evaluate_split([0, 1, 1, 0], {"flat": [0.4] * 4, "a": [0.1, 0.9, 0.8, 0.3]}, {"flat": 0.5, "a": 0.5})
+    assert flat["models"]["flat"]["auc"] == 0.5 and flat["models"]["flat"]["auc_ci"] == [0.5, 0.5]
+    assert "same probability" in flat["models"]["flat"]["constant"] and "constant" not in flat["models"]["a"]
+    from DPETResponseLib.report import _models_table
+    assert "0.500 (every case got the same probability" in _models_table(flat["models"])
     with pytest.raises(InputError, match=r"no training threshold given for models \['b'\]"):
         ev.evaluate_split([0, 1], {"a": [0.1, 0.9], "b": [0.2, 0.3]}, {"a": 0.5})
     with pytest.raises(InputError, match="2 probabilities for 3 labels"):
