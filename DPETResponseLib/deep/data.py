@@ -88,6 +88,16 @@ def _check_case(image: sitk.Image, mask: sitk.Image, case: str | None) -> None:
         )
 
 
+def host_to_device(values, device: torch.device, dtype=None) -> torch.Tensor:
+    """Host values (numpy, list or CPU tensor) on ``device`` without stalling the host: a copy from pageable
+    memory makes CUDA wait for every queued kernel first, so each training step's small copies (indices,
+    augmentation parameters) kept the CPU from queueing the next step; pinned + non_blocking copies do not."""
+    tensor = torch.as_tensor(values, dtype=dtype)
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def _plain(tensor: torch.Tensor) -> torch.Tensor:
     """A MONAI MetaTensor as a plain tensor (the crops carry their geometry in ``CropGeometry`` instead)."""
     from monai.data import MetaTensor
@@ -251,13 +261,13 @@ class BatchAugmenter:
         from monai.networks.layers import AffineTransform
 
         n = batch.shape[0]
-        theta = torch.as_tensor(self.matrices(n), dtype=torch.float32, device=batch.device)
+        theta = host_to_device(self.matrices(n), batch.device, torch.float32)
         warp = AffineTransform(normalized=False, zero_centered=True, align_corners=True, padding_mode="zeros")
         out = _plain(warp(_plain(batch).float(), theta))
-        gain = torch.as_tensor(1.0 + self.rng.uniform(-self.intensity_scale, self.intensity_scale, n),
-                               dtype=out.dtype, device=out.device)
-        shift = torch.as_tensor(self.rng.uniform(-self.intensity_shift, self.intensity_shift, n),
-                                dtype=out.dtype, device=out.device)
+        gain = host_to_device(1.0 + self.rng.uniform(-self.intensity_scale, self.intensity_scale, n), out.device,
+                              out.dtype)
+        shift = host_to_device(self.rng.uniform(-self.intensity_shift, self.intensity_shift, n), out.device,
+                               out.dtype)
         suv = out[:, :1] * gain.view(n, 1, 1, 1, 1) + shift.view(n, 1, 1, 1, 1)
         if out.shape[1] == 1:
             return suv

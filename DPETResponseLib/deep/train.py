@@ -24,7 +24,7 @@ from scipy.special import expit
 
 from ..errors import InputError
 from ..io import atomic_write
-from .data import BatchAugmenter, CropCache, CropSpec, preprocess_cohort
+from .data import BatchAugmenter, CropCache, CropSpec, host_to_device, preprocess_cohort
 from .fusion_e2e import check_extra
 from .nets import ARCHS, DeepNet, build_net, load_pretrained
 
@@ -177,13 +177,17 @@ def train_step(net: DeepNet, crops: torch.Tensor, y: torch.Tensor, extra: torch.
                loss_fn, optimiser, augment: BatchAugmenter | None, device: torch.device, amp: bool) -> torch.Tensor:
     """One optimiser step on cases ``idx``: gather (on ``crops``' device), move, augment on ``device``,
     channels-last, bf16 autocast on CUDA. Returns the summed loss as a device tensor (no host sync)."""
-    x = crops[idx.to(crops.device)].to(device, non_blocking=True)
+    idx_crops = host_to_device(idx, crops.device)
+    x = crops[idx_crops].to(device, non_blocking=True)
     if augment is not None:
         x = augment(x)
     x = _to_device(x, device)
-    e = None if extra is None else extra[idx].to(device, non_blocking=True)
+    e = None
+    if extra is not None:
+        e = host_to_device(extra[idx], device) if extra.device.type == "cpu" else extra[idx].to(device)
+    idx_y = idx_crops if y.device == crops.device else host_to_device(idx, y.device)
     with _autocast(device, amp):
-        loss = loss_fn(net(x, e).float(), y[idx.to(y.device)])
+        loss = loss_fn(net(x, e).float(), y[idx_y])
     optimiser.zero_grad(set_to_none=True)
     loss.backward()
     optimiser.step()
