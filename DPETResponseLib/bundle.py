@@ -30,7 +30,9 @@ import numpy as np
 
 from .errors import BundleError
 
-SCHEMA_VERSION = 1
+# 2: the clinical pathway encodes through models.ClinicalEncoder and the feature fusion always exists (version 1's
+# clinical pipelines expected text-converted categories from a method that is gone: refused, not mispredicted).
+SCHEMA_VERSION = 2
 MANIFEST = "bundle.json"
 RESERVED_KEYS = ("schema_version", "created", "versions", "estimators", "tensors", "files", "content_sha256")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

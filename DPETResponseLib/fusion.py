@@ -18,6 +18,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
 from .errors import InputError
+from .explain import contribution_shares
 from .models import ClinicalEncoder, ClinicalPathway, RadiomicsPathway, _columns, _table, radiomics_columns
 from .selection import _binary_labels
 
@@ -193,11 +194,8 @@ class FeatureFusion(ClassifierMixin, BaseEstimator):
                                    for n, g in zip(self.feature_names_, group_of)]
         self.feature_groups_ = {g: [n for n, o in zip(self.feature_names_, group_of) if o == g]
                                 for g, _, _ in groups}
-        contribution = np.abs(self.explanation_inputs(X).to_numpy() * self.model_[-1].coef_.ravel()).mean(axis=0)
-        total = contribution.sum()
-        self.contribution_shares_ = {
-            group: float(contribution[[self.feature_names_.index(n) for n in cols]].sum() / total) if total else 0.0
-            for group, cols in self.feature_groups_.items()}
+        contributions = self.explanation_inputs(X) * self.model_[-1].coef_.ravel()
+        self.contribution_shares_ = contribution_shares(contributions, self.feature_groups_)
         return self
 
     def predict_proba(self, X) -> np.ndarray:
@@ -208,7 +206,7 @@ class FeatureFusion(ClassifierMixin, BaseEstimator):
         return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
 
     def explanation_inputs(self, X) -> pd.DataFrame:
-        """The logistic regression's inputs (selected radiomics features and embedding PCs, scaled), named."""
+        """The logistic regression's inputs (every group's encoded, selected or reduced features, scaled), named."""
         check_is_fitted(self, "model_")
         Z = self.model_[:-1].transform(_columns(_table(X, "FeatureFusion"), self.columns_, "FeatureFusion"))
         return pd.DataFrame(np.asarray(Z, dtype=float), index=X.index, columns=self.feature_names_)

@@ -201,8 +201,7 @@ class StudyModel:
         """`predict_proba` for a table `complete_table` already made (the CNN ensemble is not run twice)."""
         out = {name: p.predict_proba(X)[:, 1] for name, p in self.pathways_.items()}
         out["fusion_decision"] = self.fusion_decision_.predict_proba(X)[:, 1]
-        if self.fusion_feature_ is not None:  # None in bundles from before the fusion ran without the CNN
-            out["fusion_feature"] = self.fusion_feature_.predict_proba(X)[:, 1]
+        out["fusion_feature"] = self.fusion_feature_.predict_proba(X)[:, 1]
         if self.e2e_model_ is not None:
             out["fusion_feature_e2e"] = self.e2e_model_.predict(images, masks, extra=self._e2e_inputs(X))[0]
         return pd.DataFrame(out, index=X.index)[self.model_names]
@@ -211,9 +210,8 @@ class StudyModel:
         """SHAP values (log-odds) per model for the rows of a table already completed with the deep columns."""
         from .explain import shap_values
 
-        estimators = {**self.pathways_, "fusion_decision": self.fusion_decision_}
-        if self.fusion_feature_ is not None:
-            estimators["fusion_feature"] = self.fusion_feature_
+        estimators = {**self.pathways_, "fusion_decision": self.fusion_decision_,
+                      "fusion_feature": self.fusion_feature_}
         return {name: shap_values(estimators[name], self.background_, X_complete)
                 for name in models if name in estimators}
 
@@ -240,10 +238,8 @@ class StudyModel:
 
         from .bundle import write_bundle
 
-        estimators = dict(self.pathways_)
-        estimators["fusion_decision"] = self.fusion_decision_
-        if self.fusion_feature_ is not None:
-            estimators["fusion_feature"] = self.fusion_feature_
+        estimators = {**self.pathways_, "fusion_decision": self.fusion_decision_,
+                      "fusion_feature": self.fusion_feature_}
         manifest = {
             "kind": SCHEMA_NAME,
             "config": self.config.to_dict(),
@@ -290,7 +286,7 @@ class StudyModel:
         model.oof_ = pd.DataFrame({k: v for k, v in oof.items() if k != "case_id"}, index=oof["case_id"])
         est = dict(bundle.estimators)
         model.fusion_decision_ = est.pop("fusion_decision")
-        model.fusion_feature_ = est.pop("fusion_feature", None)
+        model.fusion_feature_ = est.pop("fusion_feature")
         model.pathways_ = {name: est[name] for name in PATHWAYS if name in est}
         bg = manifest["background"]
         numeric = pd.DataFrame(bundle.tensors["background"]["values"].numpy(), index=bg["index"],

@@ -89,11 +89,12 @@ def _check_case(image: sitk.Image, mask: sitk.Image, case: str | None) -> None:
 
 
 def host_to_device(values, device: torch.device, dtype=None) -> torch.Tensor:
-    """Host values (numpy, list or CPU tensor) on ``device`` without stalling the host: a copy from pageable
-    memory makes CUDA wait for every queued kernel first, so each training step's small copies (indices,
-    augmentation parameters) kept the CPU from queueing the next step; pinned + non_blocking copies do not."""
+    """Host values (numpy, list or CPU tensor; a device tensor is moved as it is) on ``device`` without stalling
+    the host: a copy from pageable memory makes CUDA wait for every queued kernel first, so each training step's
+    small copies (indices, augmentation parameters) kept the CPU from queueing the next step; pinned +
+    non_blocking copies do not."""
     tensor = torch.as_tensor(values, dtype=dtype)
-    if device.type != "cuda":
+    if device.type != "cuda" or tensor.device.type != "cpu":
         return tensor.to(device)
     return tensor.pin_memory().to(device, non_blocking=True)
 

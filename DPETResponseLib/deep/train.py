@@ -182,9 +182,7 @@ def train_step(net: DeepNet, crops: torch.Tensor, y: torch.Tensor, extra: torch.
     if augment is not None:
         x = augment(x)
     x = _to_device(x, device)
-    e = None
-    if extra is not None:
-        e = host_to_device(extra[idx], device) if extra.device.type == "cpu" else extra[idx].to(device)
+    e = None if extra is None else host_to_device(extra[idx], device)
     idx_y = idx_crops if y.device == crops.device else host_to_device(idx, y.device)
     with _autocast(device, amp):
         loss = loss_fn(net(x, e).float(), y[idx_y])
