@@ -41,6 +41,15 @@ def logit(p) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
+def pool_probabilities(probabilities) -> np.ndarray:
+    """One probability per case from K models' probabilities ((K, n) or a list of K arrays): the expit of the
+    mean of their log-odds. In log-odds the pooled model's SHAP explanation is exactly the mean of the K models'
+    explanations, and one model's probability of 0 or 1 cannot decide alone."""
+    from scipy.special import expit
+
+    return expit(logit(probabilities).mean(axis=0))
+
+
 def clinical_columns(table: pd.DataFrame) -> list[str]:
     """The clinical columns of a feature table: neither a feature prefix nor a manifest bookkeeping column."""
     return [c for c in table.columns if not str(c).startswith(FEATURE_PREFIXES) and c not in MANIFEST_COLUMNS]

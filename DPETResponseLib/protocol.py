@@ -128,14 +128,14 @@ def evaluate(bundle, manifest, out, jobs: int = 1, cache_dir=None, progress: boo
                                                        model.thresholds_, n_boot=n_boot)
     predictions = pd.concat([pd.DataFrame({"split": "train_cv", "label": labelled.loc[oof.index, "label"]}),
                              oof[model.model_names]], axis=1)
-    X_complete = None
+    tables = None
     if len(test_cases):
         X, _ = feature_table(test_cases, model.config.analysis, _cache(cache_dir, manifest), jobs=jobs,
                              progress=progress)
         test_cases = test_cases.loc[X.index]
         images, masks = _images(test_cases) if model.deep_model_ is not None else ([], [])
-        X_complete = model.complete_table(X, images, masks)
-        probs = model.predict_completed(X_complete, images, masks)
+        tables = model.complete_tables(X, images, masks)
+        probs = model.predict_completed(tables, images, masks)
         held_out = pd.concat([test_cases[["split", "label"]], probs], axis=1)
         predictions = pd.concat([predictions, held_out])
         for split, rows in held_out.groupby("split"):
@@ -149,24 +149,24 @@ def evaluate(bundle, manifest, out, jobs: int = 1, cache_dir=None, progress: boo
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if X_complete is None:  # a cross-validation-only cohort: explain the training cases
-        X_complete, test_cases = model.background_, labelled.loc[labelled.index.isin(model.background_.index)]
-    figures, metrics["fusion_shares"] = _explanation_figures(model, X_complete, test_cases, out)
+    if tables is None:  # a cross-validation-only cohort: explain the training cases
+        tables, test_cases = [model.background_], labelled.loc[labelled.index.isin(model.background_.index)]
+    figures, metrics["fusion_shares"] = _explanation_figures(model, tables, test_cases, out)
     predictions = predictions.rename_axis("case_id").reset_index()
     return write_report(out, predictions, metrics, figures=figures)
 
 
-def _explanation_figures(model: StudyModel, X_complete, cases, out: Path) -> tuple[dict, dict]:
+def _explanation_figures(model: StudyModel, tables: list, cases, out: Path) -> tuple[dict, dict]:
     """SHAP summaries per model, what each fusion rests on (shares of mean |SHAP|, also returned) and Grad-CAM
     montages of a few cases."""
     from .explain import plot_contribution_shares, plot_shap_summary
     from .report import gradcam_montage
 
     figures = {}
-    explanations = model.explain(X_complete)
+    explanations = model.explain(tables)
     for name, values in explanations.items():
         path = out / f"shap_{name}.png"
-        plot_shap_summary(values, _explained_inputs(values, X_complete), path)
+        plot_shap_summary(values, _explained_inputs(values, tables[0]), path)
         figures[f"SHAP summary: {name}"] = path
     shares = model.fusion_shares(explanations)
     if shares:
@@ -215,9 +215,9 @@ def predict(bundle, image, mask=None, seed_xyz=None, case_id: str = "case", clin
         warnings.append(f"clinical values not given, imputed from training data: {', '.join(missing)}")
     for column in model.clinical_columns:
         X[column] = clinical.get(column, np.nan)
-    X_complete = model.complete_table(X, [image], [mask])
-    probs = model.predict_completed(X_complete, [image], [mask]).iloc[0]
-    shap = {name: values.iloc[0].to_dict() for name, values in model.explain(X_complete).items()}
+    tables = model.complete_tables(X, [image], [mask])
+    probs = model.predict_completed(tables, [image], [mask]).iloc[0]
+    shap = {name: values.iloc[0].to_dict() for name, values in model.explain(tables).items()}
     return PredictionResult(
         case_id=case_id,
         probabilities={m: float(probs[m]) for m in probs.index},

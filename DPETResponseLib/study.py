@@ -16,6 +16,7 @@ from .casefeatures import default_settings
 PATHWAYS = ("clinical", "radiomics", "radiomics_whole", "ith", "deep")
 FUSIONS = ("fusion_feature", "fusion_decision", "fusion_feature_e2e")
 DECISION_FUSION_INPUTS = ("clinical", "radiomics", "ith", "deep")
+DEEP_READERS = ("deep", "fusion_decision", "fusion_feature")  # the table models that read the CNN's columns
 SCHEMA_NAME = "dpetresponse-study"
 
 
@@ -186,34 +187,59 @@ class StudyModel:
     def _e2e_inputs(self, X: pd.DataFrame) -> np.ndarray:
         return self.e2e_reduction_.transform(_radiomics_inputs(X)).astype(np.float32)
 
-    def complete_table(self, X: pd.DataFrame, images: list, masks: list) -> pd.DataFrame:
-        """The feature table with the deep columns (fold-ensemble probability and mean embedding) of new cases."""
+    def complete_tables(self, X: pd.DataFrame, images: list, masks: list) -> list[pd.DataFrame]:
+        """The feature table of new cases completed with the deep columns: one table per fold model of the CNN,
+        holding that model's probability and embedding. Each is the kind of input the fusions and thresholds were
+        fit on (a training case's deep columns came from the one fold model that had not seen it); the fold
+        models' embedding coordinates need not agree, so embeddings are never averaged. Without a CNN: ``[X]``."""
         if self.deep_model_ is None:
-            return X
-        prob, embedding = self.deep_model_.predict(images, masks)
-        return self._with_deep_columns(X, prob, embedding)
+            return [X]
+        return [self._with_deep_columns(X, prob, embedding)
+                for prob, embedding in self.deep_model_.fold_outputs(images, masks)]
+
+    @property
+    def estimators_(self) -> dict:
+        """Every fitted table model by name: the pathways and the two table-based fusions."""
+        return {**self.pathways_, "fusion_decision": self.fusion_decision_, "fusion_feature": self.fusion_feature_}
+
+    def _tables_for(self, name: str, tables: list[pd.DataFrame]) -> list[pd.DataFrame]:
+        """The tables model ``name`` is run on: all fold tables where it reads the deep columns, else the first
+        (the others differ only there)."""
+        return tables if self.deep_model_ is not None and name in DEEP_READERS else tables[:1]
 
     def predict_proba(self, X: pd.DataFrame, images: list, masks: list) -> pd.DataFrame:
         """pCR probability of new cases: one column per model."""
-        return self.predict_completed(self.complete_table(X, images, masks), images, masks)
+        return self.predict_completed(self.complete_tables(X, images, masks), images, masks)
 
-    def predict_completed(self, X: pd.DataFrame, images: list, masks: list) -> pd.DataFrame:
-        """`predict_proba` for a table `complete_table` already made (the CNN ensemble is not run twice)."""
-        out = {name: p.predict_proba(X)[:, 1] for name, p in self.pathways_.items()}
-        out["fusion_decision"] = self.fusion_decision_.predict_proba(X)[:, 1]
-        out["fusion_feature"] = self.fusion_feature_.predict_proba(X)[:, 1]
+    def predict_completed(self, tables: list[pd.DataFrame], images: list, masks: list) -> pd.DataFrame:
+        """`predict_proba` on the tables `complete_tables` made (the CNN is not run twice). A model that reads
+        the deep columns is run once per fold table and its K probabilities are pooled (`pool_probabilities`):
+        K whole pipelines, each fed what it was fit on."""
+        from .models import pool_probabilities
+
+        out = {}
+        for name, estimator in self.estimators_.items():
+            probs = [estimator.predict_proba(table)[:, 1] for table in self._tables_for(name, tables)]
+            out[name] = probs[0] if len(probs) == 1 else pool_probabilities(probs)
         if self.e2e_model_ is not None:
-            out["fusion_feature_e2e"] = self.e2e_model_.predict(images, masks, extra=self._e2e_inputs(X))[0]
-        return pd.DataFrame(out, index=X.index)[self.model_names]
+            out["fusion_feature_e2e"] = self.e2e_model_.predict(images, masks, extra=self._e2e_inputs(tables[0]))
+        return pd.DataFrame(out, index=tables[0].index)[self.model_names]
 
-    def explain(self, X_complete: pd.DataFrame, models=("radiomics", "fusion_decision", "fusion_feature")) -> dict:
-        """SHAP values (log-odds) per model for the rows of a table already completed with the deep columns."""
+    def explain(self, tables: list[pd.DataFrame], models=("radiomics", "fusion_decision", "fusion_feature")) -> dict:
+        """SHAP values (log-odds) per model for the rows of the tables `complete_tables` made; for a model run on
+        every fold table, the mean of its K explanations (exactly the explanation of the pooled log-odds)."""
         from .explain import shap_values
 
-        estimators = {**self.pathways_, "fusion_decision": self.fusion_decision_,
-                      "fusion_feature": self.fusion_feature_}
-        return {name: shap_values(estimators[name], self.background_, X_complete)
-                for name in models if name in estimators}
+        explanations = {}
+        for name in models:
+            if name not in self.estimators_:
+                continue
+            values = [shap_values(self.estimators_[name], self.background_, table)
+                      for table in self._tables_for(name, tables)]
+            mean = sum(values[1:], values[0]) / len(values)
+            mean.attrs["base_value"] = float(np.mean([v.attrs["base_value"] for v in values]))
+            explanations[name] = mean
+        return explanations
 
     def fusion_shares(self, explanations: dict) -> dict[str, dict[str, float]]:
         """What each fusion rests on, from ``explain``'s SHAP values: the feature fusion's input groups (clinical,
@@ -238,8 +264,7 @@ class StudyModel:
 
         from .bundle import write_bundle
 
-        estimators = {**self.pathways_, "fusion_decision": self.fusion_decision_,
-                      "fusion_feature": self.fusion_feature_}
+        estimators = dict(self.estimators_)
         manifest = {
             "kind": SCHEMA_NAME,
             "config": self.config.to_dict(),

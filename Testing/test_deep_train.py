@@ -80,8 +80,12 @@ def test_cnn_learns_the_uptake_pattern(trained):
     assert len(model.fold_val_auc) == 3 and sorted(np.unique(model.fold_of_case)) == [0, 1, 2]
     # chance is 0.5; seeds 0 and 1 gave 0.99 out-of-fold and 1.0 on the test cohort: the bounds leave a margin
     assert roc_auc_score(y, model.oof_prob) > 0.8
-    prob, embedding = model.predict(test_images, test_masks)
-    assert prob.shape == (24,) and embedding.shape == (24, 128)
+    outputs = model.fold_outputs(test_images, test_masks)
+    assert len(outputs) == 3 and all(p.shape == (24,) and e.shape == (24, 128) for p, e in outputs)
+    prob = model.predict(test_images, test_masks)
+    # the ensemble pools the fold models' log-odds (hand-computed here)
+    logits = np.log([p / (1 - p) for p, _ in outputs])
+    np.testing.assert_allclose(prob, 1 / (1 + np.exp(-logits.mean(axis=0))), rtol=1e-9)
     assert roc_auc_score(test_y, prob) > 0.85
 
 
@@ -135,17 +139,16 @@ def test_gradcam_is_on_the_pet_grid_and_inside_the_tumour(trained, tmp_path):
 
 def test_parts_and_folder_round_trips_give_identical_predictions(trained, tmp_path):
     model, _, (images, masks, _) = trained
-    prob, embedding = model.predict(images[:5], masks[:5])
+    outputs = model.fold_outputs(images[:5], masks[:5])
     info, parts = model.to_parts()
     json.dumps(info)  # the config side is plain JSON
     assert set(parts) == {"fold0", "fold1", "fold2", "oof"}
     again = DeepModel.from_parts(json.loads(json.dumps(info)), parts)
-    p2, e2 = again.predict(images[:5], masks[:5])
-    np.testing.assert_array_equal(p2, prob)
-    np.testing.assert_array_equal(e2, embedding)
+    for (p, e), (p2, e2) in zip(outputs, again.fold_outputs(images[:5], masks[:5])):
+        np.testing.assert_array_equal(p2, p)
+        np.testing.assert_array_equal(e2, e)
     loaded = DeepModel.load(model.save(tmp_path / "deep"))
-    p3, e3 = loaded.predict(images[:5], masks[:5])
-    np.testing.assert_array_equal(p3, prob)
+    np.testing.assert_array_equal(loaded.predict(images[:5], masks[:5]), model.predict(images[:5], masks[:5]))
     np.testing.assert_array_equal(loaded.oof_prob, model.oof_prob)
     assert loaded.fold_val_auc == model.fold_val_auc and not list((tmp_path / "deep").glob("*.tmp*"))
 
@@ -166,7 +169,7 @@ def test_e2e_fusion_learns_from_radiomics_and_is_deterministic():
     second = train_deep(images, masks, y, config, extra=extra, progress=False)
     np.testing.assert_array_equal(first.oof_prob, second.oof_prob)  # same seed, same numbers on CPU
     assert roc_auc_score(y, first.oof_prob) > 0.8  # the projected radiomics reach the head
-    prob, _ = first.predict(images[:4], masks[:4], extra=extra[:4])
+    assert first.predict(images[:4], masks[:4], extra=extra[:4]).shape == (4,)
     with pytest.raises(InputError, match=r"shape \(4, 1\), expected \(4, 2\)"):
         first.predict(images[:4], masks[:4], extra=extra[:4, :1])
     with pytest.raises(InputError, match="pass `extra`"):

@@ -150,7 +150,7 @@ def test_fusions_and_subregions_over_resampled_splits(table):
     for train_idx, test_idx in StratifiedShuffleSplit(10, test_size=57, random_state=100).split(X, y):
         model = StudyModel(config, clinical_columns(cases)).fit(X.iloc[train_idx], y[train_idx], [], [],
                                                                 progress=False)
-        predicted = model.predict_completed(X.iloc[test_idx], [], [])
+        predicted = model.predict_completed([X.iloc[test_idx]], [], [])
         rows.append({name: auc(y[test_idx], predicted[name].to_numpy()) for name in predicted.columns})
     mean = pd.DataFrame(rows).mean()
     print("mean held-out AUC over 10 resamples:", mean.round(3).to_dict())

@@ -4,9 +4,10 @@ Each fold model is trained on k-1 folds with AdamW and a cosine learning-rate sc
 class-balanced loss (``pos_weight`` = negatives / positives of the fold's training cases) and augmentation, and
 early-stopped on the AUC of an inner validation split (20%, stratified) of the fold's TRAINING cases: the fold it
 predicts out of fold is never used to choose anything, so the out-of-fold estimates are honest (choosing the best
-epoch on the predicted fold itself would inflate them, most visibly on random labels). ALL fold models start from the SAME initial weights (built once from
-``seed``): their embedding spaces then stay roughly aligned, which is what makes averaging a case's embedding
-over the fold models (``predict``) meaningful for feature-level fusion. Same seed, same numbers on CPU.
+epoch on the predicted fold itself would inflate them, most visibly on random labels). All fold models start
+from the same initial weights (built once from ``seed``). Their embedding spaces are NOT assumed to be aligned:
+``fold_outputs`` gives each fold model's own output for new cases, the kind of input (one fold model's output on a
+case it did not see) that the downstream models were fit on. Same seed, same numbers on CPU.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from scipy.special import expit
 
 from ..errors import InputError
 from ..io import atomic_write
+from ..models import pool_probabilities
 from .data import BatchAugmenter, CropCache, CropSpec, host_to_device, preprocess_cohort
 from .fusion_e2e import check_extra
 from .nets import ARCHS, DeepNet, build_net, load_pretrained
@@ -346,18 +348,21 @@ class DeepModel:
             net.to(device)
         return device
 
-    def predict(self, images: list[sitk.Image], masks: list[sitk.Image], extra=None,
-                case_ids: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(probability (n,), embedding (n, d)): the mean over the fold models."""
+    def fold_outputs(self, images: list[sitk.Image], masks: list[sitk.Image], extra=None,
+                     case_ids: list[str] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each fold model's (probability (n,), embedding (n, d)) for the cases, in fold order."""
         crops, _ = preprocess_cohort(images, masks, self.config.crop, case_ids, self._cache)
         extra_t = check_extra(extra, len(images), self.config.extra_dim)
         device = self._device()
         with deterministic(device):
             outputs = [_evaluate(net, crops, extra_t, device, self.config.amp, self.config.batch_size * 2)
                        for net in self.nets]
-        prob = np.mean([expit(logits) for logits, _ in outputs], axis=0)
-        embedding = np.mean([emb for _, emb in outputs], axis=0)
-        return prob, embedding
+        return [(expit(logits), embedding) for logits, embedding in outputs]
+
+    def predict(self, images: list[sitk.Image], masks: list[sitk.Image], extra=None,
+                case_ids: list[str] | None = None) -> np.ndarray:
+        """The fold ensemble's probability (n,): the fold models' probabilities pooled by `pool_probabilities`."""
+        return pool_probabilities([prob for prob, _ in self.fold_outputs(images, masks, extra, case_ids)])
 
     def gradcam(self, image: sitk.Image, mask: sitk.Image, extra=None, case_id: str | None = None) -> sitk.Image:
         """Activation map (``config.cam_method``) of the predicted class, averaged over the fold models, on the
@@ -366,8 +371,8 @@ class DeepModel:
 
         crop, geometry = self._cache.get(image, mask, case_id)
         extra_t = check_extra(extra, 1, self.config.extra_dim)
-        prob, _ = self.predict([image], [mask], None if extra_t is None else extra_t.numpy(),
-                               None if case_id is None else [case_id])
+        prob = self.predict([image], [mask], None if extra_t is None else extra_t.numpy(),
+                            None if case_id is None else [case_id])
         return gradcam_on_pet(self.nets, crop, geometry, image, extra_t, positive=bool(prob[0] >= 0.5),
                               device=self._device(), method=self.config.cam_method)
 
