@@ -32,7 +32,8 @@ from .errors import BundleError
 
 # 2: the clinical pathway encodes through models.ClinicalEncoder and the feature fusion always exists (version 1's
 # clinical pipelines expected text-converted categories from a method that is gone: refused, not mispredicted).
-SCHEMA_VERSION = 2
+# 3: training_oof_thresholds (nested train_cv thresholds); the fusions are run once per CNN fold model.
+SCHEMA_VERSION = 3
 MANIFEST = "bundle.json"
 RESERVED_KEYS = ("schema_version", "created", "versions", "estimators", "tensors", "files", "content_sha256")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -159,16 +159,27 @@ def _ratio(num: int, den: int) -> float | None:
     return num / den if den else None
 
 
-def threshold_metrics(y, p, threshold: float) -> dict:
-    """Sensitivity, specificity, accuracy, balanced accuracy, PPV, NPV and the counts at ``p >= threshold``."""
+def threshold_metrics(y, p, threshold) -> dict:
+    """Sensitivity, specificity, accuracy, balanced accuracy, PPV, NPV and the counts at ``p >= threshold``.
+
+    ``threshold``: one number, or one per case (out-of-fold estimates whose thresholds were chosen without each
+    case's fold); then ``threshold`` is reported as None and ``threshold_range`` gives their range."""
     y, p = _check(y, p)
+    per_case = np.ndim(threshold) > 0
+    if per_case:
+        threshold = np.asarray(threshold, dtype=float)
+        if threshold.shape != p.shape or not np.isfinite(threshold).all():
+            raise InputError(f"{threshold.size} per-case thresholds for {p.size} predictions (all finite needed)",
+                             case="threshold_metrics")
     called = p >= threshold
     tp = int((called & (y == 1)).sum())
     fp = int((called & (y == 0)).sum())
     tn = int((~called & (y == 0)).sum())
     fn = int((~called & (y == 1)).sum())
     sens, spec = _ratio(tp, tp + fn), _ratio(tn, tn + fp)
-    return {"threshold": float(threshold), "sensitivity": sens, "specificity": spec,
+    rule = {"threshold": None, "threshold_range": [float(threshold.min()), float(threshold.max())]} if per_case \
+        else {"threshold": float(threshold)}
+    return {**rule, "sensitivity": sens, "specificity": spec,
             "accuracy": _ratio(tp + tn, y.size),
             "balanced_accuracy": None if sens is None or spec is None else (sens + spec) / 2,
             "ppv": _ratio(tp, tp + fp), "npv": _ratio(tn, tn + fn),
@@ -228,7 +239,7 @@ def decision_curve(y, p, thresholds=np.linspace(0.05, 0.95, 19)) -> pd.DataFrame
                          "treat_all": prevalence - (1 - prevalence) * odds, "treat_none": np.zeros_like(pt)})
 
 
-def evaluate_model(y, p, threshold: float, n_boot: int = 2000, seed: int = 0, n_bins: int = 5) -> dict:
+def evaluate_model(y, p, threshold, n_boot: int = 2000, seed: int = 0, n_bins: int = 5) -> dict:
     """Every statistic of one model on one split (both classes required)."""
     lo, hi = auc_ci_delong(y, p)
     out = {"auc": auc(y, p), "auc_ci": [lo, hi], "auc_se": float(np.sqrt(delong_auc_variance(y, p))),
@@ -244,7 +255,8 @@ def evaluate_split(y, probs: dict, thresholds: dict, reference_model: str | None
                    n_boot: int = 2000, seed: int = 0) -> dict:
     """Evaluate every model of ``probs`` on one split.
 
-    ``thresholds[name]`` is the operating point fixed on the training data. Cases with a missing (NaN)
+    ``thresholds[name]`` is the operating point fixed on the training data (or one per case, see
+    `threshold_metrics`). Cases with a missing (NaN)
     probability are left out for that model (``n_missing``); paired DeLong comparisons use the cases both models
     scored. A split without both classes returns ``models``/``comparisons`` empty and a ``skipped`` reason
     instead of failing. With ``reference_model``, each model also gets ``p_value_vs_reference``.
@@ -277,7 +289,8 @@ def evaluate_split(y, probs: dict, thresholds: dict, reference_model: str | None
                       else "the model scored no case")
             out["models"][name] = {"n": int(ok.sum()), "n_missing": int((~ok).sum()), "skipped": reason}
             continue
-        stats_ = evaluate_model(y[ok], p[ok], thresholds[name], n_boot=n_boot, seed=seed)
+        threshold = thresholds[name] if np.ndim(thresholds[name]) == 0 else np.asarray(thresholds[name])[ok]
+        stats_ = evaluate_model(y[ok], p[ok], threshold, n_boot=n_boot, seed=seed)
         out["models"][name] = {"n": int(ok.sum()), "n_missing": int((~ok).sum()), **stats_}
         if np.ptp(p[ok]) == 0:  # AUC 0.5 by ties, and both CIs collapse to [0.5, 0.5]: not a precise estimate
             out["models"][name]["constant"] = ("every case got the same probability: the AUC is 0.5 by ties and "

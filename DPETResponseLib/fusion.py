@@ -128,6 +128,12 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "meta_")
         return self.meta_
 
+    @property
+    def used_columns_(self) -> list[str]:
+        """Every column a fused pathway uses."""
+        check_is_fitted(self, "pathways_")
+        return list(dict.fromkeys(c for p in self.pathways_.values() for c in p.used_columns_))
+
 
 class FeatureFusion(ClassifierMixin, BaseEstimator):
     """Feature-level fusion: one logistic regression on every pathway's inputs side by side, scaled: the
@@ -215,3 +221,12 @@ class FeatureFusion(ClassifierMixin, BaseEstimator):
     def explained_estimator_(self):
         check_is_fitted(self, "model_")
         return self.model_[-1]
+
+    @property
+    def used_columns_(self) -> list[str]:
+        """The table columns whose values reach the classifier: every fused group's columns, of the radiomics
+        only the selected ones."""
+        check_is_fitted(self, "model_")
+        transformers = self.model_.named_steps["features"]
+        return [c for name, transformer, columns in transformers.transformers_ if name != "remainder"
+                for c in (transformer.get_feature_names_out() if name == "radiomics" else columns)]

@@ -125,6 +125,12 @@ class _Pathway(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "model_")
         return self.model_[-1]
 
+    @property
+    def used_columns_(self) -> list[str]:
+        """The table columns whose values reach the classifier (a missing one is imputed)."""
+        check_is_fitted(self, "model_")
+        return list(self.columns_)
+
 
 class ClinicalEncoder(TransformerMixin, BaseEstimator):
     """The clinical columns as model inputs: numeric ones median-imputed and standardised, categorical ones (text,
@@ -261,6 +267,12 @@ class RadiomicsPathway(_Pathway):
         self.selected_features_ = list(self.model_[:-1].get_feature_names_out())
         return self
 
+    @property
+    def used_columns_(self) -> list[str]:
+        """The selected features: the other columns' values (imputed or not) never reach the classifier."""
+        check_is_fitted(self, "model_")
+        return list(self.selected_features_)
+
     def _inner_cv_auc(self, data: pd.DataFrame, y: np.ndarray) -> dict[str, float]:
         # Written as a loop rather than GridSearchCV over the classifier step: the selection chain is fit once
         # per inner fold and shared by all classifiers (GridSearchCV would refit it once per classifier).
@@ -320,3 +332,8 @@ class ColumnProbability(ClassifierMixin, BaseEstimator):
     def explained_estimator_(self):
         check_is_fitted(self, "median_")
         return self
+
+    @property
+    def used_columns_(self) -> list[str]:
+        check_is_fitted(self, "median_")
+        return [self.column]

@@ -124,8 +124,11 @@ def evaluate(bundle, manifest, out, jobs: int = 1, cache_dir=None, progress: boo
     oof = model.oof_.loc[model.oof_.index.isin(labelled.index)]
     if len(oof):
         y = labelled.loc[oof.index, "label"].astype(int).to_numpy()
+        # Threshold metrics with each case's nested threshold (chosen on the other folds), like its AUC out of sample.
+        nested = model.oof_thresholds_.loc[oof.index]
         metrics["splits"]["train_cv"] = evaluate_split(y, {m: oof[m].to_numpy() for m in model.model_names},
-                                                       model.thresholds_, n_boot=n_boot)
+                                                       {m: nested[m].to_numpy() for m in model.model_names},
+                                                       n_boot=n_boot)
     predictions = pd.concat([pd.DataFrame({"split": "train_cv", "label": labelled.loc[oof.index, "label"]}),
                              oof[model.model_names]], axis=1)
     tables = None
@@ -138,10 +141,13 @@ def evaluate(bundle, manifest, out, jobs: int = 1, cache_dir=None, progress: boo
         probs = model.predict_completed(tables, images, masks)
         held_out = pd.concat([test_cases[["split", "label"]], probs], axis=1)
         predictions = pd.concat([predictions, held_out])
+        imputed = model.imputed_inputs(tables[0])
         for split, rows in held_out.groupby("split"):
             y = rows["label"].astype(int).to_numpy()
-            metrics["splits"][split] = evaluate_split(
-                y, {m: rows[m].to_numpy() for m in model.model_names}, model.thresholds_, n_boot=n_boot)
+            block = evaluate_split(y, {m: rows[m].to_numpy() for m in model.model_names}, model.thresholds_,
+                                   n_boot=n_boot)
+            _count_imputed(block, imputed, rows.index)
+            metrics["splits"][split] = block
     elif not len(oof):
         raise DPETError(f"{manifest}: no labelled case to evaluate on")
     if model.manifest_.get("oracle"):
@@ -154,6 +160,18 @@ def evaluate(bundle, manifest, out, jobs: int = 1, cache_dir=None, progress: boo
     figures, metrics["fusion_shares"] = _explanation_figures(model, tables, test_cases, out)
     predictions = predictions.rename_axis("case_id").reset_index()
     return write_report(out, predictions, metrics, figures=figures)
+
+
+def _count_imputed(block: dict, imputed: dict, cases) -> None:
+    """Each model's count of the split's cases whose inputs included an imputed value (``n_imputed``), and
+    which columns they were (``imputed_inputs``: {model: {case: [columns]}})."""
+    cases = set(map(str, cases))
+    block["imputed_inputs"] = {}
+    for name, stats in block["models"].items():
+        per_case = {case: columns for case, columns in imputed.get(name, {}).items() if case in cases}
+        stats["n_imputed"] = len(per_case)
+        if per_case:
+            block["imputed_inputs"][name] = per_case
 
 
 def _explanation_figures(model: StudyModel, tables: list, cases, out: Path) -> tuple[dict, dict]:
@@ -216,6 +234,7 @@ def predict(bundle, image, mask=None, seed_xyz=None, case_id: str = "case", clin
     for column in model.clinical_columns:
         X[column] = clinical.get(column, np.nan)
     tables = model.complete_tables(X, [image], [mask])
+    imputed = {name: per_case[case_id] for name, per_case in model.imputed_inputs(tables[0]).items()}
     probs = model.predict_completed(tables, [image], [mask]).iloc[0]
     shap = {name: values.iloc[0].to_dict() for name, values in model.explain(tables).items()}
     return PredictionResult(
@@ -224,7 +243,7 @@ def predict(bundle, image, mask=None, seed_xyz=None, case_id: str = "case", clin
         decision={m: int(probs[m] >= model.thresholds_[m]) for m in probs.index},
         thresholds=dict(model.thresholds_),
         pet_metrics={k: float(v) for k, v in features.items() if k.startswith("pet_")},
-        shap={m: {k: float(v) for k, v in d.items()} for m, d in shap.items()},
+        shap={m: {k: float(v) for k, v in d.items()} for m, d in shap.items()}, imputed_inputs=imputed,
         mask=mask, subregions=subregions, gradcam=model.gradcam(image, mask), warnings=warnings,
     )
 
@@ -281,6 +300,7 @@ def _print_summary(metrics: dict) -> None:
     for split, block in metrics["splits"].items():
         line = f"{split} (n={block['n']}): " + ", ".join(
             f"{m} {v['auc']:.2f}" + (" (constant)" if "constant" in v else "")
+            + (f" ({v['n_imputed']} with imputed inputs)" if v.get("n_imputed") else "")
             for m, v in block["models"].items() if v.get("auc") is not None)
         if split in oracle.get("auc_by_split", {}):
             line += f" | oracle {oracle['auc_by_split'][split]:.2f}"

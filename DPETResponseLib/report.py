@@ -214,7 +214,8 @@ MODEL_COLUMNS = [("AUC", "auc"), ("DeLong 95% CI", "auc_ci"), ("bootstrap 95% CI
 def _models_table(models: dict) -> str:
     rows = []
     for name, m in models.items():
-        row = {"model": name, "n": _fmt(m.get("n")), "missing": _fmt(m.get("n_missing"))}
+        row = {"model": name, "n": _fmt(m.get("n")), "missing": _fmt(m.get("n_missing")),
+               "imputed inputs": _fmt(m.get("n_imputed"))}
         if "skipped" in m:
             row["AUC"] = f"not computed: {m['skipped']}"
         else:
@@ -260,7 +261,8 @@ figcaption{font-size:12px;color:#555;max-width:560px}.note{font-size:12px;color:
 pre{background:#f6f6f6;padding:0.7em;font-size:12px;overflow:auto}"""
 
 NOTES = ("AUC CIs: DeLong (plain Wald interval on the AUC scale, clipped to [0, 1], as pROC) and stratified "
-         "percentile bootstrap. Threshold metrics use the threshold fixed on the training data (Youden). "
+         "percentile bootstrap. Threshold metrics use the threshold fixed on the training data (Youden); "
+         "on train_cv, each case's threshold is chosen on the other folds' out-of-fold probabilities (nested). "
          "Calibration slope: b of logit P = a + b logit(p); calibration intercept: calibration-in-the-large (slope "
          "fixed at 1; 0 is ideal). Comparisons: paired two-sided DeLong tests, not adjusted for multiplicity.")
 

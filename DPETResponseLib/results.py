@@ -16,6 +16,8 @@ class PredictionResult:
     decision: predicted class per model at the bundle's threshold (1 = pCR).
     thresholds: the threshold per model, fixed on the training data.
     pet_metrics: SUVmax, SUVmean, SUVpeak, MTV, TLG of the tumour.
+    imputed_inputs: per model whose inputs included a value imputed from the training data (a clinical value not
+        given, a feature that could not be computed), the columns imputed; empty when no model used one.
     shap: per model, feature name -> SHAP value for this patient (log-odds units).
     mask, subregions, gradcam: images on the PET's grid (subregions: 0 background, 1..K by increasing uptake;
         gradcam: float32 in [0, 1], None where the bundle has no deep model).
@@ -27,6 +29,7 @@ class PredictionResult:
     thresholds: dict[str, float]
     pet_metrics: dict[str, float]
     shap: dict[str, dict[str, float]] = field(default_factory=dict)
+    imputed_inputs: dict[str, list[str]] = field(default_factory=dict)
     mask: sitk.Image | None = None
     subregions: sitk.Image | None = None
     gradcam: sitk.Image | None = None
@@ -41,5 +44,6 @@ class PredictionResult:
             "thresholds": self.thresholds,
             "pet_metrics": self.pet_metrics,
             "shap": self.shap,
+            "imputed_inputs": self.imputed_inputs,
             "warnings": self.warnings,
         }

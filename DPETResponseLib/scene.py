@@ -359,7 +359,7 @@ def read_prediction_dir(out_dir) -> "PredictionResult":
         case_id=data["case_id"], probabilities=data["probabilities"], decision=data["decision"],
         thresholds=data["thresholds"], pet_metrics=data["pet_metrics"], shap=data.get("shap") or {},
         mask=image("mask.nii.gz"), subregions=image("subregions.nii.gz"), gradcam=image("gradcam.nii.gz"),
-        warnings=list(data.get("warnings") or []),
+        warnings=list(data.get("warnings") or []), imputed_inputs=data.get("imputed_inputs") or {},
     )
 
 
@@ -396,7 +396,8 @@ def show_prediction(result, scene, pet_node, segments: bool = True, gradcam: boo
                                         name=f"{name} Grad-CAM")
     if table:
         rows = [{"model": m, "pCR probability": float(p), "threshold": result.thresholds.get(m),
-                 "decision": {1: "pCR", 0: "no pCR"}.get(result.decision.get(m), "")}
+                 "decision": {1: "pCR", 0: "no pCR"}.get(result.decision.get(m), ""),
+                 "imputed inputs": ", ".join(result.imputed_inputs.get(m, []))}
                 for m, p in result.probabilities.items()]
         out["prediction_table"] = dict_to_table_node(rows, scene, node=previous("prediction_table"))
         out["prediction_table"].SetName(f"{name} pCR prediction")

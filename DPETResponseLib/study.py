@@ -170,6 +170,8 @@ class StudyModel:
 
         self.oof_ = pd.DataFrame(oof, index=X.index)
         self.thresholds_ = {name: float(youden_threshold(y, p)) for name, p in oof.items()}
+        self.oof_thresholds_ = pd.DataFrame({name: _nested_thresholds(y, p, folds.split(X, y))
+                                             for name, p in oof.items()}, index=X.index)
         self.background_ = X
         return self
 
@@ -225,6 +227,21 @@ class StudyModel:
             out["fusion_feature_e2e"] = self.e2e_model_.predict(images, masks, extra=self._e2e_inputs(tables[0]))
         return pd.DataFrame(out, index=tables[0].index)[self.model_names]
 
+    def imputed_inputs(self, X: pd.DataFrame) -> dict[str, dict[str, list[str]]]:
+        """{model: {case: [columns]}}: the columns each model uses that are missing (NaN) for a case in ``X`` (a
+        table from `complete_tables`) and were therefore imputed from the training data. Models and cases without
+        any are left out."""
+        used = {name: estimator.used_columns_ for name, estimator in self.estimators_.items()}
+        if self.e2e_model_ is not None:
+            used["fusion_feature_e2e"] = list(self.e2e_reduction_.feature_names_in_)
+        flagged = {}
+        for name, columns in used.items():
+            missing = X.reindex(columns=columns).isna()
+            per_case = {str(case): [c for c in columns if row[c]] for case, row in missing.iterrows() if row.any()}
+            if per_case:
+                flagged[name] = per_case
+        return {name: flagged[name] for name in self.model_names if name in flagged}
+
     def explain(self, tables: list[pd.DataFrame], models=("radiomics", "fusion_decision", "fusion_feature")) -> dict:
         """SHAP values (log-odds) per model for the rows of the tables `complete_tables` made; for a model run on
         every fold table, the mean of its K explanations (exactly the explanation of the pooled log-odds)."""
@@ -274,6 +291,7 @@ class StudyModel:
             "models": self.model_names,
             "training_oof": {"case_id": list(map(str, self.oof_.index)),
                              **{c: self.oof_[c].tolist() for c in self.oof_.columns}},
+            "training_oof_thresholds": {c: self.oof_thresholds_[c].tolist() for c in self.oof_thresholds_.columns},
             **(extra_manifest or {}),
         }
         tensors = {}
@@ -309,6 +327,7 @@ class StudyModel:
         model.thresholds_ = manifest["thresholds"]
         oof = dict(manifest["training_oof"])
         model.oof_ = pd.DataFrame({k: v for k, v in oof.items() if k != "case_id"}, index=oof["case_id"])
+        model.oof_thresholds_ = pd.DataFrame(manifest["training_oof_thresholds"], index=oof["case_id"])
         est = dict(bundle.estimators)
         model.fusion_decision_ = est.pop("fusion_decision")
         model.fusion_feature_ = est.pop("fusion_feature")
@@ -329,6 +348,17 @@ class StudyModel:
             model.e2e_reduction_ = est.pop("e2e_reduction")
         model.manifest_ = manifest
         return model
+
+
+def _nested_thresholds(y: np.ndarray, oof: np.ndarray, folds) -> np.ndarray:
+    """Each training case's decision threshold for the out-of-fold (``train_cv``) metrics: Youden's on the
+    out-of-fold probabilities of the OTHER folds' cases, so that no case's label chooses its own threshold."""
+    from .evaluation import youden_threshold
+
+    thresholds = np.full(len(y), np.nan)
+    for train_idx, test_idx in folds:
+        thresholds[test_idx] = youden_threshold(y[train_idx], oof[train_idx])
+    return thresholds
 
 
 def _radiomics_inputs(X: pd.DataFrame) -> pd.DataFrame:

@@ -129,6 +129,12 @@ def test_threshold_metrics_by_hand():
     assert m["ppv"] == pytest.approx(3 / 5) and m["npv"] == pytest.approx(2 / 3)
     none_called = ev.threshold_metrics(y, p, 0.95)
     assert none_called["ppv"] is None and none_called["npv"] == pytest.approx(4 / 8)
+    # one threshold per case (nested out-of-fold thresholds): case 3 (0.2) called at 0.1, case 7 (0.5) not at 0.55
+    per_case = ev.threshold_metrics(y, p, [0.5, 0.5, 0.1, 0.5, 0.5, 0.5, 0.5, 0.55])
+    assert (per_case["tp"], per_case["fp"], per_case["tn"], per_case["fn"]) == (3, 2, 2, 1)
+    assert per_case["threshold"] is None and per_case["threshold_range"] == [0.1, 0.55]
+    with pytest.raises(InputError, match="3 per-case thresholds for 8"):
+        ev.threshold_metrics(y, p, [0.5, 0.5, 0.5])
 
 
 def test_youden_threshold_by_hand():

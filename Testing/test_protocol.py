@@ -257,3 +257,25 @@ def test_bundle_predicts_the_same_in_a_fresh_process(study, tmp_path):
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "subregions.nii.gz")))
     assert set(np.unique(labels)) == {0, 1, 2}
     assert set(printed["shap"]) >= {"radiomics", "fusion_decision"}
+    assert printed["imputed_inputs"] == {}  # every clinical value given, every feature computed
+
+
+def test_predict_flags_each_model_that_used_an_imputed_value(study, capsys):
+    """Without clinical values the CLI's JSON names the models whose inputs were imputed (the clinical pathway
+    and both fusions, each with the clinical columns it uses) and no other; the same case predicts as in the
+    fresh-process test above with those values given."""
+    from DPETResponseLib.cli import main
+
+    manifest = pd.read_csv(study["manifest"])
+    case = manifest[manifest["split"] == "test"].iloc[0]
+    cohort = study["manifest"].parent
+    capsys.readouterr()
+    code = main(["predict", str(study["root"] / "bundle"), "--image", str(cohort / case["image"]),
+                 "--mask", str(cohort / case["mask"]), "--clinical", f"age={case['age']}"])
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    clinical = ["cT", "cN", "grade", "ki67", "regimen", "hr_status"]
+    assert set(printed["imputed_inputs"]) == {"clinical", "fusion_decision", "fusion_feature"}
+    for name, columns in printed["imputed_inputs"].items():
+        assert sorted(columns) == sorted(clinical), name
+    assert any("imputed" in w for w in printed["warnings"])

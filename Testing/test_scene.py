@@ -249,6 +249,7 @@ def fake_result(pet_image):
         shap={"radiomics": {"f1": 0.2, "f2": -0.5, "f3": 0.05}, "fusion_decision": {"radiomics": 0.9, "deep": -1.3, "ith": 0.01}},
         mask=sitk.Cast(labels > 0, sitk.sitkUInt8), subregions=labels,
         gradcam=sitk.Cast(pet_image / 11.9, sitk.sitkFloat32), warnings=["synthetic"],
+        imputed_inputs={"fusion_decision": ["age", "ki67"]},
     )
 
 
@@ -270,6 +271,9 @@ def test_show_prediction_creates_then_updates_nodes_under_the_study(scene, obliq
     assert [table.GetCellText(i, 0) for i in range(3)] == ["radiomics", "deep", "fusion_decision"]
     assert table.GetTable().GetValueByName(2, "pCR probability").ToDouble() == pytest.approx(0.71)
     assert [table.GetCellText(i, 3) for i in range(3)] == ["pCR", "no pCR", "pCR"]
+    # the imputed-input flag next to the decision it qualifies
+    assert [table.GetCellText(i, 4) for i in range(3)] == ["", "", "age, ki67"]
+    assert table.GetColumnName(4) == "imputed inputs"
     assert nodes["metrics_table"].GetTable().GetValueByName(0, "value").ToDouble() == pytest.approx(11.9)
     shap_table = nodes["shap_chart"].GetPlotSeriesNode().GetTableNode()
     # the radiomics model's features are preferred (the patient's top features); by decreasing |SHAP|
@@ -295,6 +299,7 @@ def test_read_prediction_dir(tmp_path, oblique_pet):
     sitk.WriteImage(result.subregions, str(tmp_path / "subregions.nii.gz"))
     read = S.read_prediction_dir(tmp_path)
     assert read.probabilities == result.probabilities and read.shap == result.shap and read.gradcam is None
+    assert read.imputed_inputs == {"fusion_decision": ["age", "ki67"]}
     np.testing.assert_array_equal(sitk.GetArrayFromImage(read.subregions), sitk.GetArrayFromImage(result.subregions))
     with pytest.raises(InputError, match="no prediction.json"):
         S.read_prediction_dir(tmp_path / "missing")

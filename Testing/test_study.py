@@ -120,3 +120,50 @@ def test_deployed_probability_pools_the_fold_pipelines(fitted):
     total = values["fusion_feature"].sum(axis=1) + values["fusion_feature"].attrs["base_value"]
     np.testing.assert_allclose(total, np.log(deployed["fusion_feature"] / (1 - deployed["fusion_feature"])),
                                atol=1e-6)
+
+
+def test_imputed_inputs_name_each_model_that_used_one(fitted):
+    """A missing clinical value reaches the clinical pathway and both fusions (not radiomics, ITH or the CNN); a
+    missing radiomics feature flags the models that selected it, and only if they did."""
+    model, _ = fitted
+    X, _, _ = _table(4, seed=4)
+    X.loc[X.index[0], "age"] = np.nan
+    selected = model.pathways_["radiomics"].selected_features_[0]
+    unselected = next(c for c in X.columns if c.startswith("low_") and
+                      c not in model.pathways_["radiomics"].selected_features_ and
+                      c not in model.pathways_["radiomics_whole"].selected_features_ and
+                      c not in model.fusion_feature_.used_columns_)
+    X.loc[X.index[1], selected] = np.nan
+    X.loc[X.index[2], unselected] = np.nan
+    flagged = model.imputed_inputs(model.complete_tables(X, [0.0] * len(X), None)[0])
+    first, second = X.index[0], X.index[1]
+    assert {name for name, cases in flagged.items() if first in cases} == {"clinical", "fusion_decision",
+                                                                           "fusion_feature"}
+    assert all(flagged[name][first] == ["age"] for name in ("clinical", "fusion_decision", "fusion_feature"))
+    assert "radiomics" in flagged and flagged["radiomics"][second] == [selected]
+    assert "fusion_decision" in {name for name, cases in flagged.items() if second in cases}
+    assert not any(X.index[2] in cases or X.index[3] in cases for cases in flagged.values())
+
+
+def test_train_cv_thresholds_are_chosen_without_the_case_s_fold():
+    """Each training case's threshold for the train_cv metrics is Youden's on the other folds' out-of-fold
+    probabilities: changing one fold's labels and probabilities leaves that fold's thresholds as they were, and
+    moves the others'."""
+    from sklearn.model_selection import StratifiedKFold
+
+    from DPETResponseLib.evaluation import youden_threshold
+    from DPETResponseLib.study import _nested_thresholds
+
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 2
+    p = expit(1.2 * y + rng.normal(size=60))
+    folds = list(StratifiedKFold(3, shuffle=True, random_state=0).split(p, y))
+    thresholds = _nested_thresholds(y, p, folds)
+    for train_idx, test_idx in folds:
+        assert np.all(thresholds[test_idx] == youden_threshold(y[train_idx], p[train_idx]))
+    changed_p = p.copy()
+    fold0 = folds[0][1]
+    changed_p[fold0] = rng.uniform(size=len(fold0))
+    again = _nested_thresholds(y, changed_p, folds)
+    np.testing.assert_array_equal(again[fold0], thresholds[fold0])
+    assert not np.array_equal(again[folds[1][1]], thresholds[folds[1][1]])
