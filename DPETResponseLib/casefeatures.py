@@ -7,13 +7,21 @@ is the same analysis on images in memory, also returning the subregion label map
 from __future__ import annotations
 
 import functools
+import hashlib
 from pathlib import Path
 
 import SimpleITK as sitk
 
-from .errors import InputError
+from .errors import ConfigError, InputError, unknown_names_error
 
 REGION_LABELS = {"low": 1, "high": 2}
+HABITAT_METHODS = ("population", "tumour")
+#: The library modules whose code computes the features: their source keys the feature cache (`analysis_code`).
+ANALYSIS_MODULES = ("casefeatures", "errors", "io", "ith", "petmetrics", "radiomics", "subregions", "validation")
+#: The packages whose versions key the feature cache with that code.
+ANALYSIS_PACKAGES = ("numpy", "scipy", "scikit-learn", "SimpleITK", "pyradiomics-bhklab", "PyWavelets", "pydicom")
+#: Keys `resolve_settings` adds (derived, never set by a user).
+DERIVED_KEYS = ("radiomics_params_text", "analysis_code")
 
 
 def default_settings() -> dict:
@@ -32,11 +40,55 @@ def default_settings() -> dict:
     }
 
 
-def resolve_settings(settings: dict | None) -> dict:
-    """Defaults overlaid with ``settings``; the radiomics YAML's text is folded in so the cache key follows edits."""
-    merged = {**default_settings(), **(settings or {})}
-    merged["radiomics_params_text"] = _params_text(merged["radiomics_params"])
+def check_settings(settings: dict | None) -> dict:
+    """Defaults overlaid with ``settings``, checked: an unknown name (with the closest known one suggested), an
+    unknown habitat method or a habitat count other than 2 raises ConfigError."""
+    settings = dict(settings or {})
+    known = set(default_settings()) | set(DERIVED_KEYS)
+    unknown = set(settings) - known
+    if unknown:
+        raise unknown_names_error("analysis settings", unknown, known - set(DERIVED_KEYS))
+    merged = {**default_settings(), **settings}
+    if merged["habitat_method"] not in HABITAT_METHODS:
+        raise ConfigError(f"unknown habitat_method {merged['habitat_method']!r}; choose from "
+                          f"{', '.join(HABITAT_METHODS)}")
+    if merged["habitat_k"] != 2:
+        raise ConfigError(f"habitat_k={merged['habitat_k']!r}: only 2 habitats (low and high uptake) are supported; "
+                          "the radiomics pathway, the subregion features (sub_*) and the Slicer segments are built "
+                          "on exactly these two")
     return merged
+
+
+def resolve_settings(settings: dict | None) -> dict:
+    """`check_settings`, with the radiomics YAML's text and the analysis code's version folded in, so the cache
+    key follows an edit of either."""
+    merged = check_settings(settings)
+    merged["radiomics_params_text"] = _params_text(merged["radiomics_params"])
+    merged["analysis_code"] = analysis_code_version()
+    return merged
+
+
+@functools.lru_cache(maxsize=1)
+def analysis_code_version() -> str:
+    """sha256 of the source of `ANALYSIS_MODULES` and the versions of `ANALYSIS_PACKAGES`: it changes whenever the
+    code that computes the features (or a library it rests on) does."""
+    return code_digest(Path(__file__).parent)
+
+
+def code_digest(package: Path) -> str:
+    """`analysis_code_version` of the library's source in folder ``package``."""
+    from importlib import metadata
+
+    digest = hashlib.sha256()
+    for module in ANALYSIS_MODULES:
+        digest.update(module.encode() + b"\0" + (package / f"{module}.py").read_bytes())
+    for dist in ANALYSIS_PACKAGES:
+        try:
+            version = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            version = "absent"
+        digest.update(f"{dist}=={version}\n".encode())
+    return digest.hexdigest()
 
 
 def _params_text(params) -> str:
@@ -74,12 +126,8 @@ def analyse_image(image: sitk.Image, mask: sitk.Image, settings: dict, case_id: 
     warnings += report["warnings"]
     features.update(report.get("features", {}))
     region_masks = {"whole": mask}
-    if settings["habitat_k"] == 2:
-        for region, label in REGION_LABELS.items():
-            region_masks[region] = sitk.Cast(labels == label, sitk.sitkUInt8)
-    else:  # K habitats: regions habitat1..habitatK, by increasing uptake
-        for label in range(1, settings["habitat_k"] + 1):
-            region_masks[f"habitat{label}"] = sitk.Cast(labels == label, sitk.sitkUInt8)
+    for region, label in REGION_LABELS.items():
+        region_masks[region] = sitk.Cast(labels == label, sitk.sitkUInt8)
 
     radiomics_features, radiomics_warnings = _extractor(settings["radiomics_params_text"]).extract_with_warnings(
         image, region_masks, case=case_id
@@ -90,9 +138,6 @@ def analyse_image(image: sitk.Image, mask: sitk.Image, settings: dict, case_id: 
     for dims in settings["ith_dims"]:
         features.update(ith_score(image, mask, dims=dims, seed=settings["ith_seed"], case=case_id))
     return features, labels, warnings
-
-
-HABITAT_METHODS = ("population", "tumour")
 
 
 def population_habitats(settings: dict):
@@ -107,12 +152,9 @@ def _habitats(image: sitk.Image, mask: sitk.Image, settings: dict, case_id: str)
     """Subregion label image and habitat report, by the settings' ``habitat_method``."""
     from .subregions import PopulationHabitats, habitat_report, tumour_habitats
 
-    method = settings["habitat_method"]
-    if method == "tumour":
+    if settings["habitat_method"] == "tumour":
         return tumour_habitats(image, mask, k=settings["habitat_k"], local_radius_mm=settings["habitat_radius_mm"],
                                seed=settings["habitat_seed"], case=case_id)
-    if method != "population":
-        raise InputError(f"unknown habitat_method {method!r}; choose from {', '.join(HABITAT_METHODS)}")
     if not settings.get("habitat_model"):
         raise InputError("population habitats need centroids learned on training cases (analysis.habitat_model); "
                          "`dpet-response train` and `extract` fit them, or set habitat_method to 'tumour'",
@@ -151,10 +193,12 @@ def with_habitat_model(cases, settings: dict | None, cache_dir, jobs: int = 1, s
 
     from .cohort import run_cohort
 
-    merged = {**default_settings(), **(settings or {})}
+    merged = check_settings(settings)
     if merged["habitat_method"] != "population" or merged.get("habitat_model"):
         return merged
-    stage1 = {k: merged[k] for k in ("habitat_k", "habitat_radius_mm", "habitat_seed")}
+    # the cache key: every parameter of the stage-1 model (also those not exposed as settings) and the code
+    stage1 = {**{k: merged[k] for k in ("habitat_k", "habitat_radius_mm", "habitat_seed")},
+              "habitat_params": population_habitats(merged).get_params(), "analysis_code": analysis_code_version()}
     result = run_cohort(cases, habitat_supervoxels, stage1, cache_dir, jobs=jobs, scheduler=scheduler,
                         progress=progress, task_name="habitat_supervoxels")
     rows = [np.asarray(json.loads(text), dtype=float).reshape(-1, 3) for text in result.table.get("supervoxels", [])]

@@ -58,10 +58,12 @@ def _cmd_segment(args) -> int:
 
 def _cmd_extract(args) -> int:
     from .cohort import run_extract
+    from .protocol import load_config
 
+    analysis = load_config(args.config).analysis if args.config else None
     summary = run_extract(
         args.manifest, args.out, params=args.params, jobs=args.jobs, scheduler=args.scheduler,
-        cache_dir=args.cache, strict=args.strict,
+        cache_dir=args.cache, strict=args.strict, analysis=analysis,
     )
     print(summary.describe())
     return summary.exit_code
@@ -139,9 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("manifest", type=Path)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--params", type=Path, help="pyradiomics YAML (default: the package's PET settings)")
+    p.add_argument("--config", type=Path, help="the settings JSON of `train --config` (its `analysis` is used)")
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--scheduler", help="Dask scheduler address (tcp://host:port) or 'local'")
-    p.add_argument("--cache", type=Path, help="cache folder (default: <out folder>/.dpet-cache)")
+    p.add_argument("--cache", type=Path, help="cache folder (default: .dpet-cache beside the manifest, as train)")
     p.add_argument("--strict", action="store_true", help="exit non-zero if any case failed")
     p.set_defaults(func=_cmd_extract)
 

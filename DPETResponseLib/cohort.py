@@ -420,21 +420,25 @@ def _run_parallel(todo: deque, task, settings: dict, jobs: int, scheduler, finis
 
 
 def run_extract(manifest, out_csv, params=None, jobs: int = 1, scheduler=None, cache_dir=None,
-                strict: bool = False, progress: bool = True) -> CohortResult:
+                strict: bool = False, progress: bool = True, analysis: dict | None = None) -> CohortResult:
     """`dpet-response extract`: per-case features of every manifest case (`casefeatures.analyse_case`), written to
     ``out_csv`` (features + the manifest's clinical columns), ``<out>.errors.csv`` and ``<out>.json`` (versions,
-    settings, counts). The cache defaults to ``<out folder>/.dpet-cache``."""
+    settings, counts). ``analysis``: analysis settings as `train` takes them (``params`` sets their
+    ``radiomics_params``). The cache defaults to `manifest.default_cache_dir`, the one `train` uses."""
     from .casefeatures import analyse_case, resolve_settings, with_habitat_model
-    from .manifest import clinical_columns, read_manifest
+    from .manifest import clinical_columns, default_cache_dir, read_manifest, training_cases
 
     cases = read_manifest(manifest)
     out_csv = Path(out_csv)
-    cache_dir = Path(cache_dir) if cache_dir else out_csv.resolve().parent / ".dpet-cache"
-    # The population habitats are learned on the manifest's training cases (every case if none is marked train);
-    # their centroids go to the sidecar with the other settings.
-    training = cases[cases["split"] == "train"] if (cases["split"] == "train").any() else cases
-    settings = resolve_settings(with_habitat_model(training, {"radiomics_params": str(params) if params else None},
-                                                   cache_dir, jobs=jobs, scheduler=scheduler, progress=progress))
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir(manifest)
+    analysis = dict(analysis or {})
+    if params:
+        analysis["radiomics_params"] = str(params)
+    # Population habitats are learned on the cases `train` learns them on (every case where no labelled case is
+    # in split train); their centroids go to the sidecar with the other settings.
+    training = training_cases(cases)
+    settings = resolve_settings(with_habitat_model(training if len(training) else cases, analysis, cache_dir,
+                                                   jobs=jobs, scheduler=scheduler, progress=progress))
     try:
         result = run_cohort(cases, analyse_case, settings, cache_dir, jobs=jobs, scheduler=scheduler,
                             strict=strict, progress=progress, task_name="analyse_case")

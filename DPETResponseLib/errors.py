@@ -21,6 +21,21 @@ class InputError(DPETError):
         return InputError(self.problem, case=case) if self.case is None else self
 
 
+class ConfigError(DPETError):
+    """Settings that cannot be used: an unknown or mistyped name, or a value the pipeline does not support."""
+
+
+def unknown_names_error(kind: str, unknown, known) -> ConfigError:
+    """A ConfigError naming each unknown setting with the closest known name, if any is close."""
+    from difflib import get_close_matches
+
+    described = []
+    for name in sorted(unknown):
+        close = get_close_matches(str(name), [str(k) for k in known], n=1)
+        described.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return ConfigError(f"unknown {kind}: {', '.join(described)}; known: {', '.join(sorted(map(str, known)))}")
+
+
 class ManifestError(DPETError):
     """A cohort manifest that cannot be used as it is (duplicate ids, missing files, bad labels, ...)."""
 

@@ -17,7 +17,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
-from .errors import InputError
+from .errors import ConfigError, InputError
 from .explain import contribution_shares
 from .models import ClinicalEncoder, ClinicalPathway, RadiomicsPathway, _columns, _table, radiomics_columns
 from .selection import _binary_labels
@@ -55,7 +55,7 @@ def make_meta_learner(weights: str) -> LogisticRegression:
         return TiedLogisticRegression()
     if weights == "learned":
         return LogisticRegression()
-    raise InputError(f"unknown decision-fusion weights {weights!r}; choose one of {', '.join(META_WEIGHTS)}")
+    raise ConfigError(f"unknown decision-fusion weights {weights!r}; choose one of {', '.join(META_WEIGHTS)}")
 
 
 class DecisionFusion(ClassifierMixin, BaseEstimator):

@@ -139,6 +139,18 @@ def clinical_columns(df: pd.DataFrame) -> list[str]:
     return [c for c in df.columns if c not in REQUIRED_COLUMNS]
 
 
+def training_cases(cases: pd.DataFrame) -> pd.DataFrame:
+    """The cases a model is fit on, and the population habitats learned from: the labelled cases of split
+    ``train``. One rule for `train` and `extract`, so both analyse a manifest the same way."""
+    return cases[(cases["split"] == "train") & cases["label"].notna()]
+
+
+def default_cache_dir(manifest) -> Path:
+    """Where per-case results are cached unless told otherwise: ``.dpet-cache`` beside the manifest, shared by
+    `extract`, `train` and `evaluate`."""
+    return Path(manifest).resolve().parent / ".dpet-cache"
+
+
 def validate_for_training(df: pd.DataFrame, n_folds: int = 5) -> None:
     """Raise `ManifestError` when the labelled cases cannot train/evaluate with ``n_folds``-fold stratified CV.
 

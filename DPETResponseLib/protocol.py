@@ -3,6 +3,7 @@ and the `demo` that runs all of it on the synthetic D-PET cohort."""
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 import time
@@ -20,11 +21,12 @@ def _log(message: str) -> None:
 
 
 def load_config(config) -> StudyConfig:
-    """A StudyConfig from None (defaults), a dict, or a JSON file path."""
+    """A StudyConfig from None (defaults), a dict, a JSON file path, or a StudyConfig (copied: the caller's object
+    is never changed)."""
     if config is None:
         return StudyConfig()
     if isinstance(config, StudyConfig):
-        return config
+        return StudyConfig.from_dict(copy.deepcopy(config.to_dict()))
     if isinstance(config, (str, Path)):
         try:
             config = json.loads(Path(config).read_text())
@@ -65,20 +67,23 @@ def _images(cases: pd.DataFrame) -> tuple[list, list]:
 
 
 def _cache(cache_dir, manifest) -> Path:
-    return Path(cache_dir) if cache_dir else Path(manifest).resolve().parent / ".dpet-cache"
+    from .manifest import default_cache_dir
+
+    return Path(cache_dir) if cache_dir else default_cache_dir(manifest)
 
 
 def train(manifest, out, config=None, jobs: int = 1, cache_dir=None, fast: bool = False, progress: bool = True,
           overwrite: bool = False) -> StudyModel:
     """Fit every pathway and fusion on the manifest's ``train`` split and write the model bundle to ``out``."""
     from .casefeatures import with_habitat_model
-    from .manifest import clinical_columns, read_manifest, validate_for_training
+    from .manifest import clinical_columns, read_manifest, training_cases, validate_for_training
 
     config = load_config(config)
     if fast:
         config.deep_preset = "cpu-fast"
+    config.check()
     cases = read_manifest(manifest)
-    train_cases = cases[(cases["split"] == "train") & cases["label"].notna()]
+    train_cases = training_cases(cases)
     validate_for_training(train_cases, n_folds=config.n_folds)
     _log(f"training on {len(train_cases)} cases of {manifest}")
     started = time.time()

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from .casefeatures import default_settings
+from .casefeatures import check_settings, default_settings
 
 PATHWAYS = ("clinical", "radiomics", "radiomics_whole", "ith", "deep")
 FUSIONS = ("fusion_feature", "fusion_decision", "fusion_feature_e2e")
@@ -42,13 +42,24 @@ class StudyConfig:
     embedding_components: int = 8
     analysis: dict = field(default_factory=default_settings)
 
+    def __post_init__(self):
+        check_settings(self.analysis)  # an unknown or unsupported analysis setting fails here, before any work
+
+    def check(self) -> None:
+        """Refuse settings that would fail later in training (meta-learner weights, CNN settings), before any work."""
+        from .fusion import make_meta_learner
+
+        make_meta_learner(self.decision_weights)
+        if self.deep:
+            _deep_config(self).check()
+
     @classmethod
     def from_dict(cls, values: dict) -> "StudyConfig":
         unknown = set(values) - set(cls.__dataclass_fields__)
         if unknown:
-            from .errors import DPETError
+            from .errors import unknown_names_error
 
-            raise DPETError(f"unknown protocol settings: {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+            raise unknown_names_error("protocol settings", unknown, cls.__dataclass_fields__)
         values = dict(values)
         if "classifiers" in values:
             values["classifiers"] = tuple(values["classifiers"])
@@ -77,11 +88,12 @@ def _deep_config(config: StudyConfig, extra_dim: int = 0):
         deep.arch = config.deep_arch
     if config.deep_pretrained is not None:
         deep.pretrained = config.deep_pretrained
-    for name, value in config.deep_overrides.items():  # any DeepConfig field, e.g. spacing/size for whole-body PET
-        if name not in deep.__dataclass_fields__:
-            from .errors import DPETError
+    unknown = set(config.deep_overrides) - set(deep.__dataclass_fields__)
+    if unknown:
+        from .errors import unknown_names_error
 
-            raise DPETError(f"unknown deep setting {name!r} in deep_overrides")
+        raise unknown_names_error("deep settings in deep_overrides", unknown, deep.__dataclass_fields__)
+    for name, value in config.deep_overrides.items():  # any DeepConfig field, e.g. spacing/size for whole-body PET
         setattr(deep, name, value)
     return deep
 
@@ -321,7 +333,6 @@ class StudyModel:
         if manifest.get("kind") != SCHEMA_NAME:
             raise BundleError(f"{path}: not a DPETResponse study bundle (kind={manifest.get('kind')!r})")
         config = StudyConfig.from_dict(manifest["config"])
-        config.analysis.setdefault("habitat_method", "tumour")  # bundles from before population habitats
         model = cls(config, manifest["clinical_columns"])
         model._columns = manifest["columns"]
         model.thresholds_ = manifest["thresholds"]

@@ -1,6 +1,8 @@
 """The per-case analysis settings for habitats: population habitats learned on training cases through the cached
 cohort runner give the same centroids as fitting the images in memory; missing or unknown settings are errors."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,7 +11,7 @@ from test_subregions import cored_or_solid
 
 from DPETResponseLib.casefeatures import (analyse_image, default_settings, population_habitats,
                                           with_habitat_model)
-from DPETResponseLib.errors import InputError
+from DPETResponseLib.errors import ConfigError, InputError
 from DPETResponseLib.subregions import PopulationHabitats
 
 FIRST_ORDER_ONLY = """
@@ -68,5 +70,102 @@ def test_habitat_settings_errors_name_the_case(cohort):
     params = str(root / "params.yaml")
     with pytest.raises(InputError, match="case7.*habitat_model"):
         analyse_image(img, mask, {"radiomics_params": params, "habitat_method": "population"}, "case7")
-    with pytest.raises(InputError, match="unknown habitat_method 'voxel'"):
+    with pytest.raises(ConfigError, match="unknown habitat_method 'voxel'"):
         analyse_image(img, mask, {"radiomics_params": params, "habitat_method": "voxel"}, "case7")
+
+
+def test_settings_are_checked_at_configuration_with_a_suggestion():
+    """A mistyped or unsupported setting is refused when the settings are read, before any work, and the message
+    suggests the closest valid name; the caller's settings object is never changed."""
+    from DPETResponseLib.protocol import load_config
+    from DPETResponseLib.study import StudyConfig
+
+    with pytest.raises(ConfigError, match=r"'habitat_radius' \(did you mean 'habitat_radius_mm'\?\)"):
+        load_config({"analysis": {"habitat_radius": 5.0}})
+    with pytest.raises(ConfigError, match=r"'n_fold' \(did you mean 'n_folds'\?\)"):
+        load_config({"n_fold": 3})
+    # K habitats other than two: nothing downstream is built for them (the pathways read high_/low_, sub_*)
+    with pytest.raises(ConfigError, match="habitat_k=3: only 2 habitats"):
+        load_config({"analysis": {"habitat_k": 3}})
+    with pytest.raises(ConfigError, match="habitat_k=3"):
+        StudyConfig(analysis={"habitat_k": 3})
+    with pytest.raises(ConfigError, match=r"'spacng' \(did you mean 'spacing'\?\)"):
+        load_config({"deep_overrides": {"spacng": 4.0}}).check()
+    with pytest.raises(ConfigError, match="unknown decision-fusion weights"):
+        load_config({"decision_weights": "median"}).check()
+    config = StudyConfig(n_folds=3)
+    copied = load_config(config)
+    copied.analysis["habitat_seed"] = 5
+    assert config.analysis["habitat_seed"] == 0 and copied is not config
+
+
+def test_analysis_code_version_covers_every_module_the_analysis_runs(tmp_path):
+    """The feature cache is keyed on a digest of the analysis code: every library module that analysing a case
+    loads is in it, and an edit of any of them changes it."""
+    import shutil
+    import subprocess
+    import sys
+
+    from DPETResponseLib import casefeatures
+
+    img, mask, _ = cored_or_solid(1, 8, 3)
+    sitk.WriteImage(img, str(tmp_path / "pet.nrrd"))
+    sitk.WriteImage(mask, str(tmp_path / "mask.nrrd"))
+    (tmp_path / "params.yaml").write_text(FIRST_ORDER_ONLY)
+    script = f"""
+import sys
+from DPETResponseLib.casefeatures import analyse_case
+analyse_case({str(tmp_path / 'pet.nrrd')!r}, {str(tmp_path / 'mask.nrrd')!r},
+             {{"radiomics_params": {str(tmp_path / 'params.yaml')!r}, "habitat_method": "tumour"}}, "c")
+print(" ".join(sorted(m.split(".", 1)[1] for m in sys.modules if m.startswith("DPETResponseLib."))))
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    loaded = set(run.stdout.split())
+    assert "radiomics" in loaded and loaded <= set(casefeatures.ANALYSIS_MODULES), loaded
+    package = tmp_path / "package"
+    shutil.copytree(Path(casefeatures.__file__).parent, package)
+    assert casefeatures.code_digest(package) == casefeatures.analysis_code_version()
+    for module in casefeatures.ANALYSIS_MODULES:
+        source = package / f"{module}.py"
+        original = source.read_bytes()
+        source.write_bytes(original + b"\n")
+        assert casefeatures.code_digest(package) != casefeatures.analysis_code_version(), module
+        source.write_bytes(original)
+
+
+def test_extract_and_train_give_the_same_features(tmp_path):
+    """`extract` and `train` on one manifest with one settings file learn the habitats on the same cases (the
+    labelled train split: an unlabelled train case is in neither) and share one cache: train computes nothing
+    that extract already did, and its training table equals extract's rows for those cases."""
+    import json
+
+    from DPETResponseLib.cli import main
+    from DPETResponseLib.study import StudyModel
+    from DPETResponseLib.synthetic import make_cohort
+
+    manifest = make_cohort(tmp_path / "cohort", n=30, seed=3)
+    cases = pd.read_csv(manifest)
+    unlabelled = cases.index[cases["split"] == "train"][0]
+    cases.loc[unlabelled, "label"] = np.nan
+    cases.to_csv(manifest, index=False)
+    (tmp_path / "params.yaml").write_text(FIRST_ORDER_ONLY)
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"n_folds": 3, "deep": False, "classifiers": ["lr"],
+                                    "analysis": {"radiomics_params": str(tmp_path / "params.yaml")}}))
+    assert main(["extract", str(manifest), "--out", str(tmp_path / "features.csv"), "--config", str(settings)]) == 0
+    entries = set((manifest.parent / ".dpet-cache" / "analyse_case").rglob("*.json"))
+    assert len(entries) == 30
+    assert main(["train", str(manifest), "--out", str(tmp_path / "bundle"), "--config", str(settings)]) == 0
+    assert set((manifest.parent / ".dpet-cache" / "analyse_case").rglob("*.json")) == entries  # all reused
+    extracted = pd.read_csv(tmp_path / "features.csv", index_col="case_id")
+    sidecar = json.loads((tmp_path / "features.json").read_text())
+    model = StudyModel.load(tmp_path / "bundle")
+    assert model.config.analysis["habitat_model"] == sidecar["settings"]["habitat_model"]
+    trained = model.background_
+    n_train = int(((cases["split"] == "train") & cases["label"].notna()).sum())
+    assert cases.loc[unlabelled, "case_id"] not in trained.index and len(trained) == n_train
+    features = [c for c in trained.columns if c.startswith(("pet_", "whole_", "high_", "low_", "sub_", "ith_"))]
+    assert len(features) > 50
+    np.testing.assert_array_equal(trained[features].to_numpy(float),
+                                  extracted.loc[trained.index, features].to_numpy(float))

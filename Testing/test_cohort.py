@@ -314,9 +314,9 @@ def test_run_extract_writes_features_errors_and_sidecar(tmp_path, monkeypatch):
     assert errors.values.tolist() == [["C001", "input", "mask is empty (no tumour voxel)"]]
     sidecar = json.loads((tmp_path / "out" / "features.json").read_text())
     assert sidecar["counts"] == {"cases": 4, "computed": 3, "cached": 0, "failed": 1, "warnings": 0}
-    assert sidecar["settings"] == {"radiomics_params": None, "scale": 2.0}
+    assert sidecar["settings"] == {"scale": 2.0}
     assert sidecar["versions"]["DPETResponse"] and sidecar["versions"]["SimpleITK"] == sitk.Version.VersionString()
-    assert (tmp_path / "out" / ".dpet-cache").is_dir()
+    assert (tmp_path / ".dpet-cache").is_dir()  # beside the manifest, where train looks too
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")]
 
     again = run_extract(_manifest(tmp_path, paths), out, progress=False)

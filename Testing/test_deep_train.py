@@ -12,7 +12,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from DPETResponseLib.deep.train import DeepConfig, DeepModel, train_deep
-from DPETResponseLib.errors import InputError
+from DPETResponseLib.errors import ConfigError, InputError
 
 GRID = (36, 36, 26)
 SPACING = (2.0, 2.0, 2.5)  # anisotropic, as PET is
@@ -192,7 +192,7 @@ def test_bad_input_raises_input_error():
         train_deep(images, masks, np.arange(6), config, progress=False)
     with pytest.raises(InputError, match="at least 6 cases of each class"):
         train_deep(images, masks, y, DeepConfig.preset("cpu-fast", folds=5), progress=False)
-    with pytest.raises(InputError, match="unknown deep preset"):
+    with pytest.raises(ConfigError, match="unknown deep preset"):
         DeepConfig.preset("gpu-huge")
-    with pytest.raises(InputError, match="unknown deep settings: colour"):
+    with pytest.raises(ConfigError, match="unknown deep settings: colour"):
         DeepConfig.from_dict({**config.to_dict(), "colour": "red"})

@@ -8,7 +8,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from test_models import SIGNALS, feature_table
 
-from DPETResponseLib.errors import InputError
+from DPETResponseLib.errors import ConfigError, InputError
 from DPETResponseLib.evaluation import auc_ci_delong
 from DPETResponseLib.fusion import DecisionFusion, FeatureFusion
 from DPETResponseLib.models import ClinicalPathway, ColumnProbability, ITHPathway, RadiomicsPathway
@@ -39,7 +39,7 @@ def test_stacking_meta_learner_is_fit_on_out_of_fold_probabilities(weights):
     np.testing.assert_allclose(pp["deep"], X["dl_prob"])  # the pass-through pathway
     np.testing.assert_allclose(f.predict_proba(X)[:, 1], 1 / (1 + np.exp(-(intercept + pp.to_numpy() @ coef))),
                                rtol=1e-6)
-    with pytest.raises(InputError, match="unknown decision-fusion weights 'median'"):
+    with pytest.raises(ConfigError, match="unknown decision-fusion weights 'median'"):
         DecisionFusion(pathways, weights="median").fit(X, y)
 
 

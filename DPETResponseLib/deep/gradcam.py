@@ -19,7 +19,7 @@ from monai.visualize import GradCAM, GradCAMpp
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from .data import CropGeometry, crop_to_image
 from .nets import DeepNet
 
@@ -36,9 +36,9 @@ CAM_METHODS = {"hirescam": HiResCAM, "gradcam": GradCAM, "gradcampp": GradCAMpp}
 
 
 def cam_class(method: str):
-    """The MONAI-style CAM class of ``method``, or InputError naming the methods there are."""
+    """The MONAI-style CAM class of ``method``, or ConfigError naming the methods there are."""
     if method not in CAM_METHODS:
-        raise InputError(f"unknown cam_method {method!r}; choose one of {', '.join(CAM_METHODS)}")
+        raise ConfigError(f"unknown cam_method {method!r}; choose one of {', '.join(CAM_METHODS)}")
     return CAM_METHODS[method]
 
 

@@ -23,7 +23,7 @@ import SimpleITK as sitk
 import torch
 from scipy.special import expit
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..io import atomic_write
 from ..models import pool_probabilities
 from .data import BatchAugmenter, CropCache, CropSpec, host_to_device, preprocess_cohort
@@ -91,7 +91,7 @@ class DeepConfig:
                              cam_layer="layer2", epochs=20, batch_size=8, lr=3e-3, patience=8),
         }
         if name not in presets:
-            raise InputError(f"unknown deep preset {name!r}; choose one of {', '.join(presets)}")
+            raise ConfigError(f"unknown deep preset {name!r}; choose one of {', '.join(presets)}")
         return cls(**{**presets[name], **overrides})
 
     def to_dict(self) -> dict:
@@ -102,7 +102,7 @@ class DeepConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise InputError(f"unknown deep settings: {', '.join(unknown)}")
+            raise ConfigError(f"unknown deep settings: {', '.join(unknown)}")
         return cls(**values)
 
     @property
@@ -111,9 +111,9 @@ class DeepConfig:
 
     def check(self) -> None:
         if self.arch not in ARCHS:
-            raise InputError(f"unknown deep architecture {self.arch!r}; choose one of {', '.join(ARCHS)}")
+            raise ConfigError(f"unknown deep architecture {self.arch!r}; choose one of {', '.join(ARCHS)}")
         if self.folds < 2 or self.epochs < 1 or self.batch_size < 2 or self.size < 8 or self.spacing <= 0:
-            raise InputError("deep settings need folds >= 2, epochs >= 1, batch_size >= 2, size >= 8, spacing > 0")
+            raise ConfigError("deep settings need folds >= 2, epochs >= 1, batch_size >= 2, size >= 8, spacing > 0")
         from .gradcam import cam_class
 
         cam_class(self.cam_method)  # an unknown method fails before training
