@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -188,8 +189,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_POINT_OPTIONS = ("--seed", "--box")
+_NEGATIVE_VALUE = re.compile(r"-\.?\d")
+
+
+def _attach_negative_values(argv: list[str]) -> list[str]:
+    """``--seed -12.5,30,4`` as ``--seed=-12.5,30,4``: argparse takes a value that starts with '-' and is not one
+    plain number for an option ("expected one argument"), and LPS coordinates are often negative."""
+    out: list[str] = []
+    for item in argv:
+        if out and out[-1] in _POINT_OPTIONS and _NEGATIVE_VALUE.match(item):
+            out[-1] = f"{out[-1]}={item}"
+        else:
+            out.append(item)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(_attach_negative_values(argv))
     try:
         return args.func(args)
     except DPETError as err:

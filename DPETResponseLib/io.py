@@ -155,13 +155,28 @@ def _datetime(date, time, what: str, source, case) -> datetime:
         raise InputError(f"cannot parse {what} (date {date!r}, time {time!r}) in {source}", case=case) from None
 
 
+#: RadionuclideTotalDose is stored in Bq or MBq (both allowed by DICOM IODs); the IBSI-SUV manual says to tell them
+#: apart by value: human PET doses cluster near 4e2 in MBq and 4e8 in Bq. Below MBQ_MAX the value is read as MBq
+#: (up to 10 GBq), from BQ_MIN as Bq (10 MBq and more); in between neither reading is a plausible dose.
+MBQ_MAX, BQ_MIN = 1e4, 1e7
+
+
+def _dose_in_bq(value: float, source, case) -> float:
+    if value < MBQ_MAX:
+        return value * 1e6
+    if value >= BQ_MIN:
+        return value
+    raise InputError(f"RadionuclideTotalDose {value:g} in {source} is neither a plausible dose in MBq (< {MBQ_MAX:g}) "
+                     f"nor in Bq (>= {BQ_MIN:g}): SUV cannot be computed", case=case)
+
+
 def _injection(ds, source, case) -> tuple[float, float, datetime]:
     """(total dose [Bq], half-life [s], injection date-time) from RadiopharmaceuticalInformationSequence."""
     seq = ds.get("RadiopharmaceuticalInformationSequence")
     if not seq:
         raise InputError(f"DICOM tag RadiopharmaceuticalInformationSequence is missing in {source}", case=case)
     item = seq[0]
-    dose = _tag(item, "RadionuclideTotalDose", source, case, positive=True)
+    dose = _dose_in_bq(_tag(item, "RadionuclideTotalDose", source, case, positive=True), source, case)
     half_life = _tag(item, "RadionuclideHalfLife", source, case, positive=True)
     if item.get("RadiopharmaceuticalStartDateTime"):
         injected = _datetime(None, item.RadiopharmaceuticalStartDateTime, "RadiopharmaceuticalStartDateTime",

@@ -151,13 +151,15 @@ def default_cache_dir(manifest) -> Path:
     return Path(manifest).resolve().parent / ".dpet-cache"
 
 
-def validate_for_training(df: pd.DataFrame, n_folds: int = 5) -> None:
+def validate_for_training(df: pd.DataFrame, n_folds: int = 5, early_stopping: bool = False) -> None:
     """Raise `ManifestError` when the labelled cases cannot train/evaluate with ``n_folds``-fold stratified CV.
 
     Rules: there must be labelled ``train`` cases; ``train`` needs both classes and at least ``n_folds`` cases of
-    its minority class (so every fold's held-out part holds both classes); every other labelled split needs both
-    classes (an AUC needs both). Unlabelled cases are ignored (they are for prediction only).
+    its minority class (so every fold's held-out part holds both classes), one more with ``early_stopping`` (the
+    CNN's inner early-stopping split needs a case of each class too); every other labelled split needs both classes
+    (an AUC needs both). Unlabelled cases are ignored (they are for prediction only).
     """
+    needed = n_folds + 1 if early_stopping else n_folds
     labelled = df[df["label"].notna() & df["split"].notna()]
     problems = []
     if not (labelled["split"] == "train").any():
@@ -168,11 +170,9 @@ def validate_for_training(df: pd.DataFrame, n_folds: int = 5) -> None:
         n_pos, n_neg = int(counts.get(1, 0)), int(counts.get(0, 0))
         if n_pos == 0 or n_neg == 0:
             problems.append(f"split {split!r} has one class only ({n_pos} positive, {n_neg} negative)")
-        elif split == "train" and min(n_pos, n_neg) < n_folds:
+        elif split == "train" and min(n_pos, n_neg) < needed:
             problems.append(f"split 'train' has {len(rows)} labelled cases ({n_pos} positive, {n_neg} negative): "
-                            f"{n_folds}-fold cross-validation needs at least {n_folds} of each class")
+                            f"{n_folds}-fold cross-validation{' with the CNN' if early_stopping else ''} needs at "
+                            f"least {needed} of each class")
     if problems:
         raise ManifestError("cohort cannot be used for training: " + "; ".join(problems))
-
-
-validate_cohort_for_training = validate_for_training  # the name DEVELOPERS.md's module map uses

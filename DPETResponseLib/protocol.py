@@ -84,7 +84,7 @@ def train(manifest, out, config=None, jobs: int = 1, cache_dir=None, fast: bool 
     config.check()
     cases = read_manifest(manifest)
     train_cases = training_cases(cases)
-    validate_for_training(train_cases, n_folds=config.n_folds)
+    validate_for_training(train_cases, n_folds=config.n_folds, early_stopping=config.deep)
     _log(f"training on {len(train_cases)} cases of {manifest}")
     started = time.time()
     # Habitat centroids are learned on the training cases only (label-free); the bundle keeps them in its settings.
@@ -93,7 +93,7 @@ def train(manifest, out, config=None, jobs: int = 1, cache_dir=None, fast: bool 
     X, errors = feature_table(train_cases, config.analysis, _cache(cache_dir, manifest), jobs=jobs,
                               progress=progress)
     train_cases = train_cases.loc[X.index]
-    validate_for_training(train_cases, n_folds=config.n_folds)
+    validate_for_training(train_cases, n_folds=config.n_folds, early_stopping=config.deep)
     images, masks = _images(train_cases) if config.deep else ([], [])
     model = StudyModel(config, clinical_columns(cases)).fit(X, train_cases["label"].astype(int).to_numpy(),
                                                             images, masks, progress=progress)

@@ -169,3 +169,25 @@ def test_extract_and_train_give_the_same_features(tmp_path):
     assert len(features) > 50
     np.testing.assert_array_equal(trained[features].to_numpy(float),
                                   extracted.loc[trained.index, features].to_numpy(float))
+
+
+def test_train_reads_no_held_out_image(tmp_path, monkeypatch):
+    """Leakage, structurally: `train` (features, population-habitat centroids, every fit) reads the images of the
+    labelled training cases and of no other case."""
+    import DPETResponseLib.io as io
+    from DPETResponseLib.manifest import read_manifest, training_cases
+    from DPETResponseLib.protocol import train
+    from DPETResponseLib.synthetic import make_cohort
+
+    manifest = make_cohort(tmp_path / "cohort", n=24, seed=5)
+    (tmp_path / "params.yaml").write_text(FIRST_ORDER_ONLY)
+    read = []
+    original = io.read_pet
+    monkeypatch.setattr(io, "read_pet", lambda path, *args, **kwargs: read.append(Path(path).resolve())
+                        or original(path, *args, **kwargs))
+    train(manifest, tmp_path / "bundle", config={"n_folds": 3, "deep": False, "classifiers": ["lr"],
+                                                  "analysis": {"radiomics_params": str(tmp_path / "params.yaml")}},
+          jobs=1, progress=False)
+    cases = read_manifest(manifest)
+    expected = {Path(p).resolve() for p in training_cases(cases)["image"]}
+    assert set(read) == expected and len(expected) < len(cases)

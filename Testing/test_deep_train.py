@@ -196,3 +196,26 @@ def test_bad_input_raises_input_error():
         DeepConfig.preset("gpu-huge")
     with pytest.raises(ConfigError, match="unknown deep settings: colour"):
         DeepConfig.from_dict({**config.to_dict(), "colour": "red"})
+
+
+def test_early_stopping_reads_only_the_fold_s_training_cases(monkeypatch):
+    """Leakage, structurally: each fold model is fit and early-stopped on two disjoint parts of that fold's
+    training cases; the cases it predicts out of fold are in neither."""
+    import DPETResponseLib.deep.train as deep_train
+
+    images, masks, y = make_cohort(18, seed=4)
+    calls = []
+    original = deep_train._train_fold
+
+    def spy(net, crops, labels, extra, fit_idx, stop_idx, config, device, fold, bar):
+        calls.append((fold, set(fit_idx.tolist()), set(stop_idx.tolist())))
+        return original(net, crops, labels, extra, fit_idx, stop_idx, config, device, fold, bar)
+
+    monkeypatch.setattr(deep_train, "_train_fold", spy)
+    model = train_deep(images, masks, y, DeepConfig.preset("cpu-fast", folds=3, epochs=1, device="cpu"),
+                       progress=False)
+    assert [fold for fold, _, _ in calls] == [0, 1, 2]
+    for fold, fit, stop in calls:
+        predicted = set(np.flatnonzero(model.fold_of_case == fold).tolist())
+        assert fit and stop and fit.isdisjoint(stop) and not (fit | stop) & predicted
+        assert fit | stop | predicted == set(range(18))

@@ -85,6 +85,16 @@ def test_decay_correction_admin_and_none_use_injection_and_slice_acquisition_tim
     np.testing.assert_allclose(sitk.GetArrayFromImage(none)[0], bqml * 5.238932e-4, rtol=1e-6)
 
 
+def test_dose_in_mbq_is_recognised_by_its_value_and_an_implausible_one_refused(acrin, tmp_path):
+    """RadionuclideTotalDose may be stored in MBq (IBSI-SUV manual: tell the unit by the value, doses cluster near
+    4e2 MBq and 4e8 Bq): 178.34001159668 MBq gives the SUV of 178340011.59668 Bq; 5e5 is neither."""
+    in_bq = sitk.GetArrayFromImage(read_pet(acrin / "1.dcm"))
+    in_mbq = read_pet(edited_copy(acrin / "1.dcm", tmp_path / "mbq.dcm", Radio_RadionuclideTotalDose=178.34001159668))
+    np.testing.assert_allclose(sitk.GetArrayFromImage(in_mbq), in_bq, rtol=1e-6)
+    with pytest.raises(InputError, match="RadionuclideTotalDose 500000 .* neither a plausible dose"):
+        read_pet(edited_copy(acrin / "1.dcm", tmp_path / "odd.dcm", Radio_RadionuclideTotalDose=5e5), case="P01")
+
+
 def test_lean_body_mass_suv_janmahasatian(acrin, sts, tmp_path):
     # STS_001 (Units GML, SUVType BW): 71 kg, 1.63 m, male. BMI = 71 / 1.63^2 = 26.7229;
     # LBM = 9270 * 71 / (6680 + 216 * 26.7229) = 658170 / 12452.15 = 52.856 kg -> SUL = SUVbw * 52.856 / 71.

@@ -105,6 +105,10 @@ def _cohort(train_pos, train_neg, test_pos=2, test_neg=2):
 
 def test_validate_for_training_accepts_enough_cases_of_each_class():
     validate_for_training(_cohort(5, 9), n_folds=5)  # 5 of the minority class: one per fold
+    # the CNN's early-stopping split takes one more of each class out of each fold's training part
+    with pytest.raises(ManifestError, match="5-fold cross-validation with the CNN needs at least 6 of each class"):
+        validate_for_training(_cohort(5, 9), n_folds=5, early_stopping=True)
+    validate_for_training(_cohort(6, 9), n_folds=5, early_stopping=True)
 
 
 @pytest.mark.parametrize("cohort,n_folds,expected", [

@@ -11,6 +11,7 @@ predicts the same numbers in a fresh process.
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -62,18 +63,24 @@ def study(tmp_path_factory):
 
 
 def test_every_model_reported_with_cis_next_to_the_oracle(study):
+    """Every model on every split, none constant, none above that split's oracle (the hidden model's own AUC on
+    the same cases: the best any model can do); train_cv threshold metrics with nested thresholds; no input
+    imputed (every synthetic case has every clinical value)."""
     metrics = study["metrics"]
     assert set(metrics["splits"]) == {"train_cv", "test", "test2"}
     assert metrics["splits"]["test"]["n"] == 39 and metrics["splits"]["test2"]["n"] == 18
+    oracle = metrics["oracle"]["auc_by_split"]
     for split, block in metrics["splits"].items():
         assert set(block["models"]) == ALL_MODELS, split
+        split_oracle = oracle["train" if split == "train_cv" else split]
         for name, m in block["models"].items():
-            lo, hi = m["auc_ci"]
-            assert 0 <= lo <= m["auc"] <= hi <= 1, (split, name)
-            blo, bhi = m["auc_ci_bootstrap"]
-            assert blo <= m["auc"] <= bhi, (split, name)
-    oracle = metrics["oracle"]["auc_by_split"]
-    assert 0.8 < oracle["test"] <= 1
+            assert "constant" not in m, (split, name)
+            assert m["auc"] <= split_oracle, (split, name, m["auc"], split_oracle)
+            if split == "train_cv":  # each case's threshold chosen on the other folds
+                assert m["threshold"] is None and m["threshold_range"][0] <= m["threshold_range"][1], name
+            else:
+                assert m["threshold"] == metrics["thresholds"][name], (split, name)
+                assert m["n_imputed"] == 0, (split, name)
     html = study["report"].read_text()
     assert "oracle" in html.lower() and all(name in html for name in ALL_MODELS)
 
@@ -86,9 +93,8 @@ def test_report_says_what_each_fusion_rests_on(study):
     print(shares)
     assert set(shares["fusion_feature"]) == {"clinical", "ith", "radiomics", "deep"}
     assert set(shares["fusion_decision"]) == {"clinical", "radiomics", "ith", "deep"}
-    for model, model_shares in shares.items():
-        assert sum(model_shares.values()) == pytest.approx(1.0), model
-        assert all(0 <= v <= 1 for v in model_shares.values()), model
+    for model, model_shares in shares.items():  # every input group is used (seed 0: each 0.12 or more)
+        assert min(model_shares.values()) > 0.02, (model, model_shares)
     assert (study["root"] / "report" / "fusion_shares.png").stat().st_size > 5000
     assert "What each fusion rests on" in study["report"].read_text()
 
@@ -105,13 +111,12 @@ def test_models_learn_what_the_cohort_holds(study):
     none beats the oracle by more than sampling noise. (One split of 57 held-out cases cannot rank models whose
     AUCs differ by a few hundredths, DeLong SE about 0.06: the comparative claims are tested below over
     resampled splits.)"""
-    oracle = study["metrics"]["oracle"]["auc_overall"]
     aucs = {name: _pooled_auc(study, name) for name in ALL_MODELS}
-    print({k: round(v, 3) for k, v in aucs.items()}, "oracle", oracle)
+    print({k: round(v, 3) for k, v in aucs.items()}, "oracle", study["metrics"]["oracle"]["auc_overall"])
     for name in ("radiomics", "radiomics_whole", "deep", "clinical", "fusion_feature", "fusion_feature_e2e",
                  "fusion_decision"):
         assert aucs[name] > 0.6, (name, aucs[name])
-    assert max(aucs.values()) <= oracle + 0.1
+    assert aucs["ith"] > 0.5
 
 
 @pytest.fixture(scope="module")
@@ -196,36 +201,87 @@ def test_subregions_carry_what_whole_tumour_features_lack(table, study):
     assert max(scores["peritumoural_uptake"]) <= 0.1
 
 
-def test_random_labels_give_chance_auc_everywhere(study, tmp_path):
-    """Leakage test: the same images with permuted labels. Any step fit outside its training fold (selection,
-    scaling, thresholds, the meta-learner) shows up as an AUC above chance, first in the out-of-fold training
-    estimates: there no CI may lie above 0.5. (Below 0.5 is cross-validation's own bias under the null, not
-    leakage: a model fit without some cases leans away from them; the clinical model's out-of-fold AUC on
-    these permuted labels was 0.37. DeLong ignores that the folds share training cases.) On the held-out
-    test split, which nothing was fit on, every CI covers 0.5."""
+#: Permuted-label runs: three permutations, so the bounds hold the mean of three AUCs, not one draw.
+NULL_PERMUTATIONS = (7, 8, 9)
+#: Bounds on the mean AUC over the permutations, about 3 SD of that mean under the null (DeLong: SD of one AUC
+#: 0.063 on 90 cases, 0.096 on 39, 0.14 on 18). train_cv is bounded above only: cross-validation's own bias under
+#: the null is downwards (a model fit without some cases leans away from them), leakage's is upwards.
+NULL_BOUNDS = {"train_cv": (0.0, 0.61), "test": (0.33, 0.67), "test2": (0.25, 0.75)}
+
+
+def _permuted_manifest(study, seed: int, folder: Path) -> Path:
     manifest = pd.read_csv(study["manifest"])
-    rng = np.random.default_rng(7)
+    rng = np.random.default_rng(seed)
     for split in manifest["split"].unique():
         rows = manifest["split"] == split
         manifest.loc[rows, "label"] = rng.permutation(manifest.loc[rows, "label"].to_numpy())
     cohort = study["manifest"].parent
     for column in ("image", "mask"):
         manifest[column] = [str(cohort / p) for p in manifest[column]]
-    shuffled = tmp_path / "manifest_random.csv"
-    manifest.to_csv(shuffled, index=False)
-    train(shuffled, tmp_path / "bundle", config=_fast_config(study["params"]), jobs=2,
-          cache_dir=study["root"] / "cache", progress=False)
-    evaluate(tmp_path / "bundle", shuffled, tmp_path / "report", jobs=2, cache_dir=study["root"] / "cache",
-             progress=False, n_boot=200)
-    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
-    for split in ("train_cv", "test"):
-        print(split, {name: (round(m["auc"], 3), [round(v, 3) for v in m["auc_ci"]])
-                      for name, m in metrics["splits"][split]["models"].items()})
-    for name, m in metrics["splits"]["train_cv"]["models"].items():
-        assert m["auc_ci"][0] <= 0.5, ("train_cv", name, m["auc"], m["auc_ci"])
-    for name, m in metrics["splits"]["test"]["models"].items():
-        lo, hi = m["auc_ci"]
-        assert lo <= 0.5 <= hi, ("test", name, m["auc"], m["auc_ci"])
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest.to_csv(folder / "manifest.csv", index=False)
+    return folder / "manifest.csv"
+
+
+def _null_runs(study, folder, config: dict) -> list[dict]:
+    """metrics.json of train + evaluate on each permutation of the labels (within each split)."""
+    runs = []
+    for seed in NULL_PERMUTATIONS:
+        manifest = _permuted_manifest(study, seed, folder / f"perm{seed}")
+        train(manifest, manifest.parent / "bundle", config=config, jobs=2, cache_dir=study["root"] / "cache",
+              progress=False)
+        evaluate(manifest.parent / "bundle", manifest, manifest.parent / "report", jobs=2,
+                 cache_dir=study["root"] / "cache", progress=False, n_boot=200)
+        runs.append(json.loads((manifest.parent / "report" / "metrics.json").read_text()))
+    return runs
+
+
+def null_violations(runs: list[dict]) -> list[str]:
+    """What a protocol without leakage must not show on permuted labels: a constant model (its AUC is 0.5 by ties
+    whatever leaked, so it would hide a leak), a mean AUC outside `NULL_BOUNDS`, or a train_cv DeLong CI above 0.5."""
+    problems = []
+    for split, (low, high) in NULL_BOUNDS.items():
+        for name in runs[0]["splits"][split]["models"]:
+            stats = [run["splits"][split]["models"][name] for run in runs]
+            problems += [f"{split} {name}: constant" for m in stats if "constant" in m]
+            mean = float(np.mean([m["auc"] for m in stats]))
+            if not low <= mean <= high:
+                problems.append(f"{split} {name}: mean AUC {mean:.3f} outside [{low}, {high}]")
+            if split == "train_cv":
+                problems += [f"train_cv {name}: CI {m['auc_ci']} above 0.5" for m in stats if m["auc_ci"][0] > 0.5]
+    return problems
+
+
+def test_random_labels_give_chance_auc_everywhere(study, tmp_path):
+    """Leakage test: the same images with permuted labels, three permutations, every model on train_cv, test and
+    test2. Any step fit outside its training fold (selection, scaling, thresholds, the meta-learner, the CNN's early
+    stopping) shows up as an AUC above chance, first in the out-of-fold training estimates. The decision fusion
+    runs with learned weights here: with equal weights it answers a null cohort with a constant (its tied slope is
+    never negative), which no AUC can test; its inputs and folds are the same."""
+    runs = _null_runs(study, tmp_path, {**_fast_config(study["params"]), "decision_weights": "learned"})
+    for split in NULL_BOUNDS:
+        print(split, {name: [round(run["splits"][split]["models"][name]["auc"], 3) for run in runs]
+                      for name in ALL_MODELS})
+    assert null_violations(runs) == []
+
+
+def test_leakage_test_catches_a_leaky_protocol(study, tmp_path, monkeypatch):
+    """Positive control: the same check on a deliberately leaky protocol, whose out-of-fold estimates (each
+    pathway's, the stacking's level-1 inputs, the thresholds) are replaced by in-sample predictions. The check must
+    fail. (Without the CNN, to keep it short: the leak is in the tabular stacking.)"""
+    import sklearn.model_selection
+    from sklearn.base import clone
+
+    def in_sample(estimator, X, y, cv=None, method="predict_proba", **kwargs):
+        return getattr(clone(estimator).fit(X, y), method)(X)
+
+    monkeypatch.setattr(sklearn.model_selection, "cross_val_predict", in_sample)
+    runs = _null_runs(study, tmp_path, {**_fast_config(study["params"]), "deep": False,
+                                        "decision_weights": "learned"})
+    problems = null_violations(runs)
+    print(problems)
+    assert any(p.startswith("train_cv radiomics") for p in problems)
+    assert any(p.startswith("train_cv fusion_decision") for p in problems)
 
 
 def test_bundle_predicts_the_same_in_a_fresh_process(study, tmp_path):

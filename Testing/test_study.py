@@ -167,3 +167,14 @@ def test_train_cv_thresholds_are_chosen_without_the_case_s_fold():
     again = _nested_thresholds(y, changed_p, folds)
     np.testing.assert_array_equal(again[fold0], thresholds[fold0])
     assert not np.array_equal(again[folds[1][1]], thresholds[folds[1][1]])
+
+
+def test_thresholds_come_from_out_of_fold_probabilities(fitted):
+    """Every model's threshold is Youden's on its out-of-fold training probabilities, nothing else."""
+    from DPETResponseLib.evaluation import youden_threshold
+
+    model, _ = fitted
+    _, y, _ = _table(120, seed=1)
+    assert set(model.thresholds_) == set(model.oof_.columns)
+    for name, threshold in model.thresholds_.items():
+        assert threshold == youden_threshold(y, model.oof_[name].to_numpy()), name
