@@ -66,10 +66,8 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
 
     ``weights``: ``"equal"`` (default) ties the meta-learner's weights, so it only calibrates the mean of the
     pathways' probabilities; ``"learned"`` gives each pathway its own weight, as the study did. With about 100
-    training cases the learned weights cost more than they gain (the forecast-combination puzzle): on four
-    synthetic 147-case cohorts (8 resamples of 90/57 cases each, no CNN) the held-out AUC was 0.814 / 0.703 /
-    0.692 / 0.743 with equal weights against 0.797 / 0.668 / 0.671 / 0.730 learned, and 0.752 / 0.713 for
-    learned weights on probabilities / on logits on an earlier cohort. Use ``"learned"`` when the cohort is large.
+    training cases learned weights tend to cost more than they gain (the forecast-combination puzzle; measured by
+    ``benchmarks/claims_synthetic.py``, figures in DEVELOPERS.md). Use ``"learned"`` when the cohort is large.
 
     After fit: ``pathways_`` (fitted), ``oof_probabilities_`` ({pathway: out-of-fold probabilities of the
     training cases}), ``meta_`` (the meta-learner),

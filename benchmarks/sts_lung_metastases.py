@@ -4,7 +4,11 @@ predicting lung metastases (13 of 35) as Vallieres et al. (Phys Med Biol 2015) d
 Every case is a training case: the figures are the cross-validated (out-of-fold) estimates, `train_cv`, with
 DeLong and bootstrap 95% CIs. Prints one line per model and writes the report.
 
-    .venv/bin/python benchmarks/sts_lung_metastases.py --out sts_run [--fast]
+The README's STS figures (fusion_decision train_cv AUC with learned vs equal stacking weights, with population vs
+per-tumour habitats) are four runs of this script, one per --decision-weights x --habitats, each into its own --out.
+
+    .venv/bin/python benchmarks/sts_lung_metastases.py --out sts_run [--fast] [--decision-weights equal|learned]
+        [--habitats population|tumour] [--jobs 2]
 """
 
 from __future__ import annotations
@@ -46,19 +50,26 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("sts_run"))
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--fast", action="store_true", help="Original-image radiomics only, fewer CNN epochs")
+    parser.add_argument("--decision-weights", choices=["equal", "learned"], default="equal",
+                        help="the decision fusion's stacking weights (StudyConfig.decision_weights)")
+    parser.add_argument("--habitats", choices=["population", "tumour"], default="population",
+                        help="analysis habitat_method")
     args = parser.parse_args()
     manifest = build_manifest(args.out)
-    config = {"n_folds": 5, "seed": 0, "deep_preset": "cpu", "deep_overrides": STS_DEEP}
+    config = {"n_folds": 5, "seed": 0, "deep_preset": "cpu", "deep_overrides": STS_DEEP,
+              "decision_weights": args.decision_weights, "analysis": {"habitat_method": args.habitats}}
     if args.fast:
         params = args.out / "original_only.yaml"
         params.write_text("imageType: {Original: {}}\nsetting: {binWidth: 0.25, label: 1, minimumROIDimensions: 2,"
                           " minimumROISize: 9}\n")
-        config.update(deep_epochs=10, analysis={"radiomics_params": str(params)})
+        config["deep_epochs"] = 10
+        config["analysis"]["radiomics_params"] = str(params)
     train(manifest, args.out / "bundle", config=config, jobs=args.jobs, cache_dir=args.out / "cache", overwrite=True)
     report = evaluate(args.out / "bundle", manifest, args.out / "report", jobs=args.jobs, cache_dir=args.out / "cache")
     metrics = json.loads((report.parent / "metrics.json").read_text())
     block = metrics["splits"]["train_cv"]
-    print(f"STS lung metastases, {block['n']} cases ({block['n_positive']} positive), 5-fold out-of-fold estimates:")
+    print(f"STS lung metastases, {block['n']} cases ({block['n_positive']} positive), 5-fold out-of-fold estimates; "
+          f"decision weights {args.decision_weights}, habitats {args.habitats}{', --fast' if args.fast else ''}:")
     for name, m in block["models"].items():
         if m.get("auc") is None:
             print(f"  {name:20s} skipped: {m.get('skipped')}")
