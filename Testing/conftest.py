@@ -6,6 +6,7 @@ import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+FAST_RADIOMICS_YAML = Path(__file__).resolve().parent / "fast_radiomics.yaml"
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import PROJECT_ROOT
+from conftest import FAST_RADIOMICS_YAML, PROJECT_ROOT
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
@@ -36,22 +36,6 @@ from DPETResponseLib.study import FUSIONS, PATHWAYS, StudyModel
 from DPETResponseLib.subregions import tumour_habitats
 from DPETResponseLib.synthetic import render_case, sample_factors, split_sizes
 
-FAST_PARAMS = """
-imageType:
-  Original: {}
-featureClass:
-  shape:
-  firstorder:
-  glcm:
-  glrlm:
-  glszm:
-setting:
-  binWidth: 0.25
-  label: 1
-  minimumROIDimensions: 2
-  minimumROISize: 9
-  padDistance: 5
-"""
 N_CASES = 36
 CLINICAL = ("age", "cT", "cN", "grade", "ki67", "regimen", "hr_status")
 ALL_MODELS = set(PATHWAYS) | set(FUSIONS)
@@ -137,13 +121,12 @@ def one_torch_thread():
 def cohort(tmp_path_factory):
     """`dpet-response synth` of 40 cases (a new process) and the light radiomics settings."""
     root = tmp_path_factory.mktemp("cli")
-    (root / "fast.yaml").write_text(FAST_PARAMS)
     run = run_cli("synth", root / "cohort", "--n", N_CASES, "--seed", 0)
     assert run.returncode == 0, run.stderr
     manifest_path = root / "cohort" / "manifest.csv"
     manifest = pd.read_csv(manifest_path).set_index("case_id")
     return {"root": root, "manifest_path": manifest_path, "manifest": manifest, "synth": run,
-            "params": root / "fast.yaml", "cache": root / "cache"}
+            "params": FAST_RADIOMICS_YAML, "cache": root / "cache"}
 
 
 def base_settings(cohort) -> dict:

@@ -5,8 +5,8 @@ written under ``--work`` and reused (same seed, same bytes).
 
 Features: the library's own extraction (`protocol.feature_table`: the cached cohort runner over
 `casefeatures.analyse_case`), cache under ``--work``/cache, so a rerun only refits the models.
-  --params original      Testing/test_protocol.py's FAST_PARAMS, read from that file: Original image, shape,
-                         firstorder, glcm, glrlm, glszm (the tests' fast settings)
+  --params original      Testing/fast_radiomics.yaml, the tests' fast settings: Original image, shape,
+                         firstorder, glcm, glrlm, glszm
   --params original-all  the package's Resources/Parameters/radiomics_pet.yaml with imageType Original alone (every
                          feature class: 321 radiomics features over whole/high/low, the README's "Original image")
   --params full          the package's radiomics_pet.yaml (Original + LoG + Wavelet: 3,669 radiomics features)
@@ -46,7 +46,6 @@ says which library ran.
 from __future__ import annotations
 
 import argparse
-import ast
 import subprocess
 import sys
 import time
@@ -80,11 +79,7 @@ def params_text(name: str) -> str:
     from DPETResponseLib.radiomics import default_params_path
 
     if name == "original":
-        tree = ast.parse((ROOT / "Testing" / "test_protocol.py").read_text())
-        for node in tree.body:
-            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "FAST_PARAMS" for t in node.targets):
-                return ast.literal_eval(node.value)
-        sys.exit("FAST_PARAMS not found in Testing/test_protocol.py")
+        return (ROOT / "Testing" / "fast_radiomics.yaml").read_text()
     text = default_params_path().read_text()
     if name == "full":
         return text
