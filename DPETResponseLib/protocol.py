@@ -3,7 +3,6 @@ and the `demo` that runs all of it on the synthetic D-PET cohort."""
 
 from __future__ import annotations
 
-import copy
 import json
 import sys
 import time
@@ -26,7 +25,7 @@ def load_config(config) -> StudyConfig:
     if config is None:
         return StudyConfig()
     if isinstance(config, StudyConfig):
-        return StudyConfig.from_dict(copy.deepcopy(config.to_dict()))
+        return StudyConfig.from_dict(config.to_dict())  # to_dict (dataclasses.asdict) copies nested values
     if isinstance(config, (str, Path)):
         try:
             config = json.loads(Path(config).read_text())
