@@ -549,7 +549,7 @@ class DPETResponseLogic(ScriptedLoadableModuleLogic):
     def convertDicomPetToSuv(self, volumeNode):
         """A new volume in body-weight SUV from the DICOM PET series the node was loaded from."""
         from DPETResponseLib import scene
-        from DPETResponseLib.io import read_pet
+        from DPETResponseLib.io.images import read_pet
 
         uids = (volumeNode.GetAttribute("DICOM.instanceUIDs") or "").split() if volumeNode else []
         files = [slicer.dicomDatabase.fileForInstance(uid) for uid in uids]

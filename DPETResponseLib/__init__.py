@@ -6,4 +6,4 @@ Heavy dependencies (torch, monai, radiomics, shap) are imported inside the modul
 
 __version__ = "0.1.0"
 
-from .errors import DPETError, InputError  # noqa: E402,F401
+from .core.errors import DPETError, InputError  # noqa: E402,F401

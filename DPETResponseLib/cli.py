@@ -9,7 +9,7 @@ import re
 import sys
 from pathlib import Path
 
-from .errors import DPETError
+from .core.errors import DPETError
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -38,7 +38,7 @@ def _cmd_synth(args) -> int:
 
 
 def _cmd_convert(args) -> int:
-    from .io import read_pet, write_image
+    from .io.images import read_pet, write_image
 
     image = read_pet(args.input, suv_type=args.suv_type)
     write_image(image, args.out)
@@ -47,8 +47,8 @@ def _cmd_convert(args) -> int:
 
 
 def _cmd_segment(args) -> int:
-    from .io import read_pet, write_image
-    from .segmentation import segment_from_seed
+    from .features.segmentation import segment_from_seed
+    from .io.images import read_pet, write_image
 
     image = read_pet(args.image)
     mask = segment_from_seed(image, seed_xyz=args.seed, box=args.box, relative=args.relative, absolute=args.absolute)
@@ -58,7 +58,7 @@ def _cmd_segment(args) -> int:
 
 
 def _cmd_extract(args) -> int:
-    from .cohort import run_extract
+    from .extraction import run_extract
     from .protocol import load_config
 
     analysis = load_config(args.config).analysis if args.config else None
@@ -100,7 +100,7 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from .report import write_report_from_dir
+    from .reporting.report import write_report_from_dir
 
     print(f"report: {write_report_from_dir(args.report_dir)}")
     return 0

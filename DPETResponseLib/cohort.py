@@ -34,7 +34,8 @@ from pathlib import Path
 import pandas as pd
 
 from . import __version__
-from .errors import DPETError, InputError
+from .core.errors import DPETError, InputError
+from .core.files import sha256_file, write_text
 
 _DESCRIBED_ERRORS = 20  # failed cases listed by CohortResult.describe()
 _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
@@ -117,7 +118,7 @@ def _run_case(task, image: str, mask: str, settings: dict, case_id: str, client_
     """One case, in whichever process runs it (threads limited unless that is the client's own process, e.g. a
     threaded Dask worker). Returns ``("ok", result, warnings)`` or ``("error", stage, message, warnings)``; only
     the death of the process itself escapes."""
-    from .validation import InputWarning
+    from .io.validation import InputWarning
 
     if os.getpid() != client_pid:
         limit_threads()
@@ -138,13 +139,6 @@ def _run_case(task, image: str, mask: str, settings: dict, case_id: str, client_
         if not issubclass(w.category, InputWarning):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return (*outcome, notes)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    from .io import atomic_write
-
-    with atomic_write(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
 
 
 class _Cache:
@@ -169,12 +163,9 @@ class _Cache:
         known = self.memo.get(str(path))
         if known and known[0] == stat.st_size and known[1] == stat.st_mtime_ns:
             return known[2]
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        self.memo[str(path)] = [stat.st_size, stat.st_mtime_ns, digest.hexdigest()]
-        return digest.hexdigest()
+        digest = sha256_file(path)
+        self.memo[str(path)] = [stat.st_size, stat.st_mtime_ns, digest]
+        return digest
 
     def _input_hash(self, path: str) -> str:
         path = Path(path)
@@ -206,10 +197,10 @@ class _Cache:
     def store(self, key: str, case_id: str, result: dict, notes: list[str]) -> None:
         entry = {"case_id": case_id, "task": self.task_name, "version": __version__, "result": result,
                  "warnings": notes}
-        _write_text_atomic(self._path(key), json.dumps(entry, allow_nan=True))
+        write_text(self._path(key), json.dumps(entry, allow_nan=True))
 
     def save_memo(self) -> None:
-        _write_text_atomic(self.memo_path, json.dumps(self.memo))
+        write_text(self.memo_path, json.dumps(self.memo))
 
 
 class _ProcessBackend:
@@ -417,58 +408,3 @@ def _run_parallel(todo: deque, task, settings: dict, jobs: int, scheduler, finis
                 backend.restart()
     finally:
         backend.close()
-
-
-def run_extract(manifest, out_csv, params=None, jobs: int = 1, scheduler=None, cache_dir=None,
-                strict: bool = False, progress: bool = True, analysis: dict | None = None) -> CohortResult:
-    """`dpet-response extract`: per-case features of every manifest case (`casefeatures.analyse_case`), written to
-    ``out_csv`` (features + the manifest's clinical columns), ``<out>.errors.csv`` and ``<out>.json`` (versions,
-    settings, counts). ``analysis``: analysis settings as `train` takes them (``params`` sets their
-    ``radiomics_params``). The cache defaults to `manifest.default_cache_dir`, the one `train` uses."""
-    from .casefeatures import analyse_case, resolve_settings, with_habitat_model
-    from .manifest import clinical_columns, default_cache_dir, read_manifest, training_cases
-
-    cases = read_manifest(manifest)
-    out_csv = Path(out_csv)
-    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir(manifest)
-    analysis = dict(analysis or {})
-    if params:
-        analysis["radiomics_params"] = str(params)
-    # Population habitats are learned on the cases `train` learns them on (every case where no labelled case is
-    # in split train); their centroids go to the sidecar with the other settings.
-    training = training_cases(cases)
-    settings = resolve_settings(with_habitat_model(training if len(training) else cases, analysis, cache_dir,
-                                                   jobs=jobs, scheduler=scheduler, progress=progress))
-    try:
-        result = run_cohort(cases, analyse_case, settings, cache_dir, jobs=jobs, scheduler=scheduler,
-                            strict=strict, progress=progress, task_name="analyse_case")
-        failure = None
-    except CohortError as err:
-        result, failure = err.result, err
-    table = pd.concat([result.table, cases.loc[result.table.index, clinical_columns(cases)]], axis=1)
-    if len(result.table):
-        _write_text_atomic(out_csv, table.to_csv())
-    _write_text_atomic(out_csv.with_suffix(".errors.csv"), result.errors.to_csv(index=False))
-    sidecar = {
-        "manifest": str(Path(manifest).resolve()), "features": str(out_csv.resolve()), "cache": str(cache_dir),
-        "versions": _versions(), "settings": settings, "jobs": jobs, "scheduler": scheduler,
-        "counts": {"cases": result.n_cases, "computed": result.n_computed, "cached": result.n_cached,
-                   "failed": result.n_failed, "warnings": len(result.warnings)},
-        "seconds": round(result.seconds, 2),
-    }
-    _write_text_atomic(out_csv.with_suffix(".json"), json.dumps(sidecar, indent=2, default=str))
-    if failure is not None:
-        raise failure
-    return result
-
-
-def _versions() -> dict:
-    from importlib import metadata
-
-    found = {"DPETResponse": __version__, "python": sys.version.split()[0]}
-    for dist in ("numpy", "pandas", "SimpleITK", "pyradiomics-bhklab", "scikit-learn", "torch", "monai"):
-        try:
-            found[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            found[dist] = None
-    return found

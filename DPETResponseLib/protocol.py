@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import DPETError, InputError
-from .study import StudyConfig, StudyModel
+from .core.errors import DPETError, InputError
+from .study.model import StudyConfig, StudyModel
 
 
 def _log(message: str) -> None:
@@ -34,28 +34,8 @@ def load_config(config) -> StudyConfig:
     return StudyConfig.from_dict(config)
 
 
-def feature_table(cases: pd.DataFrame, analysis: dict, cache_dir, jobs: int = 1, scheduler=None,
-                  progress: bool = True):
-    """Per-case features (cached) joined with the manifest's clinical columns; failed cases are reported and
-    dropped. Returns ``(table, errors)``."""
-    from .casefeatures import analyse_case, resolve_settings
-    from .cohort import run_cohort
-    from .manifest import clinical_columns
-
-    result = run_cohort(cases, analyse_case, resolve_settings(analysis), cache_dir, jobs=jobs, scheduler=scheduler,
-                        progress=progress, task_name="analyse_case")
-    if len(result.errors):
-        _log(f"{len(result.errors)} case(s) failed and are left out:")
-        for row in result.errors.itertuples():
-            _log(f"  {row.case_id}: {row.message}")
-    table = result.table.drop(columns=[c for c in ("warnings",) if c in result.table.columns])
-    table = table.apply(pd.to_numeric, errors="coerce")
-    clinical = cases.loc[table.index, clinical_columns(cases)]
-    return pd.concat([table, clinical], axis=1), result.errors
-
-
 def _images(cases: pd.DataFrame) -> tuple[list, list]:
-    from .io import read_mask, read_pet
+    from .io.images import read_mask, read_pet
 
     images, masks = [], []
     for case_id, row in cases.iterrows():
@@ -66,7 +46,7 @@ def _images(cases: pd.DataFrame) -> tuple[list, list]:
 
 
 def _cache(cache_dir, manifest) -> Path:
-    from .manifest import default_cache_dir
+    from .io.manifest import default_cache_dir
 
     return Path(cache_dir) if cache_dir else default_cache_dir(manifest)
 
@@ -74,8 +54,8 @@ def _cache(cache_dir, manifest) -> Path:
 def train(manifest, out, config=None, jobs: int = 1, cache_dir=None, fast: bool = False, progress: bool = True,
           overwrite: bool = False) -> StudyModel:
     """Fit every pathway and fusion on the manifest's ``train`` split and write the model bundle to ``out``."""
-    from .casefeatures import with_habitat_model
-    from .manifest import clinical_columns, read_manifest, training_cases, validate_for_training
+    from .extraction import feature_table, with_habitat_model
+    from .io.manifest import clinical_columns, read_manifest, training_cases, validate_for_training
 
     config = load_config(config)
     if fast:
@@ -114,9 +94,10 @@ def evaluate(bundle, manifest, out, jobs: int = 1, cache_dir=None, progress: boo
              n_boot: int = 2000) -> Path:
     """Evaluate a bundle on every labelled split other than ``train``; writes metrics.json, predictions.csv and
     the HTML report (ROC, calibration, decision curves, SHAP, Grad-CAM) to ``out``. Returns the report's path."""
-    from .evaluation import evaluate_split
-    from .manifest import read_manifest
-    from .report import write_report
+    from .extraction import feature_table
+    from .io.manifest import read_manifest
+    from .reporting.evaluation import evaluate_split
+    from .reporting.report import write_report
 
     model = StudyModel.load(bundle)
     cases = read_manifest(manifest)
@@ -181,8 +162,7 @@ def _count_imputed(block: dict, imputed: dict, cases) -> None:
 def _explanation_figures(model: StudyModel, tables: list, cases, out: Path) -> tuple[dict, dict]:
     """SHAP summaries per model, what each fusion rests on (shares of mean |SHAP|, also returned) and Grad-CAM
     montages of a few cases."""
-    from .explain import plot_contribution_shares, plot_shap_summary
-    from .report import gradcam_montage
+    from .reporting.figures import gradcam_montage, plot_contribution_shares, plot_shap_summary
 
     figures = {}
     explanations = model.explain(tables)
@@ -215,14 +195,14 @@ def predict(bundle, image, mask=None, seed_xyz=None, case_id: str = "case", clin
 
     ``clinical`` holds the patient's clinical values by manifest column name; columns left out are imputed with
     the training medians/modes (said in the result's warnings)."""
-    from .casefeatures import analyse_image
+    from .features.analysis import analyse_image
     from .results import PredictionResult
 
     model = model or StudyModel.load(bundle)
     if mask is None:
         if seed_xyz is None:
             raise InputError("give a tumour mask or a seed point", case=case_id)
-        from .segmentation import segment_from_seed
+        from .features.segmentation import segment_from_seed
 
         mask = segment_from_seed(image, seed_xyz=seed_xyz, case=case_id)
     features, subregions, warnings = analyse_image(image, mask, model.config.analysis, case_id)
@@ -255,7 +235,8 @@ def predict(bundle, image, mask=None, seed_xyz=None, case_id: str = "case", clin
 def predict_files(bundle, image_path, mask=None, seed_xyz=None, out_dir=None, clinical: dict | None = None):
     """`dpet-response predict`: reads the files, predicts, and writes prediction.json, mask.nii.gz,
     subregions.nii.gz, gradcam.nii.gz and shap.csv to ``out_dir`` when given."""
-    from .io import atomic_write, read_mask, read_pet, write_image
+    from .core.files import atomic_write
+    from .io.images import read_mask, read_pet, write_image
 
     case_id = Path(image_path).name.split(".")[0]
     image = read_pet(image_path, case=case_id)

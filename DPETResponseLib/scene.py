@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError
+from .core.errors import InputError
+from .io.geometry import require_same_grid, same_grid
 
 #: Colour tables for the Grad-CAM overlay, by preference; the first one the scene holds is used.
 HEAT_COLOR_NODE_IDS = (
@@ -139,13 +140,6 @@ def _oriented_image(image: sitk.Image):
     return oriented
 
 
-def _same_grid(a: sitk.Image, b: sitk.Image, tol: float = 1e-4) -> bool:
-    return (a.GetSize() == b.GetSize()
-            and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tol)
-            and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=tol)
-            and np.allclose(a.GetDirection(), b.GetDirection(), atol=tol))
-
-
 def labelmap_to_segmentation(label_image: sitk.Image, scene, reference_volume_node, segment_names: dict[int, str],
                              colors: dict[int, tuple[float, float, float]], segmentation_node=None):
     """One named, coloured segment per label value of ``label_image`` (on the reference volume's grid).
@@ -156,9 +150,7 @@ def labelmap_to_segmentation(label_image: sitk.Image, scene, reference_volume_no
     import slicer
 
     reference = volume_node_to_sitk(reference_volume_node)
-    if not _same_grid(label_image, reference):
-        raise InputError("the label image is not on the reference volume's grid (size, spacing, origin or "
-                         "direction differ)", case=_node_label(reference_volume_node))
+    require_same_grid(reference, label_image, what="label image", case=_node_label(reference_volume_node))
     if segmentation_node is None:
         segmentation_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
         segmentation_node.CreateDefaultDisplayNodes()
@@ -275,7 +267,7 @@ def heatmap_volume(cam_image: sitk.Image, scene, reference, node=None, name: str
     """
     reference_image = volume_node_to_sitk(reference)
     cam = sitk.Cast(cam_image, sitk.sitkFloat32)
-    if not _same_grid(cam, reference_image):
+    if not same_grid(reference_image, cam):
         cam = sitk.Resample(cam, reference_image, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
     node = sitk_to_volume_node(cam, scene, name=name, node=node)
     node.CopyOrientation(reference)  # bit-identical geometry, not just equal to rounding

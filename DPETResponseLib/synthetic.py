@@ -27,8 +27,9 @@ import pandas as pd
 import SimpleITK as sitk
 from scipy import ndimage
 
-from .errors import InputError
-from .io import atomic_write, write_image
+from .core.errors import InputError
+from .core.files import atomic_write
+from .io.images import write_image
 
 STUDY_SPLITS = {"train": 90, "test": 39, "test2": 18}  # D-PET: 90 train, 39 test, 18 temporal test (n=147)
 SPACING_MM = 1.0

@@ -10,8 +10,8 @@ import time
 import numpy as np
 import SimpleITK as sitk
 
-from DPETResponseLib.io import read_image, read_pet
-from DPETResponseLib.validation import check_case
+from DPETResponseLib.io.images import read_image, read_pet
+from DPETResponseLib.io.validation import check_case
 
 
 def tumour_stats(image_path: str, mask_path: str, settings: dict, case_id: str) -> dict[str, float]:

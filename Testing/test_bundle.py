@@ -13,19 +13,19 @@ import numpy as np
 import pytest
 import torch
 from sklearn.preprocessing import FunctionTransformer
-from test_models import feature_table
+from test_pathways import feature_table
 
-from DPETResponseLib.bundle import SCHEMA_VERSION, TRUSTED_TYPES, _content_sha256, read_bundle, write_bundle
-from DPETResponseLib.errors import BundleError
-from DPETResponseLib.fusion import DecisionFusion, FeatureFusion
-from DPETResponseLib.models import ClinicalPathway, ColumnProbability, ITHPathway, RadiomicsPathway
+from DPETResponseLib.core.errors import BundleError
+from DPETResponseLib.learn.fusion import DecisionFusion, FeatureFusion
+from DPETResponseLib.learn.pathways import ClinicalPathway, ColumnProbability, ITHPathway, RadiomicsPathway
+from DPETResponseLib.study.bundle import SCHEMA_VERSION, TRUSTED_TYPES, _content_sha256, read_bundle, write_bundle
 
 PROJECT = Path(__file__).resolve().parents[1]
 
 FRESH_LOAD = """
 import json, sys
 import pandas as pd
-from DPETResponseLib.bundle import read_bundle
+from DPETResponseLib.study.bundle import read_bundle
 b = read_bundle(sys.argv[1])
 X = pd.read_csv(sys.argv[2], index_col=0)
 print(json.dumps({name: est.predict_proba(X)[:, 1].tolist() for name, est in b.estimators.items()}
@@ -65,7 +65,7 @@ def test_round_trip_in_a_fresh_process(bundle, fitted, tmp_path):
     content = json.loads((bundle / "bundle.json").read_text())
     assert content["schema_version"] == SCHEMA_VERSION == 3
     assert content["thresholds"] == {"fusion": 0.42} and content["settings"] == {"bin_width": 0.25}
-    assert {"DPETResponseLib", "numpy", "scikit-learn", "torch", "radiomics", "xgboost"} <= set(content["versions"])
+    assert {"DPETResponse", "numpy", "scikit-learn", "torch", "pyradiomics", "xgboost"} <= set(content["versions"])
     assert content["versions"]["numpy"] == np.__version__
     assert sorted(content["files"]) == sorted([f"estimators/{n}.skops" for n in estimators] +
                                               ["tensors/net.safetensors"])

@@ -29,11 +29,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from DPETResponseLib import cli
-from DPETResponseLib.io import read_mask, read_pet
+from DPETResponseLib.features.segmentation import segment_from_seed
+from DPETResponseLib.features.subregions import tumour_habitats
+from DPETResponseLib.io.images import read_mask, read_pet
 from DPETResponseLib.protocol import predict_files
-from DPETResponseLib.segmentation import segment_from_seed
-from DPETResponseLib.study import FUSIONS, PATHWAYS, StudyModel
-from DPETResponseLib.subregions import tumour_habitats
+from DPETResponseLib.study.model import FUSIONS, PATHWAYS, StudyModel
 from DPETResponseLib.synthetic import render_case, sample_factors, split_sizes
 
 N_CASES = 36

@@ -22,7 +22,8 @@ import SimpleITK as sitk
 from cohort_tasks import synthetic_case, tumour_stats, tumour_stats_or_crash, write_cohort
 from conftest import PROJECT_ROOT
 
-from DPETResponseLib.cohort import CohortError, run_cohort, run_extract
+from DPETResponseLib.cohort import CohortError, run_cohort
+from DPETResponseLib.extraction import run_extract
 
 TESTING = Path(__file__).resolve().parent
 BALL_VOXELS = 257
@@ -187,7 +188,7 @@ BAD_INPUTS = [
     ("4D image", "input", r"4D"),  # io.read_pet or check_case may be the one to refuse it
     ("empty mask", "input", r"^mask is empty \(no tumour voxel\)$"),
     ("non-binary mask", "input", r"mask has 3 labels \(1, 2, 3\); give one tumour per case"),
-    ("geometry mismatch", "input", r"grids differ: spacing \(2, 2, 3.3\) vs image \(2, 2, 3\) mm"),
+    ("geometry mismatch", "input", r"not on the PET grid: spacing \(2, 2, 3.3\) vs PET \(2, 2, 3\) mm"),
     ("mask outside the image", "input", r"mask's tumour lies outside the image"),
     ("2-voxel tumour", "input", r"tumour has 2 voxel\(s\): too small for texture analysis"),
 ]
@@ -294,12 +295,12 @@ def _manifest(tmp_path, paths, extra=""):
 
 
 def test_run_extract_writes_features_errors_and_sidecar(tmp_path, monkeypatch):
-    import DPETResponseLib.casefeatures as casefeatures
+    import DPETResponseLib.extraction as extraction
 
     # The file outputs around the task, with the test task standing in for analyse_case.
-    monkeypatch.setattr(casefeatures, "analyse_case", tumour_stats)
-    monkeypatch.setattr(casefeatures, "resolve_settings", lambda settings: {**settings, "scale": 2.0})
-    monkeypatch.setattr(casefeatures, "with_habitat_model", lambda cases, settings, *args, **kwargs: settings)
+    monkeypatch.setattr(extraction, "analyse_case", tumour_stats)
+    monkeypatch.setattr(extraction, "resolve_settings", lambda settings: {**settings, "scale": 2.0})
+    monkeypatch.setattr(extraction, "with_habitat_model", lambda cases, settings, *args, **kwargs: settings)
     paths = write_cohort(tmp_path / "data", 4)
     sitk.WriteImage(sitk.ReadImage(paths["C001"][1]) * 0, paths["C001"][1])
     out = tmp_path / "out" / "features.csv"
@@ -341,7 +342,7 @@ def test_cli_extract_missing_file_is_one_line_without_traceback(tmp_path):
 
 def test_describe_lists_at_most_20_failures_and_duplicate_ids_are_refused(cohort, tmp_path):
     from DPETResponseLib.cohort import CohortResult
-    from DPETResponseLib.errors import DPETError
+    from DPETResponseLib.core.errors import DPETError
 
     errors = pd.DataFrame([(f"P{i}", "input", "mask is empty") for i in range(25)], columns=["case_id", "stage",
                                                                                             "message"])

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from DPETResponseLib.core.errors import InputError
 from DPETResponseLib.deep.nets import R3D18, build_net, load_pretrained
-from DPETResponseLib.errors import InputError
 
 # torchvision's r3d_18 (VideoResNet, BasicStem, Conv3DSimple, layers [2, 2, 2, 2]) has 33,371,472 parameters
 # with its 400-class Kinetics head (torchvision R3D_18_Weights.KINETICS400_V1 meta "num_params").

@@ -11,8 +11,8 @@ import SimpleITK as sitk
 import torch
 from sklearn.metrics import roc_auc_score
 
+from DPETResponseLib.core.errors import ConfigError, InputError
 from DPETResponseLib.deep.train import DeepConfig, DeepModel, train_deep
-from DPETResponseLib.errors import ConfigError, InputError
 
 GRID = (36, 36, 26)
 SPACING = (2.0, 2.0, 2.5)  # anisotropic, as PET is

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from DPETResponseLib import evaluation as ev
-from DPETResponseLib.errors import InputError
+from DPETResponseLib.core.errors import InputError
+from DPETResponseLib.reporting import evaluation as ev
 
 # pROC's aSAH data set (113 aneurysmal subarachnoid haemorrhage patients; Turck et al., Intensive Care Med
 # 2010; 36:107, distributed with pROC: Robin et al., BMC Bioinformatics 2011; 12:77), in row order:
@@ -246,7 +246,7 @@ def test_evaluate_split_degenerate_and_bad_input():
     flat = ev.evaluate_split([0, 1, 1, 0], {"flat": [0.4] * 4, "a": [0.1, 0.9, 0.8, 0.3]}, {"flat": 0.5, "a": 0.5})
     assert flat["models"]["flat"]["auc"] == 0.5 and flat["models"]["flat"]["auc_ci"] == [0.5, 0.5]
     assert "same probability" in flat["models"]["flat"]["constant"] and "constant" not in flat["models"]["a"]
-    from DPETResponseLib.report import _models_table
+    from DPETResponseLib.reporting.report import _models_table
     assert "0.500 (every case got the same probability" in _models_table(flat["models"])
     with pytest.raises(InputError, match=r"no training threshold given for models \['b'\]"):
         ev.evaluate_split([0, 1], {"a": [0.1, 0.9], "b": [0.2, 0.3]}, {"a": 0.5})

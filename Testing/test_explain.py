@@ -12,13 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
-from test_models import feature_table
+from test_pathways import feature_table
 
-from DPETResponseLib.errors import DPETError, InputError
-from DPETResponseLib.explain import (contribution_shares, import_shap, model_log_odds, plot_contribution_shares,
-                                     plot_shap_summary, plot_shap_waterfall, shap_values)
-from DPETResponseLib.fusion import DecisionFusion, FeatureFusion
-from DPETResponseLib.models import ClinicalPathway, ColumnProbability, ITHPathway, RadiomicsPathway
+from DPETResponseLib.core.errors import DPETError, InputError
+from DPETResponseLib.learn.explain import contribution_shares, import_shap, model_log_odds, shap_values
+from DPETResponseLib.learn.fusion import DecisionFusion, FeatureFusion
+from DPETResponseLib.learn.pathways import ClinicalPathway, ColumnProbability, ITHPathway, RadiomicsPathway
+from DPETResponseLib.reporting.figures import plot_contribution_shares, plot_shap_summary, plot_shap_waterfall
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,7 @@ fake = types.ModuleType("slicer")
 fake.app = "3D Slicer application stand-in"
 sys.modules["slicer"] = fake
 assert "shap" not in sys.modules
-from DPETResponseLib.explain import import_shap
+from DPETResponseLib.learn.explain import import_shap
 shap = import_shap()
 from sklearn.linear_model import LogisticRegression
 X = np.array([[0.0, 1.0], [2.0, 3.0], [4.0, -1.0], [2.0, 1.0]])

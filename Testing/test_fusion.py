@@ -6,12 +6,12 @@ from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
-from test_models import SIGNALS, feature_table
+from test_pathways import SIGNALS, feature_table
 
-from DPETResponseLib.errors import ConfigError, InputError
-from DPETResponseLib.evaluation import auc_ci_delong
-from DPETResponseLib.fusion import DecisionFusion, FeatureFusion
-from DPETResponseLib.models import ClinicalPathway, ColumnProbability, ITHPathway, RadiomicsPathway
+from DPETResponseLib.core.errors import ConfigError, InputError
+from DPETResponseLib.learn.fusion import DecisionFusion, FeatureFusion
+from DPETResponseLib.learn.pathways import ClinicalPathway, ColumnProbability, ITHPathway, RadiomicsPathway
+from DPETResponseLib.reporting.evaluation import auc_ci_delong
 
 FAST_RADIOMICS = dict(classifiers=("lr", "nb"), inner_cv=3)
 
@@ -44,7 +44,7 @@ def test_stacking_meta_learner_is_fit_on_out_of_fold_probabilities(weights):
 
 
 def test_tied_meta_learner_never_turns_pathways_round():
-    from DPETResponseLib.fusion import TiedLogisticRegression
+    from DPETResponseLib.learn.fusion import TiedLogisticRegression
 
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1], [30, 20])

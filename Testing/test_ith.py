@@ -6,14 +6,13 @@ import itertools
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import SHARED_DATA
 from scipy import ndimage
 
-from DPETResponseLib.errors import InputError
-from DPETResponseLib.ith import discretise, ith_from_labels, ith_score, window_features
-from DPETResponseLib.petmetrics import pet_metrics
-from DPETResponseLib.subregions import tumour_habitats
-
-from conftest import SHARED_DATA
+from DPETResponseLib.core.errors import InputError
+from DPETResponseLib.features.ith import discretise, ith_from_labels, ith_score, window_features
+from DPETResponseLib.features.petmetrics import pet_metrics
+from DPETResponseLib.features.subregions import tumour_habitats
 
 # Clusters 1, 2, 3; 13 tumour pixels.
 #   cluster 1: {5 pixels top-left} and {2 pixels right column}       -> S_max 5, n 2

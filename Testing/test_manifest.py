@@ -6,8 +6,8 @@ import warnings
 import pandas as pd
 import pytest
 
-from DPETResponseLib.errors import ManifestError
-from DPETResponseLib.manifest import ManifestWarning, clinical_columns, read_manifest, validate_for_training
+from DPETResponseLib.core.errors import ManifestError
+from DPETResponseLib.io.manifest import ManifestWarning, clinical_columns, read_manifest, validate_for_training
 
 HEADER = "case_id,image,mask,label,split"
 

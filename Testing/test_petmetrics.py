@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from DPETResponseLib.errors import InputError
-from DPETResponseLib.petmetrics import PEAK_RADIUS_MM, pet_metrics, sphere_kernel, suv_peak
+from DPETResponseLib.core.errors import InputError
+from DPETResponseLib.features.petmetrics import PEAK_RADIUS_MM, pet_metrics, sphere_kernel, suv_peak
 
 
 def _image(array_zyx, spacing_xyz, direction=None, origin=(0.0, 0.0, 0.0)):

@@ -19,10 +19,10 @@ import pytest
 import SimpleITK as sitk
 from conftest import FAST_RADIOMICS_YAML
 
-from DPETResponseLib.evaluation import auc
-from DPETResponseLib.manifest import clinical_columns, read_manifest
+from DPETResponseLib.io.manifest import clinical_columns, read_manifest
 from DPETResponseLib.protocol import evaluate, feature_table, train
-from DPETResponseLib.study import FUSIONS, PATHWAYS, StudyConfig, StudyModel
+from DPETResponseLib.reporting.evaluation import auc
+from DPETResponseLib.study.model import FUSIONS, PATHWAYS, StudyConfig, StudyModel
 from DPETResponseLib.synthetic import make_cohort
 
 ALL_MODELS = set(PATHWAYS) | set(FUSIONS)
@@ -52,7 +52,7 @@ def test_every_model_reported_with_cis_next_to_the_oracle(study):
     model minus oracle reaches 0 (on the 18 cases of test2 a model may beat the oracle's AUC by chance, not by a
     margin DeLong calls real); train_cv threshold metrics with nested thresholds; no input imputed (every synthetic
     case has every clinical value)."""
-    from DPETResponseLib.evaluation import delong_paired_test
+    from DPETResponseLib.reporting.evaluation import delong_paired_test
 
     metrics = study["metrics"]
     assert set(metrics["splits"]) == {"train_cv", "test", "test2"}
@@ -171,7 +171,7 @@ def test_subregions_carry_what_whole_tumour_features_lack(table, study):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from DPETResponseLib.models import radiomics_columns
+    from DPETResponseLib.learn.pathways import radiomics_columns
 
     _, X, _ = table
     factors = pd.read_csv(study["manifest"].parent / "hidden_factors.csv", index_col="case_id").loc[X.index]

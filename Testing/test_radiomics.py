@@ -9,10 +9,10 @@ import math
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from conftest import SHARED_DATA
-from DPETResponseLib.errors import InputError
-from DPETResponseLib.radiomics import RadiomicsExtractor, default_params_path
+
+from DPETResponseLib.core.errors import InputError
+from DPETResponseLib.features.radiomics import RadiomicsExtractor, default_params_path
 
 logging.getLogger("radiomics").setLevel(logging.ERROR)
 ALL_CLASSES = ["shape", "firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm"]

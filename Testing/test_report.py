@@ -9,9 +9,10 @@ import pytest
 import SimpleITK as sitk
 from matplotlib import image as mpimg
 
-from DPETResponseLib import evaluation as ev
-from DPETResponseLib.errors import InputError
-from DPETResponseLib.report import gradcam_montage, write_report, write_report_from_dir
+from DPETResponseLib.core.errors import InputError
+from DPETResponseLib.reporting import evaluation as ev
+from DPETResponseLib.reporting.figures import gradcam_montage
+from DPETResponseLib.reporting.report import write_report, write_report_from_dir
 
 MODELS = ["clinical", "radiomics", "fusion_decision"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -182,7 +183,7 @@ def test_gradcam_montage_is_orientation_independent(tmp_path):
 def test_bad_input_is_named(tmp_path, cohort):
     image, mask, cam = _sphere_case()
     small = sitk.Image(10, 10, 10, sitk.sitkFloat32)
-    with pytest.raises(InputError, match="case_9: the Grad-CAM is not on the PET's grid"):
+    with pytest.raises(InputError, match=r"case_9: the Grad-CAM is not on the PET grid: size \(10, 10, 10\) vs PET \(48, 40, 16\)"):
         gradcam_montage(image, mask, small, tmp_path / "x.png", case="case_9")
     empty = sitk.Image(mask.GetSize(), sitk.sitkUInt8)
     empty.CopyInformation(mask)

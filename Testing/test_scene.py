@@ -9,7 +9,7 @@ import SimpleITK as sitk
 import slicer  # the slicer-core wheel (pyproject [test]): real MRML nodes without the application
 
 from DPETResponseLib import scene as S
-from DPETResponseLib.errors import InputError
+from DPETResponseLib.core.errors import InputError
 from DPETResponseLib.results import PredictionResult
 
 COS30, SIN30 = math.cos(math.radians(30)), math.sin(math.radians(30))

@@ -6,8 +6,8 @@ import SimpleITK as sitk
 from scipy.optimize import brentq
 from scipy.special import erf
 
-from DPETResponseLib.errors import InputError
-from DPETResponseLib.segmentation import segment_from_seed
+from DPETResponseLib.core.errors import InputError
+from DPETResponseLib.features.segmentation import segment_from_seed
 
 SPACING = (2.0, 2.5, 3.0)  # x, y, z mm: anisotropic
 DIRECTION = (-1, 0, 0, 0, -1, 0, 0, 0, 1)  # RAS-like axes flipped against LPS, to exercise the geometry

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 from sklearn.pipeline import make_pipeline
 
-from DPETResponseLib.errors import InputError
-from DPETResponseLib.selection import (LassoSelector, MannWhitneySelector, MRMRSelector, VarianceCorrelationFilter)
+from DPETResponseLib.core.errors import InputError
+from DPETResponseLib.learn.selection import LassoSelector, MannWhitneySelector, MRMRSelector, VarianceCorrelationFilter
 
 
 def noisy_table(n=90, p=300, seed=0):

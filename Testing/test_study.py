@@ -15,7 +15,7 @@ import pytest
 from scipy.special import expit
 
 import DPETResponseLib.deep.train as deep_train
-from DPETResponseLib.study import StudyConfig, StudyModel
+from DPETResponseLib.study.model import StudyConfig, StudyModel
 
 K, DIM = 3, 6
 
@@ -151,8 +151,8 @@ def test_train_cv_thresholds_are_chosen_without_the_case_s_fold():
     moves the others'."""
     from sklearn.model_selection import StratifiedKFold
 
-    from DPETResponseLib.evaluation import youden_threshold
-    from DPETResponseLib.study import _nested_thresholds
+    from DPETResponseLib.reporting.evaluation import youden_threshold
+    from DPETResponseLib.study.model import _nested_thresholds
 
     rng = np.random.default_rng(0)
     y = np.arange(60) % 2
@@ -171,7 +171,7 @@ def test_train_cv_thresholds_are_chosen_without_the_case_s_fold():
 
 def test_thresholds_come_from_out_of_fold_probabilities(fitted):
     """Every model's threshold is Youden's on its out-of-fold training probabilities, nothing else."""
-    from DPETResponseLib.evaluation import youden_threshold
+    from DPETResponseLib.reporting.evaluation import youden_threshold
 
     model, _ = fitted
     _, y, _ = _table(120, seed=1)

@@ -7,8 +7,8 @@ import pytest
 import SimpleITK as sitk
 from sklearn.base import clone
 
-from DPETResponseLib.errors import InputError
-from DPETResponseLib.subregions import PopulationHabitats, TumourHabitats, local_stats, tumour_habitats
+from DPETResponseLib.core.errors import InputError
+from DPETResponseLib.features.subregions import PopulationHabitats, TumourHabitats, local_stats, tumour_habitats
 
 
 def dice(a, b):

@@ -12,8 +12,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from DPETResponseLib import synthetic
-from DPETResponseLib.errors import InputError
-from DPETResponseLib.manifest import read_manifest
+from DPETResponseLib.core.errors import InputError
+from DPETResponseLib.io.manifest import read_manifest
 
 CLINICAL = ["age", "cT", "cN", "grade", "ki67", "regimen", "hr_status"]
 

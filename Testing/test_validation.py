@@ -7,8 +7,8 @@ import pytest
 import SimpleITK as sitk
 from cohort_tasks import synthetic_case
 
-from DPETResponseLib.errors import InputError
-from DPETResponseLib.validation import InputWarning, check_case
+from DPETResponseLib.core.errors import InputError
+from DPETResponseLib.io.validation import InputWarning, check_case
 
 
 def _with_array(image: sitk.Image, array: np.ndarray) -> sitk.Image:
@@ -57,11 +57,11 @@ BAD_CASES = [
     ("probability mask", lambda im, m: (im, sitk.Cast(m, sitk.sitkFloat32) * 0.5),
      r"mask is not a label image: values 0.5"),
     ("geometry: spacing", lambda im, m: (im, _spacing(m, (2.0, 2.1, 3.0))),
-     r"mask and image grids differ: spacing \(2, 2.1, 3\) vs image \(2, 2, 3\) mm"),
-    ("geometry: size", lambda im, m: (im, m[:, :, 1:]), r"mask and image grids differ: size \(16, 14, 11\) vs image "
-     r"\(16, 14, 12\); origin"),
+     r"mask is not on the PET grid: spacing \(2, 2.1, 3\) vs PET \(2, 2, 3\) mm"),
+    ("geometry: size", lambda im, m: (im, m[:, :, 1:]), r"mask is not on the PET grid: size \(16, 14, 11\) vs PET "
+     r"\(16, 14, 12\) voxels; origin"),
     ("geometry: origin", lambda im, m: (im, _shifted(m, (0.0, 0.0, 1.5))),
-     r"grids differ: origin \(-10, 25, 41.5\) vs image \(-10, 25, 40\) mm"),
+     r"not on the PET grid: origin \(-10, 25, 41.5\) vs PET \(-10, 25, 40\) mm"),
     ("mask outside the image", lambda im, m: (im, _shifted(m, (500.0, 0.0, 0.0))),
      # by hand: tumour x indices 4..12 -> -10 + 2 * i +- 1 mm half voxel = -3..15, +500 mm; image x 0..15 -> -11..21
      r"mask's tumour lies outside the image \(tumour \(497, 30, 44.5\) to \(515, 48, 71.5\) mm, "

@@ -36,10 +36,10 @@ STS = ROOT.parent / "shared" / "data" / "sts_pet"
 
 def radiomics_task(image_path: str, mask_path: str, settings: dict, case_id: str) -> dict[str, float]:
     """PET metrics and whole-tumour pyradiomics features of one case."""
-    from DPETResponseLib.io import read_mask, read_pet
-    from DPETResponseLib.petmetrics import pet_metrics
-    from DPETResponseLib.radiomics import RadiomicsExtractor
-    from DPETResponseLib.validation import check_case
+    from DPETResponseLib.features.petmetrics import pet_metrics
+    from DPETResponseLib.features.radiomics import RadiomicsExtractor
+    from DPETResponseLib.io.images import read_mask, read_pet
+    from DPETResponseLib.io.validation import check_case
 
     image = read_pet(image_path, case=case_id)
     image, mask, _ = check_case(image, read_mask(mask_path, image, case=case_id), case_id)
@@ -85,7 +85,7 @@ def main() -> None:
     cases = pd.DataFrame({"image": [str(p / "PET_image.nii.gz") for p in folders],
                           "mask": [str(p / "PET_mask.nii.gz") for p in folders]},
                          index=pd.Index([p.name for p in folders], name="case_id"))
-    from DPETResponseLib.casefeatures import analyse_case, resolve_settings, with_habitat_model
+    from DPETResponseLib.features.analysis import analyse_case, resolve_settings, with_habitat_model
 
     task = analyse_case if args.task == "analyse_case" else radiomics_task
     limit_threads()  # the serial run gets one thread, as each pool/Dask worker does: c1 is a one-core cost

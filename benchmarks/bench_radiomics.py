@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from DPETResponseLib.radiomics import RadiomicsExtractor, default_params_path
+from DPETResponseLib.features.radiomics import RadiomicsExtractor, default_params_path
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sts_pet"
 CASES = ["STS_001", "STS_005", "STS_013", "STS_025"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from DPETResponseLib.segmentation import segment_from_seed
+from DPETResponseLib.features.segmentation import segment_from_seed
 
 RELATIVE = (0.30, 0.41, 0.50)
 DATA = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[2] / "shared/data/sts_pet"

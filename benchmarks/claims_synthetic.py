@@ -76,7 +76,7 @@ def params_text(name: str) -> str:
     """The radiomics YAML text of ``--params`` (see the module docstring)."""
     import yaml
 
-    from DPETResponseLib.radiomics import default_params_path
+    from DPETResponseLib.features.radiomics import default_params_path
 
     if name == "original":
         return (ROOT / "Testing" / "fast_radiomics.yaml").read_text()
@@ -129,11 +129,11 @@ def run_seed(seed: int, args, params_path: Path) -> tuple[pd.DataFrame, dict]:
     """Per-resample held-out AUCs of one seed's cohort, and the seed's side figures."""
     from sklearn.model_selection import StratifiedShuffleSplit
 
-    from DPETResponseLib.casefeatures import with_habitat_model
-    from DPETResponseLib.evaluation import auc, delong_auc_variance
-    from DPETResponseLib.manifest import clinical_columns, read_manifest
-    from DPETResponseLib.models import radiomics_columns
-    from DPETResponseLib.study import StudyConfig, StudyModel
+    from DPETResponseLib.features.analysis import with_habitat_model
+    from DPETResponseLib.io.manifest import clinical_columns, read_manifest
+    from DPETResponseLib.learn.pathways import radiomics_columns
+    from DPETResponseLib.reporting.evaluation import auc, delong_auc_variance
+    from DPETResponseLib.study.model import StudyConfig, StudyModel
 
     started = time.perf_counter()
     manifest = cohort(args.work, seed)
@@ -195,7 +195,7 @@ def claims_table(aucs: pd.DataFrame, infos: dict) -> None:
     seeds = sorted(aucs["seed"].unique())
     means = aucs.groupby("seed")[list(MODELS)].mean()
     width = max(len(c) for c in CLAIMS) + 2
-    print(f"\nclaims over seeds (margin of mean held-out AUCs; SD across seeds, ddof=1)")
+    print("\nclaims over seeds (margin of mean held-out AUCs; SD across seeds, ddof=1)")
     print(f"{'claim':{width}s}" + "".join(f"{'seed ' + str(s):>10s}" for s in seeds) + f"{'mean':>9s}{'SD':>8s}")
     for claim, (margin, rule) in CLAIMS.items():
         values = np.array([margin(means.loc[s]) for s in seeds])
@@ -208,7 +208,7 @@ def claims_table(aucs: pd.DataFrame, infos: dict) -> None:
     if all(v is not None for v in r):
         print(f"{'habitat r (true high_fraction)':{width}s}" + "".join(f"{v:10.2f}" for v in r)
               + f"{np.mean(r):9.2f}{np.std(r, ddof=1) if len(r) > 1 else float('nan'):8.2f}")
-    print(f"\nmean held-out AUC per seed (columns), mean and SD across seeds")
+    print("\nmean held-out AUC per seed (columns), mean and SD across seeds")
     print(f"{'model':{width}s}" + "".join(f"{'seed ' + str(s):>10s}" for s in seeds) + f"{'mean':>9s}{'SD':>8s}")
     for name in MODELS:
         v = means[name].to_numpy()

@@ -18,8 +18,9 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..errors import InputError
-from ..io import atomic_write
+from ..core.errors import InputError
+from ..core.files import atomic_write
+from ..io.validation import require_case
 
 
 @dataclass(frozen=True)
@@ -69,25 +70,6 @@ def _lps_affine(image: sitk.Image) -> np.ndarray:
     return a
 
 
-def _check_case(image: sitk.Image, mask: sitk.Image, case: str | None) -> None:
-    if not isinstance(image, sitk.Image) or not isinstance(mask, sitk.Image):
-        raise InputError("image and mask must be SimpleITK images", case=case)
-    if image.GetDimension() != 3 or mask.GetDimension() != 3:
-        raise InputError(f"expected 3D PET and mask, got {image.GetDimension()}D and {mask.GetDimension()}D", case=case)
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError("PET image must have one value per voxel", case=case)
-    if image.GetSize() != mask.GetSize() or not (
-        np.allclose(image.GetSpacing(), mask.GetSpacing(), rtol=1e-4)
-        and np.allclose(image.GetOrigin(), mask.GetOrigin(), atol=1e-3)
-        and np.allclose(image.GetDirection(), mask.GetDirection(), atol=1e-4)
-    ):
-        raise InputError(
-            f"mask grid (size {mask.GetSize()}, spacing {mask.GetSpacing()}) is not the PET grid "
-            f"(size {image.GetSize()}, spacing {image.GetSpacing()}); resample the mask onto the PET first",
-            case=case,
-        )
-
-
 def host_to_device(values, device: torch.device, dtype=None) -> torch.Tensor:
     """Host values (numpy, list or CPU tensor; a device tensor is moved as it is) on ``device`` without stalling
     the host: a copy from pageable memory makes CUDA wait for every queued kernel first, so each training step's
@@ -108,7 +90,7 @@ def _plain(tensor: torch.Tensor) -> torch.Tensor:
 
 def crop_geometry(image: sitk.Image, mask: sitk.Image, spec: CropSpec, case: str | None = None) -> CropGeometry:
     """The crop centred on the centre of the mask's bounding box (checks the inputs)."""
-    _check_case(image, mask, case)
+    require_case(image, mask, case)
     shape = sitk.LabelShapeStatisticsImageFilter()
     shape.Execute(sitk.Cast(mask != 0, sitk.sitkUInt8))
     if not shape.HasLabel(1):
@@ -176,7 +158,7 @@ class CropCache:
         return h.hexdigest()[:32]
 
     def get(self, image: sitk.Image, mask: sitk.Image, case: str | None = None) -> tuple[torch.Tensor, CropGeometry]:
-        _check_case(image, mask, case)
+        require_case(image, mask, case)
         key = self._key(image, mask)
         if key in self._memory:
             return self._memory[key]

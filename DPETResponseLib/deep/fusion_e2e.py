@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 
 class RadiomicsProjection(nn.Module):

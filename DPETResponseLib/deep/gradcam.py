@@ -19,7 +19,7 @@ from monai.visualize import GradCAM, GradCAMpp
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import ConfigError, InputError
+from ..core.errors import ConfigError
 from .data import CropGeometry, crop_to_image
 from .nets import DeepNet
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ..core.errors import InputError
 from .fusion_e2e import RadiomicsProjection
 
 MONAI_RESNETS = {"resnet10": 10, "resnet18": 18, "resnet34": 34}

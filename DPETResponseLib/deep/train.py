@@ -23,9 +23,9 @@ import SimpleITK as sitk
 import torch
 from scipy.special import expit
 
-from ..errors import ConfigError, InputError
-from ..io import atomic_write
-from ..models import pool_probabilities
+from ..core.errors import ConfigError, InputError
+from ..core.files import atomic_write
+from ..learn.pathways import pool_probabilities
 from .data import BatchAugmenter, CropCache, CropSpec, host_to_device, preprocess_cohort
 from .fusion_e2e import check_extra
 from .nets import ARCHS, DeepNet, build_net, load_pretrained

@@ -6,10 +6,7 @@ by ITK's reader). PET images are float32 SUV, masks UInt8 0/1 on exactly the PET
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import uuid
 import warnings
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,35 +14,12 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError
+from ..core.errors import InputError
+from ..core.files import atomic_write
+from .geometry import require_same_grid
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 SUV_TYPES = ("bw", "lbm")
-
-
-# ----------------------------------------------------------------------------------------------------- geometry
-def same_geometry(a: sitk.Image, b: sitk.Image, tol: float = 1e-4) -> tuple[bool, str]:
-    """Whether ``a`` and ``b`` share one voxel grid, and if not, what differs and by how much.
-
-    Sizes must be equal; spacing and origin may differ by ``tol`` times the smallest voxel spacing (in mm: files
-    storing geometry as float32 round it by ~1e-5 relative) and direction cosines by ``tol``.
-    """
-    if a.GetDimension() != b.GetDimension():
-        return False, f"dimension differs: {a.GetDimension()}D vs {b.GetDimension()}D"
-    if a.GetSize() != b.GetSize():
-        return False, f"size differs: {a.GetSize()} vs {b.GetSize()} voxels"
-    scale = min(min(a.GetSpacing()), min(b.GetSpacing()))
-    reasons = []
-    for name, va, vb, limit, unit in (
-        ("spacing", a.GetSpacing(), b.GetSpacing(), tol * scale, " mm"),
-        ("origin", a.GetOrigin(), b.GetOrigin(), tol * scale, " mm"),
-        ("direction", a.GetDirection(), b.GetDirection(), tol, ""),
-    ):
-        diff = float(np.max(np.abs(np.subtract(va, vb))))
-        if diff > limit:
-            fmt = lambda v: "(" + ", ".join(f"{x:.6g}" for x in v) + ")"  # noqa: E731
-            reasons.append(f"{name} differs by up to {diff:.3g}{unit} (tolerance {limit:.3g}): {fmt(va)} vs {fmt(vb)}")
-    return (not reasons), "; ".join(reasons)
 
 
 # ----------------------------------------------------------------------------------------------------- reading
@@ -338,7 +312,7 @@ def _read_single(file: str, case) -> sitk.Image:
 def read_mask(path, reference: sitk.Image, case=None, label: int | str | None = None) -> sitk.Image:
     """Read a tumour mask as UInt8 0/1 on exactly ``reference``'s grid.
 
-    Label images (NIfTI, NRRD, ...) must share the reference's grid within :func:`same_geometry`'s tolerance;
+    Label images (NIfTI, NRRD, ...) must share the reference's grid (`io.geometry.same_grid`);
     every nonzero label counts as tumour, or only ``label`` if given (several labels merged are warned about).
     A DICOM RTSTRUCT file is rasterized onto the reference grid (``label``: the ROI's number or name; all ROIs
     merged if None).
@@ -348,9 +322,7 @@ def read_mask(path, reference: sitk.Image, case=None, label: int | str | None = 
     if path.is_file() and _is_dicom_file(path) and _dicom_modality(path) == "RTSTRUCT":
         return _rasterize_rtstruct(path, reference, case, label)
     image = read_image(path, case)
-    same, reason = same_geometry(image, reference)
-    if not same:
-        raise InputError(f"mask {path} is not on the PET image's grid: {reason}", case=case)
+    require_same_grid(reference, image, what=f"mask {path}", case=case)
     labels = sitk.GetArrayFromImage(image)
     present = np.unique(labels[labels != 0])
     if label is not None:
@@ -433,25 +405,6 @@ def _rasterize_rtstruct(path: Path, reference: sitk.Image, case, label) -> sitk.
 
 
 # ----------------------------------------------------------------------------------------------------- writing
-@contextlib.contextmanager
-def atomic_write(path):
-    """Yield a temporary path in ``path``'s folder; rename it to ``path`` on success, remove it on error.
-
-    The temporary name keeps ``path``'s suffixes, so writers that choose the format by extension still work.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
-    # A fresh name, not a mkstemp file: that would give the result mode 0600 instead of the user's umask.
-    tmp = path.parent / f".{path.name[:len(path.name) - len(suffix)]}.{uuid.uuid4().hex[:12]}.tmp{suffix}"
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_image(image: sitk.Image, path) -> Path:
     """Write ``image`` atomically (temporary name in the same folder, then rename); compressed where supported."""
     path = Path(path)

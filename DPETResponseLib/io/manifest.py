@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import ManifestError
+from ..core.errors import ManifestError
 
 REQUIRED_COLUMNS = ("case_id", "image", "mask", "label", "split")
 # Cells read as "missing" in clinical columns (as well as the empty cell).

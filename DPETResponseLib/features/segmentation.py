@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError
+from ..core.errors import InputError
 
 SEED_SEARCH_RADIUS_MM = 10.0  # the local SUVmax of a seed is searched for within this distance of the seed
 

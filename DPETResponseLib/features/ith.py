@@ -36,7 +36,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage
 from sklearn.preprocessing import MinMaxScaler
 
-from .errors import InputError
+from ..core.errors import InputError
 from .petmetrics import tumour_arrays
 from .subregions import kmeans_labels
 

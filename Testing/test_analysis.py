@@ -9,10 +9,10 @@ import pytest
 import SimpleITK as sitk
 from test_subregions import cored_or_solid
 
-from DPETResponseLib.casefeatures import (analyse_image, default_settings, population_habitats,
-                                          with_habitat_model)
-from DPETResponseLib.errors import ConfigError, InputError
-from DPETResponseLib.subregions import PopulationHabitats
+from DPETResponseLib.core.errors import ConfigError, InputError
+from DPETResponseLib.extraction import with_habitat_model
+from DPETResponseLib.features.analysis import analyse_image, default_settings, population_habitats
+from DPETResponseLib.features.subregions import PopulationHabitats
 
 FIRST_ORDER_ONLY = """
 imageType:
@@ -78,7 +78,7 @@ def test_settings_are_checked_at_configuration_with_a_suggestion():
     """A mistyped or unsupported setting is refused when the settings are read, before any work, and the message
     suggests the closest valid name; the caller's settings object is never changed."""
     from DPETResponseLib.protocol import load_config
-    from DPETResponseLib.study import StudyConfig
+    from DPETResponseLib.study.model import StudyConfig
 
     with pytest.raises(ConfigError, match=r"'habitat_radius' \(did you mean 'habitat_radius_mm'\?\)"):
         load_config({"analysis": {"habitat_radius": 5.0}})
@@ -106,7 +106,7 @@ def test_analysis_code_version_covers_every_module_the_analysis_runs(tmp_path):
     import subprocess
     import sys
 
-    from DPETResponseLib import casefeatures
+    from DPETResponseLib.features import analysis
 
     img, mask, _ = cored_or_solid(1, 8, 3)
     sitk.WriteImage(img, str(tmp_path / "pet.nrrd"))
@@ -114,7 +114,7 @@ def test_analysis_code_version_covers_every_module_the_analysis_runs(tmp_path):
     (tmp_path / "params.yaml").write_text(FIRST_ORDER_ONLY)
     script = f"""
 import sys
-from DPETResponseLib.casefeatures import analyse_case
+from DPETResponseLib.features.analysis import analyse_case
 analyse_case({str(tmp_path / 'pet.nrrd')!r}, {str(tmp_path / 'mask.nrrd')!r},
              {{"radiomics_params": {str(tmp_path / 'params.yaml')!r}, "habitat_method": "tumour"}}, "c")
 print(" ".join(sorted(m.split(".", 1)[1] for m in sys.modules if m.startswith("DPETResponseLib."))))
@@ -122,15 +122,18 @@ print(" ".join(sorted(m.split(".", 1)[1] for m in sys.modules if m.startswith("D
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     loaded = set(run.stdout.split())
-    assert "radiomics" in loaded and loaded <= set(casefeatures.ANALYSIS_MODULES), loaded
+    assert "features.radiomics" in loaded, loaded
+    outside = {m for m in loaded if m.split(".")[0] not in analysis.ANALYSIS_FOLDERS}
+    assert not outside, f"modules the analysis runs, outside ANALYSIS_FOLDERS: {sorted(outside)}"
     package = tmp_path / "package"
-    shutil.copytree(Path(casefeatures.__file__).parent, package)
-    assert casefeatures.code_digest(package) == casefeatures.analysis_code_version()
-    for module in casefeatures.ANALYSIS_MODULES:
-        source = package / f"{module}.py"
+    shutil.copytree(Path(analysis.__file__).parents[1], package)
+    assert analysis.code_digest(package) == analysis.analysis_code_version()
+    sources = [s for folder in analysis.ANALYSIS_FOLDERS for s in sorted((package / folder).rglob("*.py"))]
+    assert len(sources) >= 12
+    for source in sources:
         original = source.read_bytes()
         source.write_bytes(original + b"\n")
-        assert casefeatures.code_digest(package) != casefeatures.analysis_code_version(), module
+        assert analysis.code_digest(package) != analysis.analysis_code_version(), source
         source.write_bytes(original)
 
 
@@ -141,7 +144,7 @@ def test_extract_and_train_give_the_same_features(tmp_path):
     import json
 
     from DPETResponseLib.cli import main
-    from DPETResponseLib.study import StudyModel
+    from DPETResponseLib.study.model import StudyModel
     from DPETResponseLib.synthetic import make_cohort
 
     manifest = make_cohort(tmp_path / "cohort", n=30, seed=3)
@@ -174,8 +177,8 @@ def test_extract_and_train_give_the_same_features(tmp_path):
 def test_train_reads_no_held_out_image(tmp_path, monkeypatch):
     """Leakage, structurally: `train` (features, population-habitat centroids, every fit) reads the images of the
     labelled training cases and of no other case."""
-    import DPETResponseLib.io as io
-    from DPETResponseLib.manifest import read_manifest, training_cases
+    import DPETResponseLib.io.images as io
+    from DPETResponseLib.io.manifest import read_manifest, training_cases
     from DPETResponseLib.protocol import train
     from DPETResponseLib.synthetic import make_cohort
 

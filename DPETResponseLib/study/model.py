@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from .casefeatures import check_settings, default_settings
+from ..features.analysis import check_settings, default_settings
 
 PATHWAYS = ("clinical", "radiomics", "radiomics_whole", "ith", "deep")
 FUSIONS = ("fusion_feature", "fusion_decision", "fusion_feature_e2e")
@@ -47,7 +47,7 @@ class StudyConfig:
 
     def check(self) -> None:
         """Refuse settings that would fail later in training (meta-learner weights, CNN settings), before any work."""
-        from .fusion import make_meta_learner
+        from ..learn.fusion import make_meta_learner
 
         make_meta_learner(self.decision_weights)
         if self.deep:
@@ -57,7 +57,7 @@ class StudyConfig:
     def from_dict(cls, values: dict) -> "StudyConfig":
         unknown = set(values) - set(cls.__dataclass_fields__)
         if unknown:
-            from .errors import unknown_names_error
+            from ..core.errors import unknown_names_error
 
             raise unknown_names_error("protocol settings", unknown, cls.__dataclass_fields__)
         values = dict(values)
@@ -76,7 +76,7 @@ def _folds(config: StudyConfig):
 
 
 def _deep_config(config: StudyConfig, extra_dim: int = 0):
-    from .deep.train import DeepConfig
+    from ..deep.train import DeepConfig
 
     deep = DeepConfig.preset(config.deep_preset)
     deep.folds = config.n_folds
@@ -90,7 +90,7 @@ def _deep_config(config: StudyConfig, extra_dim: int = 0):
         deep.pretrained = config.deep_pretrained
     unknown = set(config.deep_overrides) - set(deep.__dataclass_fields__)
     if unknown:
-        from .errors import unknown_names_error
+        from ..core.errors import unknown_names_error
 
         raise unknown_names_error("deep settings in deep_overrides", unknown, deep.__dataclass_fields__)
     for name, value in config.deep_overrides.items():  # any DeepConfig field, e.g. spacing/size for whole-body PET
@@ -107,7 +107,7 @@ class StudyModel:
 
     # ---- training -------------------------------------------------------------------------------------------
     def _make_pathways(self) -> dict:
-        from .models import ClinicalPathway, ColumnProbability, ITHPathway, RadiomicsPathway
+        from ..learn.pathways import ClinicalPathway, ColumnProbability, ITHPathway, RadiomicsPathway
 
         radiomics = dict(n_mrmr=self.config.n_mrmr, max_features=self.config.max_features,
                          classifiers=self.config.classifiers, inner_cv=self.config.n_folds,
@@ -127,8 +127,8 @@ class StudyModel:
         from sklearn.base import clone
         from sklearn.model_selection import cross_val_predict
 
-        from .evaluation import youden_threshold
-        from .fusion import DecisionFusion, FeatureFusion, make_meta_learner
+        from ..learn.fusion import DecisionFusion, FeatureFusion, make_meta_learner
+        from ..reporting.evaluation import youden_threshold
 
         y = np.asarray(y, dtype=int)
         make_meta_learner(self.config.decision_weights)  # an unknown setting fails before any training
@@ -139,7 +139,7 @@ class StudyModel:
 
         self.deep_model_ = None
         if self.config.deep:
-            from .deep.train import train_deep
+            from ..deep.train import train_deep
 
             self.deep_model_ = train_deep(images, masks, y, _deep_config(self.config), progress=progress)
             X = self._with_deep_columns(X, self.deep_model_.oof_prob, self.deep_model_.oof_embedding)
@@ -168,7 +168,7 @@ class StudyModel:
 
         self.e2e_model_ = None
         if self.config.deep and self.config.e2e_fusion:
-            from .deep.train import train_deep
+            from ..deep.train import train_deep
 
             # The radiomics vector the CNN learns to project: a label-free reduction (principal components of
             # the standardised whole/high/low radiomics), so that the CNN folds' out-of-fold estimates see no
@@ -229,7 +229,7 @@ class StudyModel:
         """`predict_proba` on the tables `complete_tables` made (the CNN is not run twice). A model that reads
         the deep columns is run once per fold table and its K probabilities are pooled (`pool_probabilities`):
         K whole pipelines, each fed what it was fit on."""
-        from .models import pool_probabilities
+        from ..learn.pathways import pool_probabilities
 
         out = {}
         for name, estimator in self.estimators_.items():
@@ -257,7 +257,7 @@ class StudyModel:
     def explain(self, tables: list[pd.DataFrame], models=("radiomics", "fusion_decision", "fusion_feature")) -> dict:
         """SHAP values (log-odds) per model for the rows of the tables `complete_tables` made; for a model run on
         every fold table, the mean of its K explanations (exactly the explanation of the pooled log-odds)."""
-        from .explain import shap_values
+        from ..learn.explain import shap_values
 
         explanations = {}
         for name in models:
@@ -273,7 +273,7 @@ class StudyModel:
     def fusion_shares(self, explanations: dict) -> dict[str, dict[str, float]]:
         """What each fusion rests on, from ``explain``'s SHAP values: the feature fusion's input groups (clinical,
         ith, radiomics, deep) and the decision fusion's pathways, each as a share of the model's mean |SHAP|."""
-        from .explain import contribution_shares
+        from ..learn.explain import contribution_shares
 
         shares = {}
         if "fusion_feature" in explanations:
@@ -325,8 +325,8 @@ class StudyModel:
 
     @classmethod
     def load(cls, path) -> "StudyModel":
+        from ..core.errors import BundleError
         from .bundle import read_bundle
-        from .errors import BundleError
 
         bundle = read_bundle(path)
         manifest = bundle.manifest
@@ -349,11 +349,11 @@ class StudyModel:
         model.background_ = pd.concat([numeric, pd.DataFrame(bg["other"], index=bg["index"])], axis=1)
         model.deep_model_ = model.e2e_model_ = None
         if "deep_config" in manifest:
-            from .deep.train import DeepModel
+            from ..deep.train import DeepModel
 
             model.deep_model_ = DeepModel.from_parts(manifest["deep_config"], _parts(bundle.tensors, "deep_"))
         if "e2e_config" in manifest:
-            from .deep.train import DeepModel
+            from ..deep.train import DeepModel
 
             model.e2e_model_ = DeepModel.from_parts(manifest["e2e_config"], _parts(bundle.tensors, "e2e_"))
             model.e2e_reduction_ = est.pop("e2e_reduction")
@@ -364,7 +364,7 @@ class StudyModel:
 def _nested_thresholds(y: np.ndarray, oof: np.ndarray, folds) -> np.ndarray:
     """Each training case's decision threshold for the out-of-fold (``train_cv``) metrics: Youden's on the
     out-of-fold probabilities of the OTHER folds' cases, so that no case's label chooses its own threshold."""
-    from .evaluation import youden_threshold
+    from ..reporting.evaluation import youden_threshold
 
     thresholds = np.full(len(y), np.nan)
     for train_idx, test_idx in folds:
@@ -373,7 +373,7 @@ def _nested_thresholds(y: np.ndarray, oof: np.ndarray, folds) -> np.ndarray:
 
 
 def _radiomics_inputs(X: pd.DataFrame) -> pd.DataFrame:
-    from .models import radiomics_columns
+    from ..learn.pathways import radiomics_columns
 
     return X[radiomics_columns(X)].replace([np.inf, -np.inf], np.nan)
 

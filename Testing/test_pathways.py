@@ -6,9 +6,15 @@ import pytest
 from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
-from DPETResponseLib.errors import InputError
-from DPETResponseLib.models import (ClinicalPathway, ColumnProbability, ITHPathway, RadiomicsPathway, clinical_columns,
-                                    make_classifier)
+from DPETResponseLib.core.errors import InputError
+from DPETResponseLib.learn.pathways import (
+    ClinicalPathway,
+    ColumnProbability,
+    ITHPathway,
+    RadiomicsPathway,
+    clinical_columns,
+    make_classifier,
+)
 
 SIGNALS = ("whole_original_firstorder_Signal", "high_original_glszm_Signal")
 

@@ -1,6 +1,7 @@
-"""Per-case input validation: one PET (SUV) and its tumour mask, checked before any analysis.
+"""Per-case input validation, the one gatekeeper for a PET (SUV) and its tumour mask.
 
-`check_case` returns the image as float32 3D and the mask as 0/1 ``sitkUInt8`` on the image's grid, or raises
+`require_case` is the contract every stage checks on entry (3D scalar SimpleITK images on one grid); `check_case`,
+run on every case before any analysis, also cleans and checks the values. `check_case` returns the image as float32 3D and the mask as 0/1 ``sitkUInt8`` on the image's grid, or raises
 `InputError(problem, case=case)`. Rules:
 
 - dimensions: 3D only. A 4D image/mask with a single time point (size 1 on the 4th axis) is squeezed to 3D with a
@@ -10,7 +11,7 @@
   values left as they are; any voxel below -1 SUV means the image is not a SUV image (or is corrupt): error.
 - mask labels: 0/1 is fine; a single other foreground value (e.g. 255) is taken as the tumour (warning); several
   foreground labels, negative, fractional or non-finite values are errors (one tumour per case).
-- geometry: same size; spacing equal to 1e-4 relative, origin to 1e-3 of a voxel, direction cosines to 1e-4.
+- geometry: one grid by `io.geometry.same_grid` (size equal; spacing, origin and direction within 1e-4 of a voxel).
   Within tolerance the mask gets the image's exact geometry; beyond it the error says which of them differ. A mask
   whose tumour lies outside the image's physical extent is reported as such.
 - tumour: an empty mask, a mask covering only zero-valued voxels (outside the PET field of view), fewer than
@@ -24,13 +25,11 @@ import warnings as _warnings
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError
+from ..core.errors import InputError
+from .geometry import grid_differences, require_same_grid
 
 NOISE_NEGATIVE_SUV = -1.0  # below this SUV a negative value is not reconstruction noise
 MIN_TUMOUR_VOXELS = 3
-SPACING_RTOL = 1e-4
-ORIGIN_TOL_VOXELS = 1e-3
-DIRECTION_ATOL = 1e-4
 
 
 class InputWarning(UserWarning):
@@ -54,21 +53,6 @@ def _to_3d(image: sitk.Image, what: str, case, notes: list[str]) -> sitk.Image:
 
 def _fmt(values, digits: int) -> str:
     return "(" + ", ".join(f"{round(float(v), digits):g}" for v in values) + ")"
-
-
-def _geometry_differences(image: sitk.Image, mask: sitk.Image) -> list[str]:
-    spacing_i, spacing_m = np.array(image.GetSpacing()), np.array(mask.GetSpacing())
-    differences = []
-    if image.GetSize() != mask.GetSize():
-        differences.append(f"size {mask.GetSize()} vs image {image.GetSize()}")
-    if not np.allclose(spacing_m, spacing_i, rtol=SPACING_RTOL, atol=0):
-        differences.append(f"spacing {_fmt(spacing_m, 5)} vs image {_fmt(spacing_i, 5)} mm")
-    offset = np.abs(np.array(mask.GetOrigin()) - np.array(image.GetOrigin()))
-    if np.any(offset > ORIGIN_TOL_VOXELS * spacing_i):
-        differences.append(f"origin {_fmt(mask.GetOrigin(), 3)} vs image {_fmt(image.GetOrigin(), 3)} mm")
-    if not np.allclose(mask.GetDirection(), image.GetDirection(), rtol=0, atol=DIRECTION_ATOL):
-        differences.append(f"direction {_fmt(mask.GetDirection(), 4)} vs image {_fmt(image.GetDirection(), 4)}")
-    return differences
 
 
 def _physical_box(image: sitk.Image, lower_index, upper_index) -> tuple[np.ndarray, np.ndarray]:
@@ -96,6 +80,19 @@ def _check_mask_values(values: np.ndarray, case) -> tuple[np.ndarray, list[str]]
     if len(foreground) == 1 and foreground[0] != 1:
         notes.append(f"mask foreground value {foreground[0]:g} taken as the tumour")
     return values != 0, notes
+
+
+def require_case(image: sitk.Image, mask: sitk.Image, case=None, what: str = "mask") -> None:
+    """Raise InputError unless ``image`` and ``mask`` are 3D SimpleITK images, the image scalar, on one grid."""
+    for name, img in (("image", image), (what, mask)):
+        if not isinstance(img, sitk.Image):
+            raise InputError(f"the {name} is a {type(img).__name__}, not a SimpleITK image", case=case)
+        if img.GetDimension() != 3:
+            raise InputError(f"the {name} is {img.GetDimension()}D; a 3D volume is needed", case=case)
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"the image has {image.GetNumberOfComponentsPerPixel()} components per voxel; a scalar "
+                         "PET is needed", case=case)
+    require_same_grid(image, mask, what=what, case=case)
 
 
 def check_case(image: sitk.Image, mask: sitk.Image, case) -> tuple[sitk.Image, sitk.Image, list[str]]:
@@ -126,7 +123,7 @@ def check_case(image: sitk.Image, mask: sitk.Image, case) -> tuple[sitk.Image, s
     if n_voxels == 0:
         raise InputError("mask is empty (no tumour voxel)", case=case)
 
-    differences = _geometry_differences(image, mask)
+    differences = grid_differences(image, mask)
     if differences:
         where = np.argwhere(foreground)[:, ::-1]  # numpy (z, y, x) -> ITK index (x, y, z)
         tumour_lo, tumour_hi = _physical_box(mask, where.min(axis=0), where.max(axis=0))
@@ -135,8 +132,7 @@ def check_case(image: sitk.Image, mask: sitk.Image, case) -> tuple[sitk.Image, s
             raise InputError(f"mask's tumour lies outside the image (tumour {_fmt(tumour_lo, 1)} to "
                              f"{_fmt(tumour_hi, 1)} mm, image {_fmt(image_lo, 1)} to {_fmt(image_hi, 1)} mm)",
                              case=case)
-        raise InputError("mask and image grids differ: " + "; ".join(differences) +
-                         " (resample the mask onto the PET grid)", case=case)
+        require_same_grid(image, mask, case=case)
 
     clean = sitk.GetImageFromArray(foreground.astype(np.uint8))
     clean.CopyInformation(image)

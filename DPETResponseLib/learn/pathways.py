@@ -25,9 +25,8 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
-from .errors import InputError
-from .selection import (LassoSelector, MannWhitneySelector, MRMRSelector, VarianceCorrelationFilter,
-                        _binary_labels)
+from ..core.errors import InputError
+from .selection import LassoSelector, MannWhitneySelector, MRMRSelector, VarianceCorrelationFilter, _binary_labels
 
 FEATURE_PREFIXES = ("pet_", "whole_", "high_", "low_", "sub_", "ith_", "dl_")
 MANIFEST_COLUMNS = ("case_id", "image", "mask", "label", "split")

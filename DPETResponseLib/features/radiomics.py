@@ -15,13 +15,15 @@ import importlib.resources
 import logging
 import math
 import os
-import platform
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError
+from ..core.errors import InputError
+from ..core.files import plain
+from ..core.provenance import package_versions
+from ..io.validation import require_case
 
 logger = logging.getLogger(__name__)
 
@@ -100,16 +102,11 @@ class RadiomicsExtractor:
 
     def settings_summary(self) -> dict:
         """Versions, settings, image types and feature classes: the provenance of a feature table (JSON-ready)."""
-        import pywt
-        import radiomics
-
         return {
-            "versions": {"pyradiomics": radiomics.__version__, "SimpleITK": sitk.Version.VersionString(),
-                         "PyWavelets": pywt.__version__, "numpy": np.__version__,
-                         "python": platform.python_version()},
-            "settings": _jsonable(self._pyrad.settings),
-            "image_types": _jsonable(self._pyrad.enabledImagetypes),
-            "feature_classes": _jsonable(self._pyrad.enabledFeatures),
+            "versions": package_versions(("pyradiomics", "SimpleITK", "PyWavelets", "numpy")),
+            "settings": plain(self._pyrad.settings, nonfinite="keep"),
+            "image_types": plain(self._pyrad.enabledImagetypes, nonfinite="keep"),
+            "feature_classes": plain(self._pyrad.enabledFeatures, nonfinite="keep"),
             "log_pad_sigmas": LOG_PAD_SIGMAS,
         }
 
@@ -266,20 +263,10 @@ def _accepted_regions(image, masks, settings, case, warnings, resegment=False) -
 
 
 def _check_inputs(image, masks, case):
-    if not isinstance(image, sitk.Image) or image.GetDimension() != 3:
-        raise InputError("radiomics needs a 3D SimpleITK image", case=case)
     if not masks:
         raise InputError("radiomics needs at least one region mask", case=case)
     for name, mask in masks.items():
-        if not isinstance(mask, sitk.Image) or mask.GetDimension() != 3:
-            raise InputError(f"the '{name}' mask is not a 3D SimpleITK image", case=case)
-        same = (mask.GetSize() == image.GetSize()
-                and np.allclose(mask.GetSpacing(), image.GetSpacing(), rtol=1e-6, atol=1e-6)
-                and np.allclose(mask.GetOrigin(), image.GetOrigin(), rtol=1e-6, atol=1e-4)
-                and np.allclose(mask.GetDirection(), image.GetDirection(), atol=1e-6))
-        if not same:
-            raise InputError(f"the '{name}' mask is not on the PET grid (size {mask.GetSize()} vs {image.GetSize()}, "
-                             f"spacing {mask.GetSpacing()} vs {image.GetSpacing()})", case=case)
+        require_case(image, mask, case=case, what=f"'{name}' mask")
 
 
 def _union_box(boxes, pad, size) -> np.ndarray:
@@ -308,13 +295,3 @@ def _subset(enabled: dict, keep, what: str) -> dict:
     if unknown:
         raise InputError(f"{what}(s) {unknown} not enabled in the radiomics parameters (enabled: {sorted(enabled)})")
     return {name: value for name, value in enabled.items() if name in keep}
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    return value

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special, stats
 
-from .errors import InputError
+from ..core.errors import InputError
 
 
 def _check(y, p, name: str = "predictions") -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,6 @@ the rim/core phantom of Testing/test_subregions.py).
 
 from __future__ import annotations
 
-
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
@@ -19,7 +18,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from .errors import InputError
+from ..core.errors import InputError
 from .petmetrics import tumour_arrays
 
 SEGMENT_NAMES = {1: "Low uptake", 2: "High uptake"}

@@ -17,11 +17,10 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
-from .errors import ConfigError, InputError
+from ..core.errors import ConfigError, InputError
 from .explain import contribution_shares
-from .models import ClinicalEncoder, ClinicalPathway, RadiomicsPathway, _columns, _table, radiomics_columns
+from .pathways import ClinicalEncoder, ClinicalPathway, RadiomicsPathway, _columns, _table, radiomics_columns
 from .selection import _binary_labels
-
 
 META_WEIGHTS = ("equal", "learned")
 

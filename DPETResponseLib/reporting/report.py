@@ -14,34 +14,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..core.errors import InputError
+from ..core.files import atomic_write, plain, write_text
 from . import evaluation
-from .errors import InputError
-from .io import atomic_write
+from .figures import save_figure
 
 FIXED_COLUMNS = ("case_id", "split", "label")
 FIGURES_FILE = "figures.json"  # caption -> relative path of the extra figures, so the report can be rebuilt
-
-
-def _jsonable(value):
-    """numpy scalars/arrays and tuples to plain JSON types; NaN and infinities to None."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer, int)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def _write_text(path: Path, text: str) -> None:
-    with atomic_write(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
 
 
 def _safe_name(text: str) -> str:
@@ -63,12 +42,6 @@ def _check_inputs(predictions: pd.DataFrame, metrics: dict) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------- figures
-def _save(fig, path: Path) -> Path:
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    return path
-
-
 def _split_data(rows: pd.DataFrame, model: str) -> tuple[np.ndarray, np.ndarray]:
     p = pd.to_numeric(rows[model], errors="coerce").to_numpy(dtype=float)
     y = pd.to_numeric(rows["label"], errors="coerce").to_numpy(dtype=float)
@@ -105,7 +78,7 @@ def _split_figures(out_dir: Path, split: str, rows: pd.DataFrame, models: list[s
     ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=f"ROC: {split}", xlim=(0, 1), ylim=(0, 1.01),
            aspect="equal")
     ax.legend(loc="lower right", fontsize=7, title="DeLong 95% CI", title_fontsize=7)
-    made["ROC curves"] = _save(fig, out_dir / f"roc_{stem}.png")
+    made["ROC curves"] = save_figure(fig, out_dir / f"roc_{stem}.png")
 
     fig = Figure(figsize=(5.2, 5.0))
     ax = fig.add_subplot()
@@ -116,7 +89,7 @@ def _split_figures(out_dir: Path, split: str, rows: pd.DataFrame, models: list[s
     ax.set(xlabel="mean predicted probability (5 equal-width bins)", ylabel="observed pCR fraction",
            title=f"Calibration: {split}", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), aspect="equal")
     ax.legend(loc="upper left", fontsize=7)
-    made["Calibration curves"] = _save(fig, out_dir / f"calibration_{stem}.png")
+    made["Calibration curves"] = save_figure(fig, out_dir / f"calibration_{stem}.png")
 
     fig = Figure(figsize=(6.0, 4.4))
     ax = fig.add_subplot()
@@ -130,62 +103,10 @@ def _split_figures(out_dir: Path, split: str, rows: pd.DataFrame, models: list[s
     ax.set(xlabel="threshold probability", ylabel="net benefit", title=f"Decision curves: {split}",
            ylim=(-0.05, max(top, float(dc["treat_all"].max()), 0.05) + 0.05))
     ax.legend(fontsize=7)
-    made["Decision curves"] = _save(fig, out_dir / f"decision_{stem}.png")
+    made["Decision curves"] = save_figure(fig, out_dir / f"decision_{stem}.png")
     return made
 
 
-def gradcam_montage(image, mask, cam, path, n_slices: int = 5, case: str | None = None) -> Path:
-    """Axial slices through the tumour: PET in grey, the mask's contour, the Grad-CAM map as a heat overlay.
-
-    ``image``, ``mask`` and ``cam`` are SimpleITK images on one grid. They are reoriented to LPS first, so every
-    slice shows the patient's right on the left and anterior at the top (radiological convention) whatever the
-    stored direction. ``n_slices`` evenly spaced slices span the tumour's axial extent. Writes a PNG to ``path``.
-    """
-    import SimpleITK as sitk
-    from matplotlib.figure import Figure
-
-    case = case or Path(path).stem
-    for name, other in (("mask", mask), ("Grad-CAM", cam)):
-        same = (other.GetSize() == image.GetSize()
-                and np.allclose(other.GetSpacing(), image.GetSpacing(), atol=1e-4)
-                and np.allclose(other.GetOrigin(), image.GetOrigin(), atol=1e-3)
-                and np.allclose(other.GetDirection(), image.GetDirection(), atol=1e-5))
-        if not same:
-            raise InputError(f"the {name} is not on the PET's grid (size {other.GetSize()} vs {image.GetSize()}, "
-                             "or spacing/origin/direction differ)", case=case)
-    pet, roi, heat = (sitk.GetArrayFromImage(sitk.DICOMOrient(im, "LPS")).astype(float) for im in (image, mask, cam))
-    roi = roi > 0
-    if not roi.any():
-        raise InputError("the tumour mask is empty: no slice to show", case=case)
-    spacing = sitk.DICOMOrient(image, "LPS").GetSpacing()
-    zs = np.unique(np.nonzero(roi)[0])
-    chosen = np.unique(zs[np.round(np.linspace(0, zs.size - 1, min(n_slices, zs.size))).astype(int)])
-    _, rows, cols = np.nonzero(roi)
-    margin_r = max(8, (rows.max() - rows.min() + 1) // 2)
-    margin_c = max(8, (cols.max() - cols.min() + 1) // 2)
-    r0, r1 = max(0, rows.min() - margin_r), min(pet.shape[1], rows.max() + margin_r + 1)
-    c0, c1 = max(0, cols.min() - margin_c), min(pet.shape[2], cols.max() + margin_c + 1)
-    pet, roi, heat = pet[:, r0:r1, c0:c1], roi[:, r0:r1, c0:c1], heat[:, r0:r1, c0:c1]
-    vmax = float(np.percentile(pet[chosen], 99.5)) or 1.0
-    top = float(np.nanmax(heat)) if np.isfinite(heat).any() and np.nanmax(heat) > 0 else 1.0
-    heat = np.ma.masked_less(np.nan_to_num(heat / top), 0.1)  # leave the PET visible where the map is ~0
-
-    fig = Figure(figsize=(2.6 * chosen.size + 0.8, 3.0))
-    axes = fig.subplots(1, chosen.size, squeeze=False)[0]
-    for ax, z in zip(axes, chosen):
-        ax.imshow(pet[z], cmap="gray", vmin=0, vmax=vmax, aspect=spacing[1] / spacing[0], interpolation="nearest")
-        shown = ax.imshow(heat[z], cmap="jet", vmin=0, vmax=1, alpha=0.45, aspect=spacing[1] / spacing[0],
-                          interpolation="bilinear")
-        if roi[z].any():
-            ax.contour(roi[z].astype(float), levels=[0.5], colors="lime", linewidths=1.2)
-        ax.set_title(f"slice {z}", fontsize=8)
-        ax.set_axis_off()
-    fig.colorbar(shown, ax=list(axes), fraction=0.02, pad=0.01, label="Grad-CAM (relative)")
-    fig.suptitle(f"{case}: PET (grey, SUV 0-{vmax:.1f}), tumour contour (green), Grad-CAM (heat)", fontsize=9)
-    return _save(fig, Path(path))
-
-
-# ---------------------------------------------------------------------------------------------------- HTML
 def _fmt(value, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
@@ -298,7 +219,7 @@ def _html(out_dir: Path, title: str, metrics: dict, split_figures: dict, extra: 
         parts.append("<h2>Explanations and other figures</h2><div>"
                      + "".join(_img(out_dir, p, caption) for caption, p in extra.items()) + "</div>")
     if metrics.get("settings"):
-        settings = json.dumps(_jsonable(metrics["settings"]), indent=1)
+        settings = json.dumps(plain(metrics["settings"]), indent=1)
         parts.append(f"<h2>Settings</h2><pre>{html.escape(settings)}</pre>")
     parts.append("</body></html>")
     return "\n".join(parts)
@@ -312,7 +233,7 @@ def _render(out_dir: Path, predictions: pd.DataFrame, metrics: dict, extra: dict
         if len(rows):
             split_figures[split] = _split_figures(out_dir, split, rows, models, metrics["splits"][split])
     path = out_dir / "report.html"
-    _write_text(path, _html(out_dir, title, metrics, split_figures, extra))
+    write_text(path, _html(out_dir, title, metrics, split_figures, extra))
     return path
 
 
@@ -329,8 +250,8 @@ def write_report(out_dir, predictions: pd.DataFrame, metrics: dict, figures: dic
     out_dir = Path(out_dir)
     _check_inputs(predictions, metrics)
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = _jsonable(metrics)
-    _write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2, allow_nan=False))
+    metrics = plain(metrics)
+    write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2, allow_nan=False))
     with atomic_write(out_dir / "predictions.csv") as tmp:
         predictions.to_csv(tmp, index=False)
     extra = {}
@@ -345,7 +266,7 @@ def write_report(out_dir, predictions: pd.DataFrame, metrics: dict, figures: dic
         extra[str(caption)] = path
     listed = {c: p.relative_to(out_dir.resolve()).as_posix() for c, p in extra.items()
               if p.is_relative_to(out_dir.resolve())}
-    _write_text(out_dir / FIGURES_FILE, json.dumps(listed, indent=1))
+    write_text(out_dir / FIGURES_FILE, json.dumps(listed, indent=1))
     return _render(out_dir, predictions, metrics, extra, title)
 
 

@@ -10,21 +10,11 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from .errors import InputError
+from ..core.errors import InputError
+from ..io.validation import require_case
 
 PEAK_RADIUS_MM = 6.2  # radius of a 1 cm3 sphere: (3 / (4 pi) * 1000 mm3) ** (1/3) = 6.20 mm
 _SUBSAMPLES = 10  # sub-points per axis used to measure how much of a voxel lies inside the sphere
-_GEOMETRY_TOLERANCE = 1e-4
-
-
-def same_grid(a: sitk.Image, b: sitk.Image) -> bool:
-    """True when ``a`` and ``b`` share size, spacing, origin and direction (within 1e-4)."""
-    return (
-        a.GetSize() == b.GetSize()
-        and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=_GEOMETRY_TOLERANCE)
-        and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=_GEOMETRY_TOLERANCE)
-        and np.allclose(a.GetDirection(), b.GetDirection(), atol=_GEOMETRY_TOLERANCE)
-    )
 
 
 def tumour_arrays(image: sitk.Image, mask: sitk.Image, case: str | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -33,17 +23,7 @@ def tumour_arrays(image: sitk.Image, mask: sitk.Image, case: str | None = None) 
     Raises InputError when the images are not 3D scalar images on the same grid, the mask is empty, or the
     SUV inside the mask is not finite. Any non-zero mask value counts as tumour.
     """
-    for name, img in (("image", image), ("mask", mask)):
-        if not isinstance(img, sitk.Image):
-            raise InputError(f"the {name} is a {type(img).__name__}, not a SimpleITK image", case=case)
-        if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
-            raise InputError(f"the {name} must be a 3D scalar image (got {img.GetDimension()}D, "
-                             f"{img.GetNumberOfComponentsPerPixel()} components)", case=case)
-    if not same_grid(image, mask):
-        raise InputError(
-            f"the mask is not on the PET grid (PET size {image.GetSize()}, spacing {image.GetSpacing()}, "
-            f"origin {image.GetOrigin()}; mask size {mask.GetSize()}, spacing {mask.GetSpacing()}, "
-            f"origin {mask.GetOrigin()}); resample the mask onto the PET first", case=case)
+    require_case(image, mask, case=case)
     suv = sitk.GetArrayFromImage(image).astype(np.float64)
     inside = sitk.GetArrayFromImage(mask) != 0
     if not inside.any():

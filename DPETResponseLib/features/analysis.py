@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 from pathlib import Path
 
 import SimpleITK as sitk
 
-from .errors import ConfigError, InputError, unknown_names_error
+from ..core.errors import ConfigError, InputError, unknown_names_error
+from ..core.provenance import package_versions
 
 REGION_LABELS = {"low": 1, "high": 2}
 HABITAT_METHODS = ("population", "tumour")
-#: The library modules whose code computes the features: their source keys the feature cache (`analysis_code`).
-ANALYSIS_MODULES = ("casefeatures", "errors", "io", "ith", "petmetrics", "radiomics", "subregions", "validation")
-#: The packages whose versions key the feature cache with that code.
-ANALYSIS_PACKAGES = ("numpy", "scipy", "scikit-learn", "SimpleITK", "pyradiomics-bhklab", "PyWavelets", "pydicom")
+#: The library folders whose code computes the features (the stages below `features/` included): their source keys
+#: the feature cache (`analysis_code`).
+ANALYSIS_FOLDERS = ("core", "io", "features")
+#: The packages (`core.provenance.PACKAGES` names) whose versions key the feature cache with that code.
+ANALYSIS_PACKAGES = ("numpy", "scipy", "scikit-learn", "SimpleITK", "pyradiomics", "PyWavelets", "pydicom")
 #: Keys `resolve_settings` adds (derived, never set by a user).
 DERIVED_KEYS = ("radiomics_params_text", "analysis_code")
 
@@ -70,24 +73,18 @@ def resolve_settings(settings: dict | None) -> dict:
 
 @functools.lru_cache(maxsize=1)
 def analysis_code_version() -> str:
-    """sha256 of the source of `ANALYSIS_MODULES` and the versions of `ANALYSIS_PACKAGES`: it changes whenever the
+    """sha256 of the source in `ANALYSIS_FOLDERS` and the versions of `ANALYSIS_PACKAGES`: it changes whenever the
     code that computes the features (or a library it rests on) does."""
-    return code_digest(Path(__file__).parent)
+    return code_digest(Path(__file__).parents[1])
 
 
 def code_digest(package: Path) -> str:
-    """`analysis_code_version` of the library's source in folder ``package``."""
-    from importlib import metadata
-
+    """`analysis_code_version` of the library's source in folder ``package`` (the `DPETResponseLib` folder)."""
     digest = hashlib.sha256()
-    for module in ANALYSIS_MODULES:
-        digest.update(module.encode() + b"\0" + (package / f"{module}.py").read_bytes())
-    for dist in ANALYSIS_PACKAGES:
-        try:
-            version = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            version = "absent"
-        digest.update(f"{dist}=={version}\n".encode())
+    for folder in ANALYSIS_FOLDERS:
+        for source in sorted((package / folder).rglob("*.py")):
+            digest.update(source.relative_to(package).as_posix().encode() + b"\0" + source.read_bytes())
+    digest.update(json.dumps(package_versions(ANALYSIS_PACKAGES), sort_keys=True).encode())
     return digest.hexdigest()
 
 
@@ -114,9 +111,9 @@ def analyse_image(image: sitk.Image, mask: sitk.Image, settings: dict, case_id: 
 
     Returns ``(features: dict[str, float], subregions: sitk.Image, warnings: list[str])``.
     """
+    from ..io.validation import check_case
     from .ith import ith_score
     from .petmetrics import pet_metrics
-    from .validation import check_case
 
     settings = settings if "radiomics_params_text" in settings else resolve_settings(settings)
     image, mask, warnings = check_case(image, mask, case_id)
@@ -167,12 +164,11 @@ def _habitats(image: sitk.Image, mask: sitk.Image, settings: dict, case_id: str)
 def habitat_supervoxels(image_path: str, mask_path: str, settings: dict, case_id: str) -> dict:
     """Stage 1 of the population habitats for one manifest row (a cohort task, cached): the tumour's supervoxels
     as JSON rows ``[relative SUV, relative local SD, voxels]``."""
-    import json
 
     import numpy as np
 
-    from .io import read_mask, read_pet
-    from .validation import check_case
+    from ..io.images import read_mask, read_pet
+    from ..io.validation import check_case
 
     image = read_pet(image_path, case=case_id)
     image, mask, _ = check_case(image, read_mask(mask_path, image, case=case_id), case_id)
@@ -180,41 +176,13 @@ def habitat_supervoxels(image_path: str, mask_path: str, settings: dict, case_id
     return {"supervoxels": json.dumps(np.column_stack([features, counts]).round(8).tolist())}
 
 
-def with_habitat_model(cases, settings: dict | None, cache_dir, jobs: int = 1, scheduler=None,
-                       progress: bool = True) -> dict:
-    """The full analysis settings (defaults overlaid with ``settings``), with population habitats fitted on
-    ``cases`` (the training cases; labels are not read) where ``habitat_method`` is "population" and no
-    ``habitat_model`` is given yet. Every key is explicit, so a bundle that stores the result analyses new cases
-    as its training cases were analysed, whatever the defaults become. Stage 1 (supervoxels) is a cached cohort
-    task; cases it cannot read are left out of the fit (their analysis reports the problem)."""
-    import json
-
-    import numpy as np
-
-    from .cohort import run_cohort
-
-    merged = check_settings(settings)
-    if merged["habitat_method"] != "population" or merged.get("habitat_model"):
-        return merged
-    # the cache key: every parameter of the stage-1 model (also those not exposed as settings) and the code
-    stage1 = {**{k: merged[k] for k in ("habitat_k", "habitat_radius_mm", "habitat_seed")},
-              "habitat_params": population_habitats(merged).get_params(), "analysis_code": analysis_code_version()}
-    result = run_cohort(cases, habitat_supervoxels, stage1, cache_dir, jobs=jobs, scheduler=scheduler,
-                        progress=progress, task_name="habitat_supervoxels")
-    rows = [np.asarray(json.loads(text), dtype=float).reshape(-1, 3) for text in result.table.get("supervoxels", [])]
-    if not rows:
-        raise InputError("population habitats: no training tumour could be read to learn the habitats from")
-    model = population_habitats(merged).fit_features([r[:, :2] for r in rows], [r[:, 2] for r in rows])
-    return {**merged, "habitat_model": model.to_dict()}
-
-
 def analyse_case(image_path: str, mask_path: str, settings: dict, case_id: str) -> dict[str, float]:
     """Features of one manifest row (the cohort runner's task): reads the PET in SUV and its mask, then
     `analyse_image`. Its warnings are issued as `InputWarning`s, which the cohort runner collects per case."""
     import warnings
 
-    from .io import read_mask, read_pet
-    from .validation import InputWarning
+    from ..io.images import read_mask, read_pet
+    from ..io.validation import InputWarning
 
     image = read_pet(image_path, case=case_id)
     mask = read_mask(mask_path, image, case=case_id)

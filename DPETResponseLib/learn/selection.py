@@ -19,7 +19,7 @@ from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.model_selection import StratifiedKFold
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .errors import InputError
+from ..core.errors import InputError
 
 
 def _binary_labels(y, who: str) -> np.ndarray:

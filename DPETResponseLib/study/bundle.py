@@ -15,7 +15,6 @@ an unknown schema version or an untrusted type in a skops file is refused with a
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import os
 import re
@@ -26,9 +25,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-
-from .errors import BundleError
+from ..core.errors import BundleError
+from ..core.files import plain, sha256_file
+from ..core.provenance import package_versions
 
 # 2: the clinical pathway encodes through models.ClinicalEncoder and the feature fusion always exists (version 1's
 # clinical pipelines expected text-converted categories from a method that is gone: refused, not mispredicted).
@@ -42,18 +41,18 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # skops.io.get_untrusted_types on a reference bundle holding every pathway (each classifier), both fusions and
 # the selectors (Testing/test_bundle.py recomputes it and fails if a new type appears). Anything else is refused.
 TRUSTED_TYPES = (
-    "DPETResponseLib.fusion.DecisionFusion",
-    "DPETResponseLib.fusion.FeatureFusion",
-    "DPETResponseLib.fusion.TiedLogisticRegression",
-    "DPETResponseLib.models.ClinicalEncoder",
-    "DPETResponseLib.models.ClinicalPathway",
-    "DPETResponseLib.models.ColumnProbability",
-    "DPETResponseLib.models.ITHPathway",
-    "DPETResponseLib.models.RadiomicsPathway",
-    "DPETResponseLib.selection.LassoSelector",
-    "DPETResponseLib.selection.MRMRSelector",
-    "DPETResponseLib.selection.MannWhitneySelector",
-    "DPETResponseLib.selection.VarianceCorrelationFilter",
+    "DPETResponseLib.learn.fusion.DecisionFusion",
+    "DPETResponseLib.learn.fusion.FeatureFusion",
+    "DPETResponseLib.learn.fusion.TiedLogisticRegression",
+    "DPETResponseLib.learn.pathways.ClinicalEncoder",
+    "DPETResponseLib.learn.pathways.ClinicalPathway",
+    "DPETResponseLib.learn.pathways.ColumnProbability",
+    "DPETResponseLib.learn.pathways.ITHPathway",
+    "DPETResponseLib.learn.pathways.RadiomicsPathway",
+    "DPETResponseLib.learn.selection.LassoSelector",
+    "DPETResponseLib.learn.selection.MRMRSelector",
+    "DPETResponseLib.learn.selection.MannWhitneySelector",
+    "DPETResponseLib.learn.selection.VarianceCorrelationFilter",
     "numpy.dtype",
     "sklearn.metrics._dist_metrics.EuclideanDistance64",
     "sklearn.neighbors._kd_tree.KDTree",
@@ -61,15 +60,6 @@ TRUSTED_TYPES = (
     "xgboost.core.Booster",
     "xgboost.sklearn.XGBClassifier",
 )
-
-# Recorded package versions: key -> distributions that may provide it (first installed one wins).
-VERSIONED = {
-    "DPETResponseLib": ("DPETResponse",), "numpy": ("numpy",), "scipy": ("scipy",),
-    "scikit-learn": ("scikit-learn",), "pandas": ("pandas",), "torch": ("torch",), "monai": ("monai",),
-    "radiomics": ("pyradiomics-bhklab", "pyradiomics"), "xgboost": ("xgboost-cpu", "xgboost"),
-    "SimpleITK": ("SimpleITK",), "skops": ("skops",), "safetensors": ("safetensors",), "shap": ("shap",),
-}
-
 
 @dataclass
 class Bundle:
@@ -82,43 +72,9 @@ class Bundle:
     path: Path | None = None
 
 
-def package_versions() -> dict[str, str | None]:
-    """Installed versions of the packages a bundle depends on (None where not installed)."""
-    from . import __version__
-
-    out = {}
-    for key, dists in VERSIONED.items():
-        found = None
-        for dist in dists:
-            try:
-                found = importlib.metadata.version(dist)
-                break
-            except importlib.metadata.PackageNotFoundError:
-                continue
-        out[key] = found
-    out["DPETResponseLib"] = out["DPETResponseLib"] or __version__
-    return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
-
-
 def _canonical(content: dict) -> bytes:
-    return json.dumps(content, sort_keys=True, separators=(",", ":"), allow_nan=False,
-                      default=_json_default).encode()
+    return json.dumps(plain(content, nonfinite="keep"), sort_keys=True, separators=(",", ":"),
+                      allow_nan=False).encode()
 
 
 def _content_sha256(content: dict) -> str:
@@ -178,11 +134,11 @@ def write_bundle(out_dir, manifest: dict, estimators: dict, tensors: dict | None
             rel = f"tensors/{name}.safetensors"
             _save_tensors(group, tmp / rel, name)
             content["tensors"][name] = rel
-        content["files"] = {rel: _sha256(tmp / rel)
+        content["files"] = {rel: sha256_file(tmp / rel)
                             for rel in [*content["estimators"].values(), *content["tensors"].values()]}
         try:
             content["content_sha256"] = _content_sha256(content)
-            text = json.dumps(content, indent=1, allow_nan=False, default=_json_default)
+            text = json.dumps(plain(content, nonfinite="keep"), indent=1, allow_nan=False)
         except (TypeError, ValueError) as err:
             raise BundleError(f"manifest is not JSON-able (no NaN/inf, no objects): {err}") from None
         (tmp / MANIFEST).write_text(text + "\n", encoding="utf-8")
@@ -273,7 +229,7 @@ def _verify_files(path: Path, files: dict, parts: dict) -> None:
             raise BundleError(f"{path / MANIFEST}: file path {rel!r} points outside the bundle")
         if not target.is_file():
             raise BundleError(f"{target}: missing (listed in bundle.json)")
-        if _sha256(target) != digest:
+        if sha256_file(target) != digest:
             raise BundleError(f"{target}: checksum mismatch: the file changed after the bundle was written")
 
 

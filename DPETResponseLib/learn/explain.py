@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import DPETError, InputError
-from .models import logit
+from ..core.errors import DPETError, InputError
+from .pathways import logit
 
 SLICER_DIR_ENV = "DPET_SHAP_SLICER_DIR"
 TREE_BACKGROUND = 100
@@ -170,103 +170,3 @@ def contribution_shares(values: pd.DataFrame, groups: dict[str, list[str]]) -> d
     mean_abs = values.abs().mean(axis=0)
     total = float(sum(mean_abs[cols].sum() for cols in groups.values()))
     return {g: float(mean_abs[cols].sum() / total) if total else 0.0 for g, cols in groups.items()}
-
-
-# Figures: matplotlib's object-oriented Figure (no pyplot): no global state and no GUI backend, so the same code
-# draws off-screen inside 3D Slicer, where shap's pyplot-based plots would use the application's backend.
-def _save(fig, path) -> Path:
-    from .io import atomic_write
-
-    path = Path(path)
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
-    return path
-
-
-def plot_shap_summary(values: pd.DataFrame, X: pd.DataFrame, path, max_features: int = 15) -> list[str]:
-    """Beeswarm of SHAP values (one row per feature, most important on top, dots coloured by the feature's
-    value, grey where unknown). Returns the features drawn, most important first."""
-    from matplotlib import cm, colormaps
-    from matplotlib.colors import Normalize
-    from matplotlib.figure import Figure
-
-    if values.empty:
-        raise InputError("plot_shap_summary: no SHAP values to draw")
-    order = list(values.abs().mean(axis=0).sort_values(ascending=False, kind="stable").index[:max_features])
-    data = X.reindex(index=values.index, columns=order)
-    fig = Figure(figsize=(7, 0.45 * len(order) + 1.5))
-    ax = fig.subplots()
-    rng = np.random.default_rng(0)
-    cmap = colormaps["coolwarm"]
-    for row, feature in enumerate(order):
-        y = len(order) - 1 - row
-        v = values[feature].to_numpy(float)
-        x = pd.to_numeric(data[feature], errors="coerce").to_numpy(float)
-        known = ~np.isnan(x)
-        lo, hi = (np.percentile(x[known], [5, 95]) if known.any() else (0.0, 1.0))
-        colours = np.where(known[:, None], cmap(Normalize(lo, hi if hi > lo else lo + 1)(np.nan_to_num(x))),
-                           (0.6, 0.6, 0.6, 1.0))
-        ax.scatter(v, y + rng.uniform(-0.3, 0.3, len(v)), c=colours, s=12, linewidths=0)
-    ax.axvline(0, color="0.3", lw=0.8)
-    ax.set_yticks(range(len(order)), list(reversed(order)), fontsize=8)
-    ax.set_xlabel("SHAP value (log-odds of pCR)")
-    fig.colorbar(cm.ScalarMappable(norm=Normalize(0, 1), cmap=cmap), ax=ax, ticks=[0, 1],
-                 label="feature value").ax.set_yticklabels(["low", "high"])
-    _save(fig, path)
-    return order
-
-
-def plot_shap_waterfall(values_row: pd.Series, base_value: float, path, max_features: int = 10) -> float:
-    """Waterfall of one case: from the base value, each feature's SHAP value (largest |value| first, the rest
-    summed), ending at the case's log-odds, which is returned."""
-    from matplotlib.figure import Figure
-
-    row = values_row.astype(float)
-    order = list(row.abs().sort_values(ascending=False, kind="stable").index)
-    steps = [(f, row[f]) for f in order[:max_features]]
-    if len(order) > max_features:
-        steps.append((f"{len(order) - max_features} other features", float(row[order[max_features:]].sum())))
-    fig = Figure(figsize=(7, 0.45 * len(steps) + 1.5))
-    ax = fig.subplots()
-    start = float(base_value)
-    for i, (name, v) in enumerate(steps):
-        y = len(steps) - 1 - i
-        ax.barh(y, v, left=start, color="#d62728" if v > 0 else "#1f77b4")
-        ax.text(start + v, y, f" {v:+.2f}", va="center", ha="left" if v > 0 else "right", fontsize=8)
-        start += v
-    ax.axvline(float(base_value), color="0.5", lw=0.8, ls="--")
-    ax.axvline(start, color="0.2", lw=0.8)
-    ax.set_yticks(range(len(steps)), [name for name, _ in reversed(steps)], fontsize=8)
-    ax.set_xlabel(f"log-odds of pCR (base {float(base_value):.2f} -> {start:.2f})")
-    _save(fig, path)
-    return start
-
-
-def plot_contribution_shares(shares: dict[str, dict[str, float]], path) -> Path:
-    """One stacked bar per fusion model: each input group's (or pathway's) share of its mean |SHAP|."""
-    from matplotlib import colormaps
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-
-    if not shares:
-        raise InputError("plot_contribution_shares: no shares to draw")
-    groups = list(dict.fromkeys(g for s in shares.values() for g in s))
-    colours = colormaps["tab10"]
-    fig = Figure(figsize=(7, 0.6 * len(shares) + 1.6))
-    ax = fig.subplots()
-    for row, (model, model_shares) in enumerate(shares.items()):
-        left = 0.0
-        for i, group in enumerate(groups):
-            share = model_shares.get(group, 0.0)
-            ax.barh(row, share, left=left, color=colours(i % 10))
-            if share >= 0.06:
-                ax.text(left + share / 2, row, f"{share:.0%}", ha="center", va="center", fontsize=8)
-            left += share
-    ax.set_yticks(range(len(shares)), list(shares))
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("share of mean |SHAP| (log-odds of pCR)")
-    handles = [Patch(color=colours(i % 10), label=g) for i, g in enumerate(groups)]
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=len(groups),
-              fontsize=8, frameon=False)
-    _save(fig, path)
-    return Path(path)
