@@ -178,3 +178,34 @@ def test_thresholds_come_from_out_of_fold_probabilities(fitted):
     assert set(model.thresholds_) == set(model.oof_.columns)
     for name, threshold in model.thresholds_.items():
         assert threshold == youden_threshold(y, model.oof_[name].to_numpy()), name
+
+
+def test_decision_fusion_stacks_the_fitted_pathways_once(tmp_path):
+    """`StudyModel.fit` stacks the pathways it has already fit, on their out-of-fold probabilities: the fusion holds
+    those very objects, and its probabilities equal those of a `DecisionFusion` that cross-validates and refits
+    clones of them itself on the same folds (the work done twice before). The bundle stores each pathway once and
+    a loaded model predicts as the fitted one."""
+    from sklearn.base import clone
+
+    from DPETResponseLib.learn.fusion import DecisionFusion
+    from DPETResponseLib.study.bundle import read_bundle
+
+    X, y, _ = _table(90, seed=2)
+    config = StudyConfig(n_folds=3, deep=False, classifiers=("lr", "nb"), decision_weights="learned")
+    model = StudyModel(config, ["age"]).fit(X, y, [], [], progress=False)
+    fusion = model.fusion_decision_
+    assert list(fusion.pathways_) == ["clinical", "radiomics", "ith"]
+    assert all(fusion.pathways_[name] is model.pathways_[name] for name in fusion.pathways_)
+    standalone = DecisionFusion({name: clone(p) for name, p in fusion.pathways_.items()}, cv=3, weights="learned",
+                                random_state=0).fit(X, y)
+    for name in fusion.pathways_:
+        np.testing.assert_array_equal(fusion.oof_probabilities_[name], standalone.oof_probabilities_[name])
+    np.testing.assert_allclose(fusion.predict_proba(X), standalone.predict_proba(X), rtol=0, atol=1e-12)
+
+    model.save(tmp_path / "bundle")
+    stored = read_bundle(tmp_path / "bundle").estimators
+    assert sorted(stored) == ["clinical", "fusion_decision_meta", "fusion_feature", "ith", "radiomics",
+                              "radiomics_whole"]
+    loaded = StudyModel.load(tmp_path / "bundle")
+    assert all(loaded.fusion_decision_.pathways_[n] is loaded.pathways_[n] for n in fusion.pathways_)
+    np.testing.assert_allclose(loaded.predict_proba(X, [], []), model.predict_proba(X, [], []), rtol=0, atol=1e-12)

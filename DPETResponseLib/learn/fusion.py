@@ -84,14 +84,35 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
         y = _binary_labels(y, "DecisionFusion")
         if not self.pathways:
             raise InputError("DecisionFusion: no pathway to fuse")
-        meta = make_meta_learner(self.weights)
-        self.classes_ = np.array([0, 1])
+        make_meta_learner(self.weights)  # an unknown setting fails before the cross-validation
         n_splits = max(2, min(self.cv, int(np.bincount(y).min())))
         folds = StratifiedKFold(n_splits, shuffle=True, random_state=self.random_state)
-        self.oof_probabilities_ = {name: cross_val_predict(clone(p), X, y, cv=folds, method="predict_proba")[:, 1]
-                                   for name, p in self.pathways.items()}
-        self.meta_ = meta.fit(np.column_stack(list(self.oof_probabilities_.values())), y)
-        self.pathways_ = {name: clone(p).fit(X, y) for name, p in self.pathways.items()}
+        oof = {name: cross_val_predict(clone(p), X, y, cv=folds, method="predict_proba")[:, 1]
+               for name, p in self.pathways.items()}
+        return self._fit_meta({name: clone(p).fit(X, y) for name, p in self.pathways.items()}, oof, y)
+
+    @classmethod
+    def from_fitted(cls, pathways: dict, oof_probabilities: dict, y, weights: str = "equal", cv: int = 5,
+                    random_state=0) -> "DecisionFusion":
+        """The stacking of pathways already fit on every training case, given their out-of-fold probabilities
+        (from the folds the caller chose): only the meta-learner is fit (scikit-learn's StackingClassifier
+        design). `StudyModel.fit` uses it, so no pathway is cross-validated or refit a second time."""
+        fusion = cls(pathways=dict(pathways), cv=cv, weights=weights, random_state=random_state)
+        return fusion._fit_meta(dict(pathways), oof_probabilities, _binary_labels(y, "DecisionFusion"))
+
+    @classmethod
+    def from_parts(cls, pathways: dict, meta, weights: str = "equal", cv: int = 5, random_state=0):
+        """A fitted fusion from its fitted pathways and meta-learner (how a bundle, which stores each pathway
+        once, rebuilds it)."""
+        fusion = cls(pathways=dict(pathways), cv=cv, weights=weights, random_state=random_state)
+        fusion.classes_, fusion.pathways_, fusion.meta_ = np.array([0, 1]), dict(pathways), meta
+        return fusion
+
+    def _fit_meta(self, fitted: dict, oof_probabilities: dict, y: np.ndarray) -> "DecisionFusion":
+        self.classes_ = np.array([0, 1])
+        self.pathways_ = fitted
+        self.oof_probabilities_ = {name: np.asarray(oof_probabilities[name], dtype=float) for name in fitted}
+        self.meta_ = make_meta_learner(self.weights).fit(np.column_stack(list(self.oof_probabilities_.values())), y)
         return self
 
     @property

@@ -32,7 +32,7 @@ from ..core.provenance import package_versions
 # 2: the clinical pathway encodes through models.ClinicalEncoder and the feature fusion always exists (version 1's
 # clinical pipelines expected text-converted categories from a method that is gone: refused, not mispredicted).
 # 3: training_oof_thresholds (nested train_cv thresholds); the fusions are run once per CNN fold model.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 MANIFEST = "bundle.json"
 RESERVED_KEYS = ("schema_version", "created", "versions", "estimators", "tensors", "files", "content_sha256")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

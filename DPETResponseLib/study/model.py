@@ -123,6 +123,9 @@ class StudyModel:
             pathways["deep"] = ColumnProbability(column="dl_prob")
         return pathways
 
+    def _decision_fusion_params(self) -> dict:
+        return dict(weights=self.config.decision_weights, cv=self.config.n_folds, random_state=self.config.seed)
+
     def fit(self, X: pd.DataFrame, y: np.ndarray, images: list, masks: list, progress: bool = True) -> "StudyModel":
         from sklearn.base import clone
         from sklearn.model_selection import cross_val_predict
@@ -150,9 +153,8 @@ class StudyModel:
             pathway.fit(X, y)
 
         inputs = {n: self.pathways_[n] for n in DECISION_FUSION_INPUTS if n in self.pathways_}
-        self.fusion_decision_ = DecisionFusion(pathways={n: clone(p) for n, p in inputs.items()},
-                                               cv=self.config.n_folds, weights=self.config.decision_weights,
-                                               random_state=self.config.seed).fit(X, y)
+        # The pathways above, their OOF probabilities on the same folds: nothing is cross-validated or refit again.
+        self.fusion_decision_ = DecisionFusion.from_fitted(inputs, oof, y, **self._decision_fusion_params())
         # The stacked model's own OOF estimate: the meta-learner cross-validated on the pathways' OOF probabilities.
         level1 = np.column_stack([oof[n] for n in inputs])
         oof["fusion_decision"] = cross_val_predict(make_meta_learner(self.config.decision_weights), level1, y,
@@ -293,8 +295,11 @@ class StudyModel:
 
         from .bundle import write_bundle
 
-        estimators = dict(self.estimators_)
+        # Each pathway once: the decision fusion is stored as its meta-learner and rebuilt on the pathways at load.
+        estimators = {**self.pathways_, "fusion_decision_meta": self.fusion_decision_.meta_,
+                      "fusion_feature": self.fusion_feature_}
         manifest = {
+            "decision_fusion_inputs": list(self.fusion_decision_.pathways_),
             "kind": SCHEMA_NAME,
             "config": self.config.to_dict(),
             "clinical_columns": self.clinical_columns,
@@ -326,6 +331,7 @@ class StudyModel:
     @classmethod
     def load(cls, path) -> "StudyModel":
         from ..core.errors import BundleError
+        from ..learn.fusion import DecisionFusion
         from .bundle import read_bundle
 
         bundle = read_bundle(path)
@@ -340,9 +346,11 @@ class StudyModel:
         model.oof_ = pd.DataFrame({k: v for k, v in oof.items() if k != "case_id"}, index=oof["case_id"])
         model.oof_thresholds_ = pd.DataFrame(manifest["training_oof_thresholds"], index=oof["case_id"])
         est = dict(bundle.estimators)
-        model.fusion_decision_ = est.pop("fusion_decision")
         model.fusion_feature_ = est.pop("fusion_feature")
         model.pathways_ = {name: est[name] for name in PATHWAYS if name in est}
+        model.fusion_decision_ = DecisionFusion.from_parts(
+            {name: model.pathways_[name] for name in manifest["decision_fusion_inputs"]},
+            est.pop("fusion_decision_meta"), **model._decision_fusion_params())
         bg = manifest["background"]
         numeric = pd.DataFrame(bundle.tensors["background"]["values"].numpy(), index=bg["index"],
                                columns=bg["numeric_columns"])
