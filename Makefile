@@ -18,4 +18,5 @@ demo: $(STAMP)
 	$(BIN)/dpet-response demo --out demo_output
 
 test: $(STAMP)
+	$(BIN)/ruff check DPETResponseLib DPETResponse Testing benchmarks
 	$(BIN)/python -m pytest Testing -q -p no:cacheprovider

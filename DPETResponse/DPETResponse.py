@@ -293,6 +293,9 @@ class DPETResponseLogic(ScriptedLoadableModuleLogic):
         ScriptedLoadableModuleLogic.__init__(self)
         self._process = None
         self._workDir = None
+        # The library's module loggers propagate to Python's root logger, which Slicer shows in its log; its INFO
+        # messages (the steps of a run in this process) are wanted there too.
+        logging.getLogger("DPETResponseLib").setLevel(logging.INFO)
 
     def getParameterNode(self):
         return DPETResponseParameterNode(super().getParameterNode())
@@ -507,8 +510,9 @@ class DPETResponseLogic(ScriptedLoadableModuleLogic):
     def loadResults(self, petVolumeNode, outDir: str, outputs: dict | None = None):
         """Read what the CLI wrote into ``outDir``, show it in the scene and the layout; returns the result."""
         from DPETResponseLib import scene
+        from DPETResponseLib.results import PredictionResult
 
-        result = scene.read_prediction_dir(outDir)
+        result = PredictionResult.read(outDir)
         for warning in result.warnings:
             logging.warning(f"DPETResponse: {warning}")
         nodes = scene.show_prediction(result, slicer.mrmlScene, petVolumeNode, **(outputs or {}))

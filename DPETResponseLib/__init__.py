@@ -4,6 +4,7 @@ Pure Python: importing this package (or any of its modules) never imports qt, ct
 Heavy dependencies (torch, monai, radiomics, shap) are imported inside the modules that need them.
 """
 
-__version__ = "0.1.0"
+from .core.errors import ConfigError, DPETError, InputError
 
-from .core.errors import DPETError, InputError  # noqa: E402,F401
+__version__ = "0.1.0"
+__all__ = ["ConfigError", "DPETError", "InputError", "__version__"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import sys
 from pathlib import Path
@@ -42,7 +43,8 @@ def _cmd_convert(args) -> int:
 
     image = read_pet(args.input, suv_type=args.suv_type)
     write_image(image, args.out)
-    print(f"wrote SUV image {args.out} (size {image.GetSize()}, spacing {tuple(round(s, 4) for s in image.GetSpacing())})")
+    spacing = tuple(round(s, 4) for s in image.GetSpacing())
+    print(f"wrote SUV image {args.out} (size {image.GetSize()}, spacing {spacing})")
     return 0
 
 
@@ -205,9 +207,21 @@ def _attach_negative_values(argv: list[str]) -> list[str]:
     return out
 
 
+def _attach_log_handler() -> None:
+    """The library's log messages (INFO and above) on stderr, one line each, once per process."""
+    package = logging.getLogger("DPETResponseLib")
+    if not any(getattr(h, "dpet_cli", False) for h in package.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[dpet-response] %(message)s"))
+        handler.dpet_cli = True
+        package.addHandler(handler)
+    package.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(_attach_negative_values(argv))
+    _attach_log_handler()
     try:
         return args.func(args)
     except DPETError as err:

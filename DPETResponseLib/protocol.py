@@ -4,7 +4,7 @@ and the `demo` that runs all of it on the synthetic D-PET cohort."""
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import time
 from pathlib import Path
 
@@ -14,9 +14,7 @@ import pandas as pd
 from .core.errors import DPETError, InputError
 from .study.model import StudyConfig, StudyModel
 
-
-def _log(message: str) -> None:
-    print(f"[dpet-response] {message}", file=sys.stderr, flush=True)
+log = logging.getLogger(__name__)
 
 
 def load_config(config) -> StudyConfig:
@@ -64,7 +62,7 @@ def train(manifest, out, config=None, jobs: int = 1, cache_dir=None, fast: bool 
     cases = read_manifest(manifest)
     train_cases = training_cases(cases)
     validate_for_training(train_cases, n_folds=config.n_folds, early_stopping=config.deep)
-    _log(f"training on {len(train_cases)} cases of {manifest}")
+    log.info(f"training on {len(train_cases)} cases of {manifest}")
     started = time.time()
     # Habitat centroids are learned on the training cases only (label-free); the bundle keeps them in its settings.
     config.analysis = with_habitat_model(train_cases, config.analysis, _cache(cache_dir, manifest), jobs=jobs,
@@ -81,7 +79,7 @@ def train(manifest, out, config=None, jobs: int = 1, cache_dir=None, fast: bool 
                      "n_failed": int(len(errors)), "seconds": round(time.time() - started, 1)},
         "oracle": _oracle(manifest),
     })
-    _log(f"trained in {time.time() - started:.0f} s; bundle: {out}")
+    log.info(f"trained in {time.time() - started:.0f} s; bundle: {out}")
     return model
 
 
@@ -233,27 +231,16 @@ def predict(bundle, image, mask=None, seed_xyz=None, case_id: str = "case", clin
 
 
 def predict_files(bundle, image_path, mask=None, seed_xyz=None, out_dir=None, clinical: dict | None = None):
-    """`dpet-response predict`: reads the files, predicts, and writes prediction.json, mask.nii.gz,
-    subregions.nii.gz, gradcam.nii.gz and shap.csv to ``out_dir`` when given."""
-    from .core.files import atomic_write
-    from .io.images import read_mask, read_pet, write_image
+    """`dpet-response predict`: reads the files, predicts, and writes the prediction folder
+    (`results.PREDICTION_FILES`) to ``out_dir`` when given."""
+    from .io.images import read_mask, read_pet
 
     case_id = Path(image_path).name.split(".")[0]
     image = read_pet(image_path, case=case_id)
     mask_image = read_mask(mask, image, case=case_id) if mask is not None else None
     result = predict(bundle, image, mask=mask_image, seed_xyz=seed_xyz, case_id=case_id, clinical=clinical)
     if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_image(result.mask, out_dir / "mask.nii.gz")
-        write_image(result.subregions, out_dir / "subregions.nii.gz")
-        if result.gradcam is not None:
-            write_image(result.gradcam, out_dir / "gradcam.nii.gz")
-        rows = [(m, f, v) for m, d in result.shap.items() for f, v in d.items()]
-        with atomic_write(out_dir / "shap.csv") as tmp:
-            pd.DataFrame(rows, columns=["model", "feature", "shap"]).to_csv(tmp, index=False)
-        with atomic_write(out_dir / "prediction.json") as tmp:
-            Path(tmp).write_text(json.dumps(result.to_json_dict(), indent=2))
+        result.write(out_dir)
     return result
 
 
@@ -263,20 +250,20 @@ def run_demo(out, n: int = 147, seed: int = 0, fast: bool = False) -> Path:
 
     out = Path(out)
     started = time.time()
-    _log(f"1/3 writing a synthetic D-PET cohort of {n} cases to {out / 'cohort'}")
+    log.info(f"1/3 writing a synthetic D-PET cohort of {n} cases to {out / 'cohort'}")
     manifest = make_cohort(out / "cohort", n=n, seed=seed, progress=True)
     config = StudyConfig(seed=seed, deep_preset="cpu-fast")
     if fast:
         config.n_folds = 3
         config.deep_epochs = 5
         config.classifiers = ("lr", "nb")
-    _log("2/3 training every pathway and fusion on the train split")
+    log.info("2/3 training every pathway and fusion on the train split")
     train(manifest, out / "bundle", config=config, jobs=2, cache_dir=out / "cache", overwrite=True)
-    _log("3/3 evaluating on the test splits")
+    log.info("3/3 evaluating on the test splits")
     report = evaluate(out / "bundle", manifest, out / "report", jobs=2, cache_dir=out / "cache")
     metrics = json.loads((Path(report).parent / "metrics.json").read_text())
     _print_summary(metrics)
-    _log(f"done in {time.time() - started:.0f} s. Report: {report}")
+    log.info(f"done in {time.time() - started:.0f} s. Report: {report}")
     return Path(report)
 
 
@@ -289,4 +276,4 @@ def _print_summary(metrics: dict) -> None:
             for m, v in block["models"].items() if v.get("auc") is not None)
         if split in oracle.get("auc_by_split", {}):
             line += f" | oracle {oracle['auc_by_split'][split]:.2f}"
-        _log(line)
+        log.info(line)

@@ -1,10 +1,22 @@
-"""What a prediction for one patient returns: plain data the CLI prints and the Slicer module puts in the scene."""
+"""What a prediction for one patient returns (plain data the CLI prints and the Slicer module puts in the scene), and
+the prediction folder (`dpet-response predict --out`) it is written to and read back from."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import SimpleITK as sitk
+
+from .core.errors import InputError
+from .core.files import atomic_write, write_text
+
+#: The prediction folder: the file of each part (images only where the prediction has them).
+PREDICTION_FILES = {"json": "prediction.json", "mask": "mask.nii.gz", "subregions": "subregions.nii.gz",
+                    "gradcam": "gradcam.nii.gz", "shap": "shap.csv"}
+IMAGE_PARTS = ("mask", "subregions", "gradcam")
+REQUIRED_JSON_KEYS = ("case_id", "probabilities", "decision", "thresholds", "pet_metrics")
 
 
 @dataclass
@@ -47,3 +59,38 @@ class PredictionResult:
             "imputed_inputs": self.imputed_inputs,
             "warnings": self.warnings,
         }
+
+    def write(self, out_dir) -> Path:
+        """Write the prediction folder (`PREDICTION_FILES`) to ``out_dir``; the JSON last, so that its presence
+        means the folder is complete."""
+        import pandas as pd
+
+        from .io.images import write_image
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for part in IMAGE_PARTS:
+            if getattr(self, part) is not None:
+                write_image(getattr(self, part), out_dir / PREDICTION_FILES[part])
+        rows = [(m, f, v) for m, d in self.shap.items() for f, v in d.items()]
+        with atomic_write(out_dir / PREDICTION_FILES["shap"]) as tmp:
+            pd.DataFrame(rows, columns=["model", "feature", "shap"]).to_csv(tmp, index=False)
+        return write_text(out_dir / PREDICTION_FILES["json"], json.dumps(self.to_json_dict(), indent=2))
+
+    @classmethod
+    def read(cls, out_dir) -> "PredictionResult":
+        """The prediction a folder written by `write` holds."""
+        out_dir = Path(out_dir)
+        json_path = out_dir / PREDICTION_FILES["json"]
+        if not json_path.is_file():
+            raise InputError(f"no {json_path.name} in {out_dir}: the prediction did not finish")
+        data = json.loads(json_path.read_text())
+        missing = set(REQUIRED_JSON_KEYS) - set(data)
+        if missing:
+            raise InputError(f"{json_path} lacks {sorted(missing)}")
+        images = {part: sitk.ReadImage(str(out_dir / PREDICTION_FILES[part]))
+                  for part in IMAGE_PARTS if (out_dir / PREDICTION_FILES[part]).is_file()}
+        return cls(case_id=data["case_id"], probabilities=data["probabilities"], decision=data["decision"],
+                   thresholds=data["thresholds"], pet_metrics=data["pet_metrics"], shap=data.get("shap") or {},
+                   imputed_inputs=data.get("imputed_inputs") or {}, warnings=list(data.get("warnings") or []),
+                   **images)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
+from .core import names
 from .core.errors import InputError
 from .io.geometry import require_same_grid, same_grid
 
@@ -319,40 +320,12 @@ def control_point_lps(markups_node, index: int = 0) -> tuple[float, float, float
 
 
 #: Segment name and colour per label, for the tumour mask and for the subregion (habitat) labels.
-TUMOUR_SEGMENTS = ({1: "Tumour"}, {1: (0.95, 0.85, 0.2)})
-SUBREGION_SEGMENTS = ({1: "Low uptake", 2: "High uptake"}, {1: (0.25, 0.45, 1.0), 2: (1.0, 0.25, 0.2)})
+TUMOUR_SEGMENTS = ({1: names.TUMOUR_SEGMENT}, {1: (0.95, 0.85, 0.2)})
+SUBREGION_SEGMENTS = (dict(names.SUBREGION_SEGMENTS), {1: (0.25, 0.45, 1.0), 2: (1.0, 0.25, 0.2)})
 #: Which model's SHAP values the bar chart shows, by preference (else the first model that has any).
 SHAP_MODEL_PREFERENCE = ("radiomics", "fusion_feature", "fusion_decision")
 #: Node-reference roles on the PET volume that remember the output nodes, so a re-run updates them.
 OUTPUT_ROLES = ("segmentation", "gradcam", "prediction_table", "metrics_table", "shap_chart")
-
-
-def read_prediction_dir(out_dir) -> "PredictionResult":
-    """What `dpet-response predict --out DIR` wrote: prediction.json plus mask, subregions and (optional) gradcam."""
-    import json
-    from pathlib import Path
-
-    from .results import PredictionResult
-
-    out_dir = Path(out_dir)
-    json_path = out_dir / "prediction.json"
-    if not json_path.is_file():
-        raise InputError(f"no prediction.json in {out_dir}: the prediction did not finish")
-    data = json.loads(json_path.read_text())
-    missing = {"case_id", "probabilities", "decision", "thresholds", "pet_metrics"} - set(data)
-    if missing:
-        raise InputError(f"{json_path} lacks {sorted(missing)}")
-
-    def image(name):
-        path = out_dir / name
-        return sitk.ReadImage(str(path)) if path.is_file() else None
-
-    return PredictionResult(
-        case_id=data["case_id"], probabilities=data["probabilities"], decision=data["decision"],
-        thresholds=data["thresholds"], pet_metrics=data["pet_metrics"], shap=data.get("shap") or {},
-        mask=image("mask.nii.gz"), subregions=image("subregions.nii.gz"), gradcam=image("gradcam.nii.gz"),
-        warnings=list(data.get("warnings") or []), imputed_inputs=data.get("imputed_inputs") or {},
-    )
 
 
 def _top_shap(shap: dict[str, dict[str, float]], top: int) -> tuple[str, list[str], list[float]] | None:

@@ -64,7 +64,7 @@ FACTORS = {
     "high_fraction": Factor(0.35, 1.0, 0.95, "fraction of the tumour volume that is high-uptake (1: solid)",
                             "subregion volumes, CNN (rim vs solid)"),
     # a hypometabolic (necrotic/fibrotic) core takes up 10-50% of the viable rim's FDG; above that it is no longer a
-    # distinct habitat at D-PET resolution and noise (with 0.15-0.75, no habitat method recovered high_fraction)
+    # distinct habitat at D-PET resolution and noise (DEVELOPERS.md: the wider range that was tried)
     "core_ratio": Factor(0.10, 0.50, 0.50, "uptake of the low-uptake core relative to the high-uptake rim",
                          "low/high subregion first order"),
     "rim_heterogeneity": Factor(0.05, 0.45, -0.85, "coefficient of variation of uptake inside the high-uptake part",
@@ -138,7 +138,8 @@ def sample_factors(n: int, seed: int = 0) -> pd.DataFrame:
         u = norm.cdf(chol @ rng.standard_normal(len(FACTORS)))
         row = {}
         for (name, f), ui in zip(FACTORS.items(), u):
-            row[name] = float(ui > 1 - BINARY_FACTORS[name]) if name in BINARY_FACTORS else f.low + (f.high - f.low) * ui
+            row[name] = (float(ui > 1 - BINARY_FACTORS[name]) if name in BINARY_FACTORS
+                         else f.low + (f.high - f.low) * ui)
         rows.append(row)
         labels.append(rng.random())
     factors = pd.DataFrame(rows, index=pd.Index([case_id(i, n) for i in range(n)], name="case_id"))

@@ -93,6 +93,21 @@ def test_settings_are_checked_at_configuration_with_a_suggestion():
         load_config({"deep_overrides": {"spacng": 4.0}}).check()
     with pytest.raises(ConfigError, match="unknown decision-fusion weights"):
         load_config({"decision_weights": "median"}).check()
+    # values of the wrong type, in every layer, named with the type expected
+    with pytest.raises(ConfigError, match=r"protocol settings: n_folds='5' \(str\) .* expected int"):
+        load_config({"n_folds": "5"})
+    with pytest.raises(ConfigError, match=r"analysis settings: habitat_radius_mm='7' \(str\) .* expected float"):
+        load_config({"analysis": {"habitat_radius_mm": "7"}})
+    with pytest.raises(ConfigError, match=r"analysis settings: ith_dims=\[2, '3'\] .* expected list\[int\]"):
+        load_config({"analysis": {"ith_dims": [2, "3"]}})
+    with pytest.raises(ConfigError, match=r"deep settings: epochs=2.5 \(float\) .* expected int"):
+        load_config({"deep_overrides": {"epochs": 2.5}}).check()
+    assert load_config({"analysis": {"habitat_radius_mm": 7}}).analysis["habitat_radius_mm"] == 7  # int as float
+    # one CNN setting set twice, or one the study sets itself
+    with pytest.raises(ConfigError, match=r"deep_epochs and deep_overrides\['epochs'\] both set"):
+        load_config({"deep_epochs": 3, "deep_overrides": {"epochs": 4}})
+    with pytest.raises(ConfigError, match="deep_overrides cannot set folds: the CNN takes them from n_folds"):
+        load_config({"deep_overrides": {"folds": 3}})
     config = StudyConfig(n_folds=3)
     copied = load_config(config)
     copied.analysis["habitat_seed"] = 5

@@ -551,7 +551,6 @@ def test_convert_every_ibsi_suv_reference_right_or_refused(shared_data, tmp_path
 
 
 # ------------------------------------------------------------------------------------------------ demo
-@pytest.mark.slow
 def test_demo_with_a_small_cohort(tmp_path):
     """`demo --n 20 --fast` (a new process; 20 is the smallest n whose 12 training cases hold the 4 per class the
     CNN's 3 folds with early stopping need): exit 0, the report, every model on every split, the settings --fast

@@ -17,7 +17,8 @@ from DPETResponseLib.deep.data import (
 
 # A rotated, axis-flipped, anisotropic PET grid: the pitfalls of LPS geometry in one image.
 ANGLE = 0.4
-DIRECTION = np.array([[np.cos(ANGLE), -np.sin(ANGLE), 0], [np.sin(ANGLE), np.cos(ANGLE), 0], [0, 0, 1]]) @ np.diag([1, -1, -1])
+DIRECTION = (np.array([[np.cos(ANGLE), -np.sin(ANGLE), 0], [np.sin(ANGLE), np.cos(ANGLE), 0], [0, 0, 1]])
+             @ np.diag([1, -1, -1]))
 SPACING = (1.5, 2.0, 3.0)
 ORIGIN = (10.0, -20.0, 5.0)
 SIZE = (40, 30, 20)
@@ -103,7 +104,8 @@ def test_bad_input_raises_input_error_naming_the_case():
         preprocess_case(suv, empty, CropSpec(16, 2.0), case="case-7")
     shifted = _grid_image(_box_mask(), sitk.sitkUInt8)
     shifted.SetOrigin((0.0, 0.0, 0.0))
-    with pytest.raises(InputError, match=r"case-8: the mask is not on the PET grid: origin \(0, 0, 0\) vs PET \(10, -20, 5\)"):
+    with pytest.raises(InputError,
+                       match=r"case-8: the mask is not on the PET grid: origin \(0, 0, 0\) vs PET \(10, -20, 5\)"):
         preprocess_case(suv, shifted, CropSpec(16, 2.0), case="case-8")
     nan = np.ones(SIZE[::-1], np.float32)
     nan[0, 0, 0] = np.nan

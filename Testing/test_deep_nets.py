@@ -49,7 +49,8 @@ def kinetics_state():
 def test_reference_r3d18_state_has_torchvisions_parameter_count(kinetics_state):
     # guards the hand-written reference itself against the published figure (buffers are not parameters)
     state = kinetics_state
-    n = sum(v.numel() for k, v in state.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    n = sum(v.numel() for k, v in state.items()
+            if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
     assert n == R3D18_KINETICS_PARAMS
     # our backbone has the same parameters minus the 400-class head, with a 1-channel stem (3x fewer stem weights)
     ours = sum(p.numel() for p in R3D18(in_channels=1).parameters())
@@ -75,7 +76,8 @@ def test_kinetics_r3d18_checkpoint_loads_with_rgb_stem_summed(tmp_path, suffix, 
     torch.testing.assert_close(loaded["layer4.1.conv2.1.running_var"], state["layer4.1.conv2.1.running_var"])
     # a grey 3-channel video gives the same stem response as the summed 1-channel stem
     x = torch.rand(1, 1, 4, 16, 16)
-    grey = torch.nn.functional.conv3d(x.repeat(1, 3, 1, 1, 1), state["stem.0.weight"], stride=(1, 2, 2), padding=(1, 3, 3))
+    grey = torch.nn.functional.conv3d(x.repeat(1, 3, 1, 1, 1), state["stem.0.weight"], stride=(1, 2, 2),
+                                      padding=(1, 3, 3))
     ours = torch.nn.functional.conv3d(x, loaded["stem.0.weight"][:, :1], stride=(1, 2, 2), padding=(1, 3, 3))
     torch.testing.assert_close(grey, ours, rtol=1e-4, atol=1e-4)
 

@@ -60,7 +60,8 @@ def make_cohort(n: int, seed: int):
 
 
 # Small and fast: cpu-fast crops (24^3 at 2 mm, narrow ResNet10), 3 folds. 30 epochs: with early stopping on an
-# inner split (honest out-of-fold estimates) 16 epochs gave out-of-fold AUC 0.76, 30 epochs 1.0 (test cohort 0.98 -> 1.0).
+# inner split (honest out-of-fold estimates) 16 epochs gave out-of-fold AUC 0.76, 30 epochs 1.0
+# (test cohort 0.98 -> 1.0).
 CONFIG = dict(folds=3, epochs=30, seed=0, device="cpu")
 
 
@@ -99,7 +100,8 @@ def _mass_inside(cam: sitk.Image, mask: sitk.Image, dilate: int = 0) -> float:
 
 def test_gradcam_is_on_the_pet_grid_and_inside_the_tumour(trained, tmp_path):
     """Every test case's map of its predicted class has the PET's exact geometry and puts a large share of its mass
-    in the tumour (about half; never less than a third, on any seed or machine measured) (the label is in the tumour's uptake pattern; a hot distractor lies outside it in 60% of cases).
+    in the tumour (about half; never less than a third, on any seed or machine measured) (the label is in the
+    tumour's uptake pattern; a hot distractor lies outside it in 60% of cases).
     The tumour fills about 3% of the crop, so a map blind to it would hold about 3% of its mass there."""
     from DPETResponseLib.deep.data import crop_to_image
 

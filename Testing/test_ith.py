@@ -9,7 +9,7 @@ import SimpleITK as sitk
 from conftest import SHARED_DATA
 from scipy import ndimage
 
-from DPETResponseLib.core.errors import InputError
+from DPETResponseLib.core.errors import ConfigError, InputError
 from DPETResponseLib.features.ith import discretise, ith_from_labels, ith_score, window_features
 from DPETResponseLib.features.petmetrics import pet_metrics
 from DPETResponseLib.features.subregions import tumour_habitats
@@ -139,9 +139,9 @@ def test_tiny_tumours():
     # With 2 clusters the 2x2 slice splits into its rows (the two pixels of a row see mirror-image windows):
     # two clusters of one 2-pixel region each: 1 - (2/1 + 2/1) / 4 = 0.
     assert ith_score(img, mask, dims=2, n_clusters=2)["ith_score2d"] == pytest.approx(0.0)
-    with pytest.raises(InputError, match="dims=4"):
+    with pytest.raises(ConfigError, match="dims=4"):
         ith_score(img, mask, dims=4)
-    with pytest.raises(InputError, match="window=4"):
+    with pytest.raises(ConfigError, match="window=4"):
         ith_score(img, mask, window=4)
 
 

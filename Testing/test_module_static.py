@@ -135,7 +135,8 @@ def test_top_level_cmake_describes_the_extension():
                 "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS", "EXTENSION_DEPENDS"):
         assert values.get(key), key
     assert values["EXTENSION_ICONURL"].endswith("/Resources/Icons/DPETResponse.png")
-    assert all("/Resources/Screenshots/" in u and u.endswith(".png") for u in values["EXTENSION_SCREENSHOTURLS"].split())
+    assert all("/Resources/Screenshots/" in u and u.endswith(".png")
+               for u in values["EXTENSION_SCREENSHOTURLS"].split())
     for line in ("find_package(Slicer REQUIRED)", "include(${Slicer_USE_FILE})", "add_subdirectory(DPETResponse)",
                  "include(${Slicer_EXTENSION_GENERATE_CONFIG})", "include(${Slicer_EXTENSION_CPACK})"):
         assert line in text

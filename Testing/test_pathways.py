@@ -6,7 +6,7 @@ import pytest
 from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
-from DPETResponseLib.core.errors import InputError
+from DPETResponseLib.core.errors import ConfigError, InputError
 from DPETResponseLib.learn.pathways import (
     ClinicalPathway,
     ColumnProbability,
@@ -24,7 +24,8 @@ def feature_table(n=90, seed=0, n_noise=60, radiomics_effect=1.5, dl_effect=1.5,
     """A feature table shaped like the cohort's: ``n_noise`` noise radiomics columns per region (scales 1..n),
     two informative radiomics columns (``SIGNALS``, mean shift ``radiomics_effect`` SD between classes),
     ``ith_score2d`` (shift ``ith_effect``), ``dl_prob`` (logit shift ``dl_effect``, independent noise),
-    16 embedding columns of which 2 are shifted by ``embedding_effect``, and clinical noise (age with missing values, grade).
+    16 embedding columns of which 2 are shifted by ``embedding_effect``, and clinical noise (age with missing values,
+    grade).
     ``labels`` replaces the balanced labels (e.g. random ones)."""
     rng = np.random.default_rng(seed)
     if labels is None:
@@ -133,7 +134,7 @@ def test_estimator_contract_and_bad_input():
         RadiomicsPathway(regions=("core",)).fit(X, y)
     with pytest.raises(InputError, match="pandas DataFrame"):
         ClinicalPathway().fit(X.to_numpy(), y)
-    with pytest.raises(InputError, match="unknown classifier 'svm'"):
+    with pytest.raises(ConfigError, match="unknown classifier 'svm'"):
         RadiomicsPathway(classifiers=("lr", "svm")).fit(X, y)
     with pytest.raises(InputError, match="both classes"):
         ITHPathway().fit(X, np.zeros(len(X)))

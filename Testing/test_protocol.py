@@ -3,9 +3,9 @@ radiomics parameter file (Original image only), 3 folds, a small CNN trained for
 
 What it shows: every model is reported with its CIs next to the oracle; the pathways and fusions learn what the
 cohort holds (above chance, below the oracle); both fusions are at least as good as every single pathway over
-resampled splits; the report says what each fusion rests on; the subregions carry what the whole tumour's features lack; nothing leaks (random labels give chance
-AUCs, also in the cross-validated training estimates, which is where leakage shows first); a saved bundle
-predicts the same numbers in a fresh process.
+resampled splits; the report says what each fusion rests on; the subregions carry what the whole tumour's features
+lack; nothing leaks (random labels give chance AUCs, also in the cross-validated training estimates, which is
+where leakage shows first); a saved bundle predicts the same numbers in a fresh process.
 """
 
 import json

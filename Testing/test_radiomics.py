@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 from conftest import SHARED_DATA
 
-from DPETResponseLib.core.errors import InputError
+from DPETResponseLib.core.errors import ConfigError, InputError
 from DPETResponseLib.features.radiomics import RadiomicsExtractor, default_params_path
 
 logging.getLogger("radiomics").setLevel(logging.ERROR)
@@ -366,9 +366,9 @@ def test_bad_input_names_the_case():
         extractor.extract(image, {"whole": shifted}, case="case-9")
     with pytest.raises(InputError, match="case-9.*no mask for the requested region"):
         extractor.extract(image, {"whole": mask_of((slice(5, 10),) * 3)}, case="case-9", regions=["whole", "high"])
-    with pytest.raises(InputError, match="not enabled"):
+    with pytest.raises(ConfigError, match="not enabled"):
         RadiomicsExtractor(image_types=["Square"])
-    with pytest.raises(InputError, match="does not exist"):
+    with pytest.raises(ConfigError, match="does not exist"):
         RadiomicsExtractor("/nonexistent/params.yaml")
 
 

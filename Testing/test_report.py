@@ -183,7 +183,9 @@ def test_gradcam_montage_is_orientation_independent(tmp_path):
 def test_bad_input_is_named(tmp_path, cohort):
     image, mask, cam = _sphere_case()
     small = sitk.Image(10, 10, 10, sitk.sitkFloat32)
-    with pytest.raises(InputError, match=r"case_9: the Grad-CAM is not on the PET grid: size \(10, 10, 10\) vs PET \(48, 40, 16\)"):
+    with pytest.raises(InputError,
+                       match=r"case_9: the Grad-CAM is not on the PET grid: "
+                             r"size \(10, 10, 10\) vs PET \(48, 40, 16\)"):
         gradcam_montage(image, mask, small, tmp_path / "x.png", case="case_9")
     empty = sitk.Image(mask.GetSize(), sitk.sitkUInt8)
     empty.CopyInformation(mask)

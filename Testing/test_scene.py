@@ -1,6 +1,5 @@
 """MRML <-> SimpleITK adapters on real MRML nodes (slicer-core wheel, no Slicer application)."""
 
-import json
 import math
 
 import numpy as np
@@ -10,7 +9,7 @@ import slicer  # the slicer-core wheel (pyproject [test]): real MRML nodes witho
 
 from DPETResponseLib import scene as S
 from DPETResponseLib.core.errors import InputError
-from DPETResponseLib.results import PredictionResult
+from DPETResponseLib.results import PREDICTION_FILES, PredictionResult
 
 COS30, SIN30 = math.cos(math.radians(30)), math.sin(math.radians(30))
 
@@ -133,7 +132,7 @@ def test_segmentation_errors(scene, oblique_pet):
     pet = S.sitk_to_volume_node(oblique_pet, scene, name="PET")
     shifted = subregion_labels(oblique_pet)
     shifted.SetOrigin((11.0, -20.0, 30.0))
-    with pytest.raises(InputError, match="not on the reference volume's grid"):
+    with pytest.raises(InputError, match=r"node 'PET': the label image is not on the PET grid: origin \(11, -20, 30\)"):
         S.labelmap_to_segmentation(shifted, scene, pet, *S.SUBREGION_SEGMENTS)
     seg = S.labelmap_to_segmentation(subregion_labels(oblique_pet), scene, pet, *S.SUBREGION_SEGMENTS)
     with pytest.raises(InputError, match="no segment with id 'nope'"):
@@ -246,7 +245,8 @@ def fake_result(pet_image):
         decision={"radiomics": 1, "deep": 0, "fusion_decision": 1},
         thresholds={"radiomics": 0.5, "deep": 0.45, "fusion_decision": 0.55},
         pet_metrics={"pet_SUVmax": 11.9, "pet_MTV": 1.2},
-        shap={"radiomics": {"f1": 0.2, "f2": -0.5, "f3": 0.05}, "fusion_decision": {"radiomics": 0.9, "deep": -1.3, "ith": 0.01}},
+        shap={"radiomics": {"f1": 0.2, "f2": -0.5, "f3": 0.05},
+              "fusion_decision": {"radiomics": 0.9, "deep": -1.3, "ith": 0.01}},
         mask=sitk.Cast(labels > 0, sitk.sitkUInt8), subregions=labels,
         gradcam=sitk.Cast(pet_image / 11.9, sitk.sitkFloat32), warnings=["synthetic"],
         imputed_inputs={"fusion_decision": ["age", "ki67"]},
@@ -292,14 +292,16 @@ def test_show_prediction_creates_then_updates_nodes_under_the_study(scene, obliq
                       "vtkMRMLPlotChartNode": 1}
 
 
-def test_read_prediction_dir(tmp_path, oblique_pet):
+def test_prediction_folder_round_trip(tmp_path, oblique_pet):
+    """What `PredictionResult.write` puts in a prediction folder, `read` gives back (the Slicer module reads the
+    folder the CLI wrote); a folder without its JSON is an unfinished prediction."""
     result = fake_result(oblique_pet)
-    (tmp_path / "prediction.json").write_text(json.dumps(result.to_json_dict()))
-    sitk.WriteImage(result.mask, str(tmp_path / "mask.nii.gz"))
-    sitk.WriteImage(result.subregions, str(tmp_path / "subregions.nii.gz"))
-    read = S.read_prediction_dir(tmp_path)
+    result.write(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(PREDICTION_FILES.values())
+    (tmp_path / PREDICTION_FILES["gradcam"]).unlink()  # a bundle without a CNN writes no heat map
+    read = PredictionResult.read(tmp_path)
     assert read.probabilities == result.probabilities and read.shap == result.shap and read.gradcam is None
     assert read.imputed_inputs == {"fusion_decision": ["age", "ki67"]}
     np.testing.assert_array_equal(sitk.GetArrayFromImage(read.subregions), sitk.GetArrayFromImage(result.subregions))
     with pytest.raises(InputError, match="no prediction.json"):
-        S.read_prediction_dir(tmp_path / "missing")
+        PredictionResult.read(tmp_path / "missing")

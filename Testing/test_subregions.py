@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 from sklearn.base import clone
 
-from DPETResponseLib.core.errors import InputError
+from DPETResponseLib.core.errors import ConfigError, InputError
 from DPETResponseLib.features.subregions import PopulationHabitats, TumourHabitats, local_stats, tumour_habitats
 
 
@@ -141,7 +141,7 @@ def test_population_habitats_round_trip_through_json(population):
 
 def test_bad_settings_and_inputs_raise_input_error():
     img, mask, _, _ = rim_core(1)
-    with pytest.raises(InputError, match="k=1"):
+    with pytest.raises(ConfigError, match="k=1"):
         tumour_habitats(img, mask, k=1, case="c")
     empty = sitk.Image(mask.GetSize(), sitk.sitkUInt8)
     empty.CopyInformation(mask)
@@ -153,8 +153,8 @@ def test_bad_settings_and_inputs_raise_input_error():
 
 
 def cored_or_solid(scale, core_mm, seed):
-    """12 mm ball at 1 mm (D-PET-like, 2.5 mm FWHM, clipped at 0): uptake 9 x scale, with a cold core (3 x scale) of radius core_mm
-    (0: solid). Returns (image, mask, true high-uptake fraction)."""
+    """12 mm ball at 1 mm (D-PET-like, 2.5 mm FWHM, clipped at 0): uptake 9 x scale, with a cold core (3 x scale) of
+    radius core_mm (0: solid). Returns (image, mask, true high-uptake fraction)."""
     img, mask, truth = _phantom(lambda x, y, z, r: scale * np.where(r < core_mm, 3.0, 9.0), 12.0, (1.0, 1.0, 1.0),
                                 2.5, 0.5 * scale, seed, extent=16.0)
     inside = truth > 0
@@ -179,7 +179,7 @@ def test_relative_population_habitats_tell_solid_from_cored_tumours_at_any_uptak
     solid_fractions = [_high_fraction(relative, img, mask) for img, mask, _ in solid]
     cored_fractions = [_high_fraction(relative, img, mask) for img, mask, _ in cored]
     assert min(solid_fractions) > 0.75 and min(solid_fractions) > max(cored_fractions) + 0.15
-    for (img, mask, truth), fraction in zip(cored, cored_fractions):
+    for (_img, _mask, truth), fraction in zip(cored, cored_fractions):
         assert truth == pytest.approx(0.706, abs=0.01) and 0.3 < fraction < truth
     for img, mask, _ in solid:
         per_tumour = sitk.GetArrayFromImage(tumour_habitats(img, mask, k=2)[0])

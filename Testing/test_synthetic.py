@@ -98,7 +98,8 @@ def test_manifest_has_relative_paths_labels_splits_and_clinical_columns_but_no_h
     assert ((cases["hr_status"] == "positive") == factors.loc[cases.index, "hormone_receptor_positive"].eq(1)).all()
     assert cases["cN"].between(0, 3).all() and cases["grade"].between(1, 3).all()
     assert cases["ki67"].between(1, 95).all() and cases["age"].between(28, 75).all()
-    no_clinical = synthetic.make_cohort(out.parent / "noclin", n=8, seed=1, clinical=False, splits={"train": 4, "test": 4})
+    no_clinical = synthetic.make_cohort(out.parent / "noclin", n=8, seed=1, clinical=False,
+                                        splits={"train": 4, "test": 4})
     assert list(pd.read_csv(no_clinical).columns) == ["case_id", "image", "mask", "label", "split"]
 
 
@@ -162,7 +163,7 @@ def test_radiomics_inside_the_mask_cannot_see_the_peritumoural_uptake(study):
     swamps the shell's blurred edge), so mask-bound features cannot stand in for the CNN's view."""
     cases, factors, _, _ = study
     rows = []
-    for cid, row in cases.iterrows():
+    for _cid, row in cases.iterrows():
         suv = sitk.GetArrayFromImage(sitk.ReadImage(row["image"]))
         tumour = sitk.GetArrayFromImage(sitk.ReadImage(row["mask"])).astype(bool)
         rows.append(np.median(suv[tumour]))

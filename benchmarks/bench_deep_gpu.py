@@ -41,9 +41,11 @@ def full_pipeline(config, device, host_crops, labels, steps, warmup):
     net, optimiser, loss_fn = _setup(config, device)
     augment = BatchAugmenter(seed=0)
     rng = np.random.default_rng(0)
-    batches = [torch.from_numpy(rng.choice(len(host_crops), config.batch_size, replace=False)) for _ in range(steps + warmup)]
+    batches = [torch.from_numpy(rng.choice(len(host_crops), config.batch_size, replace=False))
+               for _ in range(steps + warmup)]
     for idx in batches[:warmup]:
-        train_step(net, host_crops.to(device), labels.to(device), None, idx, loss_fn, optimiser, augment, device, config.amp)
+        train_step(net, host_crops.to(device), labels.to(device), None, idx, loss_fn, optimiser, augment, device,
+                   config.amp)
     _sync(device)
     start = time.perf_counter()
     crops, y = host_crops.to(device), labels.to(device)  # the one-off upload is part of the pipeline

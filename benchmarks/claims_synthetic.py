@@ -30,8 +30,9 @@ held-out cases, the mean DeLong SE of one 57-case AUC, and the Pearson r of the 
 (``sub_high_fraction``) with the generator's true ``high_fraction`` (hidden_factors.csv) over the 147 cases
 (mean over resamples where the centroids change per resample). Then one table over seeds: each claim's margin per
 seed, its mean and SD across seeds, and "HOLDS on k/N seeds". Per-resample AUCs go to a CSV in --work
-(claims_<params>_<habitats>[_<centroids>]_r<resamples>.csv); ``--compare A.csv B.csv`` prints the per-seed difference A - B of
-every model's mean AUC from two such runs (e.g. Original vs full radiomics, population vs per-tumour habitats).
+(claims_<params>_<habitats>[_<centroids>]_r<resamples>.csv); ``--compare A.csv B.csv`` prints the per-seed
+difference A - B of every model's mean AUC from two such runs (e.g. Original vs full radiomics, population vs
+per-tumour habitats).
 
     .venv/bin/python benchmarks/claims_synthetic.py [--seeds 0 1 2 3 4] [--resamples 10] [--params original]
         [--habitats population] [--centroids resample] [--work /tmp/claims_work] [--jobs 1]
@@ -102,8 +103,10 @@ def provenance() -> str:
     def git(*args):
         return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True).stdout.strip()
 
-    dirty = " +dirty (uncommitted edits in DPETResponseLib)" if git("status", "--porcelain", "--", "DPETResponseLib") else ""
-    return f"DPETResponseLib {DPETResponseLib.__version__} from the checkout, commit {git('rev-parse', '--short=12', 'HEAD')}{dirty}"
+    dirty = (" +dirty (uncommitted edits in DPETResponseLib)"
+             if git("status", "--porcelain", "--", "DPETResponseLib") else "")
+    commit = git("rev-parse", "--short=12", "HEAD")
+    return f"DPETResponseLib {DPETResponseLib.__version__} from the checkout, commit {commit}{dirty}"
 
 
 def cohort(work: Path, seed: int) -> Path:

@@ -7,7 +7,8 @@ its CONFIG (3 folds, 30 epochs, CPU) with ``seed`` set to each training seed of 
 of the predicted class (`DeepModel.gradcam`, averaged over the fold models, on the PET grid) is computed with each
 method on each block of ``--layers`` (the same trained nets); the share is sum(map inside the mask) / sum(map), as
 the test's ``_mass_inside``. Prints the median (min-max) share over the 24 test cases per seed, method and block,
-the median within 2 voxels of the mask (the test's second bound), and the range of medians over seeds. The tumour fills about 3% of the crop: a map blind to it holds about 3% there.
+the median within 2 voxels of the mask (the test's second bound), and the range of medians over seeds. The tumour
+fills about 3% of the crop: a map blind to it holds about 3% there.
 
     .venv/bin/python benchmarks/gradcam_mass.py [--seeds 0 1 2] [--layers layer2 layer3] [--jobs 1]
 """

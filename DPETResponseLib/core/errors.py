@@ -16,10 +16,6 @@ class InputError(DPETError):
         self.problem = problem
         super().__init__(f"{case}: {problem}" if case else problem)
 
-    def for_case(self, case: str) -> "InputError":
-        """The same error, attributed to ``case`` (used by the cohort runner when a stage did not know the id)."""
-        return InputError(self.problem, case=case) if self.case is None else self
-
 
 class ConfigError(DPETError):
     """Settings that cannot be used: an unknown or mistyped name, or a value the pipeline does not support."""

@@ -37,14 +37,6 @@ class CropSpec:
         return 2 if self.mask_channel else 1
 
 
-#: Crop presets: "dpet" matches dedicated breast PET voxels; "cpu" and "cpu-fast" are for machines without a GPU.
-CROP_PRESETS = {
-    "dpet": CropSpec(size=64, spacing=1.0),
-    "cpu": CropSpec(size=32, spacing=2.0),
-    "cpu-fast": CropSpec(size=24, spacing=2.0),
-}
-
-
 @dataclass(frozen=True)
 class CropGeometry:
     """Where a crop lies: LPS position (mm) of voxel (0, 0, 0), isotropic spacing (mm), cube size; identity
@@ -153,7 +145,8 @@ class CropCache:
     def _key(self, image: sitk.Image, mask: sitk.Image) -> str:
         h = hashlib.sha256(repr(self.spec).encode())
         for im in (image, mask):
-            h.update(repr((im.GetSize(), im.GetSpacing(), im.GetOrigin(), im.GetDirection(), im.GetPixelIDValue())).encode())
+            h.update(repr((im.GetSize(), im.GetSpacing(), im.GetOrigin(), im.GetDirection(),
+                           im.GetPixelIDValue())).encode())
             h.update(np.ascontiguousarray(sitk.GetArrayViewFromImage(im)).tobytes())
         return h.hexdigest()[:32]
 

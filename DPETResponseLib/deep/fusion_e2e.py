@@ -40,10 +40,12 @@ def check_extra(extra, n_cases: int, extra_dim: int) -> torch.Tensor | None:
     InputError when its shape does not fit or it holds NaN/inf."""
     if extra_dim == 0:
         if extra is not None:
-            raise InputError("radiomics vectors were given but the deep model was configured without them (extra_dim=0)")
+            raise InputError("radiomics vectors were given but the deep model was configured without them "
+                             "(extra_dim=0)")
         return None
     if extra is None:
-        raise InputError(f"this deep model fuses {extra_dim} radiomics features: pass `extra` ({n_cases} x {extra_dim})")
+        raise InputError(f"this deep model fuses {extra_dim} radiomics features: "
+                         f"pass `extra` ({n_cases} x {extra_dim})")
     values = np.asarray(extra, dtype=np.float32)
     if values.ndim == 1 and n_cases == 1:
         values = values[None]

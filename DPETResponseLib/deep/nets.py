@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..core.errors import InputError
+from ..core.errors import ConfigError, InputError
 from .fusion_e2e import RadiomicsProjection
 
 MONAI_RESNETS = {"resnet10": 10, "resnet18": 18, "resnet34": 34}
@@ -37,7 +37,8 @@ class BasicBlock(nn.Module):
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
         super().__init__()
-        self.conv1 = nn.Sequential(Conv3DSimple(in_planes, planes, stride), nn.BatchNorm3d(planes), nn.ReLU(inplace=True))
+        self.conv1 = nn.Sequential(Conv3DSimple(in_planes, planes, stride), nn.BatchNorm3d(planes),
+                                   nn.ReLU(inplace=True))
         self.conv2 = nn.Sequential(Conv3DSimple(planes, planes), nn.BatchNorm3d(planes))
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
@@ -113,15 +114,15 @@ def build_net(arch: str, in_channels: int, extra_dim: int = 0, width: float = 1.
               stem_stride: int = 2, max_pool: bool = True, cam_layer: str = "layer4") -> DeepNet:
     """A freshly initialised net (uses torch's global RNG: seed it first). ``cam_layer``: layer1..layer4.
 
-    ``width``, ``stem_kernel``, ``stem_stride`` and ``max_pool`` shape the MONAI ResNets (MedicalNet-compatible shortcuts:
-    type B without downsample bias for ResNet10, type A for 18/34); r3d_18 has torchvision's fixed layout.
+    ``width``, ``stem_kernel``, ``stem_stride`` and ``max_pool`` shape the MONAI ResNets (MedicalNet-compatible
+    shortcuts: type B without downsample bias for ResNet10, type A for 18/34); r3d_18 has torchvision's fixed layout.
     """
     if arch == "r3d_18":
         if width != 1.0:
             raise InputError("r3d_18 has a fixed width (1.0) so that Kinetics weights fit")
         return DeepNet(R3D18(in_channels), 512, extra_dim, cam_layer)
     if arch not in MONAI_RESNETS:
-        raise InputError(f"unknown deep architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+        raise ConfigError(f"unknown deep architecture {arch!r}; choose one of {', '.join(ARCHS)}")
     from monai.networks.nets import resnet
     from monai.networks.nets.resnet import get_medicalnet_pretrained_resnet_args
 

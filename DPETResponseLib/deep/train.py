@@ -25,6 +25,7 @@ from scipy.special import expit
 
 from ..core.errors import ConfigError, InputError
 from ..core.files import atomic_write
+from ..core.settings import check_field_types
 from ..learn.pathways import pool_probabilities
 from .data import BatchAugmenter, CropCache, CropSpec, host_to_device, preprocess_cohort
 from .fusion_e2e import check_extra
@@ -87,8 +88,8 @@ class DeepConfig:
                          cam_layer="layer3", epochs=100, batch_size=8, lr=1e-4, patience=20),
             "cpu": dict(arch="resnet10", size=32, spacing=2.0, width=0.25, stem_kernel=3, stem_stride=1, max_pool=False,
                         cam_layer="layer2", epochs=40, batch_size=16, lr=3e-3, patience=10),
-            "cpu-fast": dict(arch="resnet10", size=24, spacing=2.0, width=0.25, stem_kernel=3, stem_stride=1, max_pool=False,
-                             cam_layer="layer2", epochs=20, batch_size=8, lr=3e-3, patience=8),
+            "cpu-fast": dict(arch="resnet10", size=24, spacing=2.0, width=0.25, stem_kernel=3, stem_stride=1,
+                             max_pool=False, cam_layer="layer2", epochs=20, batch_size=8, lr=3e-3, patience=8),
         }
         if name not in presets:
             raise ConfigError(f"unknown deep preset {name!r}; choose one of {', '.join(presets)}")
@@ -110,6 +111,7 @@ class DeepConfig:
         return CropSpec(size=self.size, spacing=self.spacing, suv_clip=self.suv_clip, mask_channel=self.mask_channel)
 
     def check(self) -> None:
+        check_field_types(self, "deep settings")
         if self.arch not in ARCHS:
             raise ConfigError(f"unknown deep architecture {self.arch!r}; choose one of {', '.join(ARCHS)}")
         if self.folds < 2 or self.epochs < 1 or self.batch_size < 2 or self.size < 8 or self.spacing <= 0:

@@ -14,9 +14,10 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from ..core.errors import ConfigError, InputError, unknown_names_error
+from ..core.names import REGION_LABELS
 from ..core.provenance import package_versions
+from ..core.settings import check_value
 
-REGION_LABELS = {"low": 1, "high": 2}
 HABITAT_METHODS = ("population", "tumour")
 #: The library folders whose code computes the features (the stages below `features/` included): their source keys
 #: the feature cache (`analysis_code`).
@@ -43,15 +44,23 @@ def default_settings() -> dict:
     }
 
 
+#: The type of each analysis setting (`core.settings.check_value` checks them).
+SETTING_TYPES = {"radiomics_params": str | None, "habitat_method": str, "habitat_model": dict | None,
+                 "habitat_k": int, "habitat_radius_mm": float, "habitat_seed": int, "ith_dims": list[int],
+                 "ith_seed": int, "radiomics_params_text": str, "analysis_code": str}
+
+
 def check_settings(settings: dict | None) -> dict:
-    """Defaults overlaid with ``settings``, checked: an unknown name (with the closest known one suggested), an
-    unknown habitat method or a habitat count other than 2 raises ConfigError."""
+    """Defaults overlaid with ``settings``, checked: an unknown name (with the closest known one suggested), a
+    value of the wrong type, an unknown habitat method or a habitat count other than 2 raises ConfigError."""
     settings = dict(settings or {})
     known = set(default_settings()) | set(DERIVED_KEYS)
     unknown = set(settings) - known
     if unknown:
         raise unknown_names_error("analysis settings", unknown, known - set(DERIVED_KEYS))
     merged = {**default_settings(), **settings}
+    for name, value in merged.items():
+        check_value("analysis settings", name, value, SETTING_TYPES[name])
     if merged["habitat_method"] not in HABITAT_METHODS:
         raise ConfigError(f"unknown habitat_method {merged['habitat_method']!r}; choose from "
                           f"{', '.join(HABITAT_METHODS)}")
@@ -95,7 +104,7 @@ def _params_text(params) -> str:
     try:
         return path.read_text()
     except OSError as err:
-        raise InputError(f"cannot read the radiomics parameter file {path}: {err.strerror}") from None
+        raise ConfigError(f"cannot read the radiomics parameter file {path}: {err.strerror}") from None
 
 
 @functools.lru_cache(maxsize=4)

@@ -19,11 +19,9 @@ are computed for every pixel at once with numpy windows instead of one pyradiomi
 variant (whole tumour, 3D windows, 13 GLCM directions, 26- or 6-connected regions) is offered, since the 2D
 slice was the study's named weakness.
 
-Caution, measured on the phantoms of Testing/test_ith.py: the per-tumour min-max scaling (kept from the
-package) stretches whatever small variation a tumour has, so noise alone fragments the clusters. A
-noise-free homogeneous disc scores 0.16 (2D) against 0.74-0.86 for a patchy one, but Gaussian noise of
-SD 0.05 SUV (under 1 % of its SUV 6) lifts the homogeneous disc to 0.40-0.84, as high as the patchy one.
-On PET the score therefore mixes heterogeneity with image noise.
+Caution: the per-tumour min-max scaling (kept from the package) stretches whatever small variation a tumour has,
+so noise alone fragments the clusters and on PET the score mixes heterogeneity with image noise (figures in
+DEVELOPERS.md, "Things learnt the hard way").
 """
 
 from __future__ import annotations
@@ -36,7 +34,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage
 from sklearn.preprocessing import MinMaxScaler
 
-from ..core.errors import InputError
+from ..core.errors import ConfigError, InputError
 from .petmetrics import tumour_arrays
 from .subregions import kmeans_labels
 
@@ -54,7 +52,7 @@ def ith_from_labels(label_map: np.ndarray, connectivity: str = "full", min_regio
     """
     label_map = np.asarray(label_map)
     if connectivity not in ("full", "face"):
-        raise InputError(f"unknown connectivity {connectivity!r} (use 'full' or 'face')")
+        raise ConfigError(f"unknown connectivity {connectivity!r} (use 'full' or 'face')")
     structure = ndimage.generate_binary_structure(label_map.ndim, label_map.ndim if connectivity == "full" else 1)
     total = int((label_map > 0).sum())
     if total == 0:
@@ -162,13 +160,13 @@ def ith_score(image: sitk.Image, mask: sitk.Image, dims: int = 2, window: int = 
     and so the score are undefined); otherwise the score is defined, 1 when no region reaches 2 pixels.
     """
     if dims not in (2, 3):
-        raise InputError(f"dims={dims!r} must be 2 or 3", case=case)
+        raise ConfigError(f"dims={dims!r} must be 2 or 3")
     if not (isinstance(window, (int, np.integer)) and window >= 3 and window % 2 == 1):
-        raise InputError(f"window={window!r} must be an odd integer >= 3", case=case)
+        raise ConfigError(f"window={window!r} must be an odd integer >= 3")
     if bin_count is None and not (bin_width and bin_width > 0):
-        raise InputError(f"bin_width={bin_width!r} must be positive (or give bin_count)", case=case)
+        raise ConfigError(f"bin_width={bin_width!r} must be positive (or give bin_count)")
     if bin_count is not None and not (isinstance(bin_count, (int, np.integer)) and bin_count >= 2):
-        raise InputError(f"bin_count={bin_count!r} must be an integer >= 2", case=case)
+        raise ConfigError(f"bin_count={bin_count!r} must be an integer >= 2")
     suv, inside = tumour_arrays(image, mask, case)
     slice_index = None
     if dims == 2:

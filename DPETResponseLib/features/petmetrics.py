@@ -10,7 +10,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from ..core.errors import InputError
+from ..core.errors import ConfigError, InputError
 from ..io.validation import require_case
 
 PEAK_RADIUS_MM = 6.2  # radius of a 1 cm3 sphere: (3 / (4 pi) * 1000 mm3) ** (1/3) = 6.20 mm
@@ -42,7 +42,7 @@ def sphere_kernel(spacing_xyz, radius_mm: float = PEAK_RADIUS_MM, weighting: str
     (the IBSI 1 definition of the intensity peak).
     """
     if weighting not in ("volume", "centre"):
-        raise InputError(f"unknown SUVpeak weighting {weighting!r} (use 'volume' or 'centre')")
+        raise ConfigError(f"unknown SUVpeak weighting {weighting!r} (use 'volume' or 'centre')")
     spacing_zyx = np.asarray(spacing_xyz, dtype=float)[::-1]
     half = np.ceil(radius_mm / spacing_zyx + 0.5).astype(int)
     if weighting == "centre":

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..core.errors import InputError
+from ..core.errors import ConfigError, InputError
 from ..core.files import plain
 from ..core.provenance import package_versions
 from ..io.validation import require_case
@@ -44,7 +44,8 @@ class _DropSumAverageNotice(logging.Filter):
 
 
 def default_params_path() -> Path:
-    """The packaged PET parameter file (Resources/Parameters/radiomics_pet.yaml, shipped as DPETResponseLib.resources)."""
+    """The packaged PET parameter file (Resources/Parameters/radiomics_pet.yaml, shipped as
+    DPETResponseLib.resources)."""
     return Path(str(importlib.resources.files("DPETResponseLib.resources").joinpath(DEFAULT_PARAMS)))
 
 
@@ -67,16 +68,17 @@ class RadiomicsExtractor:
             params = default_params_path()
         if isinstance(params, (str, os.PathLike)):
             if not Path(params).is_file():
-                raise InputError(f"radiomics parameter file {params} does not exist")
+                raise ConfigError(f"radiomics parameter file {params} does not exist")
             params = str(params)
         elif isinstance(params, dict):
             params = copy.deepcopy(params)
         else:
-            raise InputError(f"radiomics parameters must be a file path or a dict, got {type(params).__name__}")
+            raise ConfigError(f"radiomics parameters must be a file path or a dict, got {type(params).__name__}")
         try:
             self._pyrad = featureextractor.RadiomicsFeatureExtractor(params, **overrides)
         except Exception as err:  # pykwalify's SchemaError, yaml errors: the message says which key is wrong
-            raise InputError(f"invalid radiomics parameters ({params if isinstance(params, str) else 'dict'}): {err}") from None
+            source = params if isinstance(params, str) else "dict"
+            raise ConfigError(f"invalid radiomics parameters ({source}): {err}") from None
         # Diagnostics are not features: they are exposed by `diagnostics` / `settings_summary` instead.
         self._pyrad.settings["additionalInfo"] = False
         if image_types is not None:
@@ -92,7 +94,7 @@ class RadiomicsExtractor:
         try:
             params = yaml.safe_load(text) or {}
         except yaml.YAMLError as err:
-            raise InputError(f"radiomics parameter text is not valid YAML: {err}") from None
+            raise ConfigError(f"radiomics parameter text is not valid YAML: {err}") from None
         return cls(params, **kwargs)
 
     @property
@@ -153,7 +155,8 @@ class RadiomicsExtractor:
         if regions is not None:
             unknown = sorted(set(regions) - set(masks))
             if unknown:
-                raise InputError(f"no mask for the requested region(s) {unknown}; masks given: {sorted(masks)}", case=case)
+                raise InputError(f"no mask for the requested region(s) {unknown}; masks given: {sorted(masks)}",
+                                 case=case)
             masks = {name: masks[name] for name in masks if name in regions}
         masks_order = list(masks)
         settings = self._pyrad.settings.copy()
@@ -293,5 +296,5 @@ def _union_mask(masks, label):
 def _subset(enabled: dict, keep, what: str) -> dict:
     unknown = sorted(set(keep) - set(enabled))
     if unknown:
-        raise InputError(f"{what}(s) {unknown} not enabled in the radiomics parameters (enabled: {sorted(enabled)})")
+        raise ConfigError(f"{what}(s) {unknown} not enabled in the radiomics parameters (enabled: {sorted(enabled)})")
     return {name: value for name, value in enabled.items() if name in keep}

@@ -18,10 +18,10 @@ from sklearn.exceptions import NotFittedError
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from ..core.errors import InputError
+from ..core.errors import ConfigError, InputError
+from ..core.names import SUBREGION_SEGMENTS
 from .petmetrics import tumour_arrays
 
-SEGMENT_NAMES = {1: "Low uptake", 2: "High uptake"}
 SUPERVOXEL_FEATURES = ("mean_suv", "mean_local_sd")
 # KMEANS_THREADS_NOTE: k-means runs on one thread. These problems are small (at most tens of thousands of
 # points), and on a machine shared by other jobs scikit-learn's OpenMP worker threads can wait on each other
@@ -98,7 +98,7 @@ def habitat_report(image: sitk.Image, labels: sitk.Image, k: int, min_voxels: in
         n = int((lab == label).sum())
         voxels[label] = n
         mean_suv[label] = float(suv[lab == label].mean()) if n else float("nan")
-        name = SEGMENT_NAMES.get(label, f"habitat {label}") if k == 2 else f"habitat {label}"
+        name = SUBREGION_SEGMENTS.get(label, f"habitat {label}") if k == 2 else f"habitat {label}"
         if n == 0:
             notes.append(f"subregion {label} ({name}) is empty")
         elif n < min_voxels:
@@ -114,9 +114,9 @@ def habitat_report(image: sitk.Image, labels: sitk.Image, k: int, min_voxels: in
 
 def _check_settings(k: int, local_radius_mm: float, case) -> None:
     if not (isinstance(k, (int, np.integer)) and k >= 2):
-        raise InputError(f"the number of subregions k={k!r} must be an integer >= 2", case=case)
+        raise ConfigError(f"the number of subregions k={k!r} must be an integer >= 2")
     if not local_radius_mm > 0:
-        raise InputError(f"local_radius_mm={local_radius_mm!r} must be positive", case=case)
+        raise ConfigError(f"local_radius_mm={local_radius_mm!r} must be positive")
 
 
 def tumour_habitats(image: sitk.Image, mask: sitk.Image, k: int = 2, local_radius_mm: float = 7.0,
@@ -227,7 +227,7 @@ class PopulationHabitats(TransformerMixin, BaseEstimator):
     def _check(self) -> None:
         _check_settings(self.k, self.local_radius_mm, None)
         if not (isinstance(self.n_supervoxels, (int, np.integer)) and self.n_supervoxels >= 1):
-            raise InputError(f"n_supervoxels={self.n_supervoxels!r} must be a positive integer")
+            raise ConfigError(f"n_supervoxels={self.n_supervoxels!r} must be a positive integer")
 
     def supervoxel_features(self, image: sitk.Image, mask: sitk.Image, case: str | None = None):
         """Stage 1 for one tumour: (features per supervoxel (n, 2), voxel count per supervoxel (n,))."""

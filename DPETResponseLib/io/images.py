@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..core.errors import InputError
+from ..core.errors import ConfigError, InputError
 from ..core.files import atomic_write
 from .geometry import require_same_grid
 
@@ -187,7 +187,7 @@ def _scan_start(headers, sources, case) -> datetime:
     except (KeyError, AttributeError):
         pass
     warnings.warn(f"{case or sources[0]}: SeriesTime is after the earliest AcquisitionTime (post-processed "
-                  "series?); the earliest AcquisitionDate/Time is used as the decay reference")
+                  "series?); the earliest AcquisitionDate/Time is used as the decay reference", stacklevel=2)
     return earliest
 
 
@@ -267,7 +267,7 @@ def read_pet(path, suv_type: str = "bw", case=None) -> sitk.Image:
     decay-corrected injected dose; DICOM already in SUV (Units GML) is never converted twice.
     """
     if suv_type not in SUV_TYPES:
-        raise InputError(f"suv_type must be one of {SUV_TYPES}, got {suv_type!r}", case=case)
+        raise ConfigError(f"suv_type must be one of {SUV_TYPES}, got {suv_type!r}")
     path = Path(path)
     _check_exists(path, case)
     if path.is_dir():
@@ -333,7 +333,8 @@ def read_mask(path, reference: sitk.Image, case=None, label: int | str | None = 
     else:
         if len(present) > 1:
             shown = present.tolist() if len(present) <= 10 else f"{len(present)} distinct values"
-            warnings.warn(f"{case or path}: mask labels {shown} merged into one tumour mask (pass label= to pick one)")
+            warnings.warn(f"{case or path}: mask labels {shown} merged into one tumour mask (pass label= to pick one)",
+                          stacklevel=2)
         binary = labels != 0
     mask = sitk.GetImageFromArray(binary.astype(np.uint8))
     mask.CopyInformation(reference)
@@ -367,7 +368,8 @@ def _rasterize_rtstruct(path: Path, reference: sitk.Image, case, label) -> sitk.
     if label is None:
         chosen = sorted(contours)
         if len(chosen) > 1:
-            warnings.warn(f"{case or path}: RTSTRUCT ROIs {[names.get(r, r) for r in chosen]} merged into one mask")
+            warnings.warn(f"{case or path}: RTSTRUCT ROIs {[names.get(r, r) for r in chosen]} merged into one mask",
+                          stacklevel=2)
     else:
         chosen = [r for r in contours if label in (r, names.get(r))]
         if not chosen:

@@ -1,8 +1,8 @@
 """Per-case input validation, the one gatekeeper for a PET (SUV) and its tumour mask.
 
 `require_case` is the contract every stage checks on entry (3D scalar SimpleITK images on one grid); `check_case`,
-run on every case before any analysis, also cleans and checks the values. `check_case` returns the image as float32 3D and the mask as 0/1 ``sitkUInt8`` on the image's grid, or raises
-`InputError(problem, case=case)`. Rules:
+run on every case before any analysis, also cleans and checks the values. `check_case` returns the image as float32
+3D and the mask as 0/1 ``sitkUInt8`` on the image's grid, or raises `InputError(problem, case=case)`. Rules:
 
 - dimensions: 3D only. A 4D image/mask with a single time point (size 1 on the 4th axis) is squeezed to 3D with a
   warning; 2D, multi-frame 4D and multi-component (vector) images are errors.

@@ -221,13 +221,14 @@ def calibration(y, p, n_bins: int = 5, eps: float = 1e-6) -> dict:
     return out
 
 
-def decision_curve(y, p, thresholds=np.linspace(0.05, 0.95, 19)) -> pd.DataFrame:
+def decision_curve(y, p, thresholds=None) -> pd.DataFrame:
     """Net benefit (Vickers & Elkin 2006) of the model, treat-all and treat-none at each threshold probability.
 
     NB = TP/n - FP/n * pt / (1 - pt), a case treated when ``p >= pt``; treat-all uses every case, treat-none is 0.
+    ``thresholds``: the threshold probabilities (default 0.05, 0.10, ..., 0.95).
     """
     y, p = _check(y, p)
-    pt = np.asarray(thresholds, dtype=float)
+    pt = np.linspace(0.05, 0.95, 19) if thresholds is None else np.asarray(thresholds, dtype=float)
     if ((pt <= 0) | (pt >= 1)).any():
         raise InputError("decision-curve thresholds must lie strictly between 0 and 1", case="decision_curve")
     n, prevalence = y.size, y.mean()

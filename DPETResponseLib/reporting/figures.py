@@ -71,7 +71,7 @@ def plot_shap_waterfall(values_row: pd.Series, base_value: float, path, max_feat
     fig = Figure(figsize=(7, 0.45 * len(steps) + 1.5))
     ax = fig.subplots()
     start = float(base_value)
-    for i, (name, v) in enumerate(steps):
+    for i, (_name, v) in enumerate(steps):
         y = len(steps) - 1 - i
         ax.barh(y, v, left=start, color="#d62728" if v > 0 else "#1f77b4")
         ax.text(start + v, y, f" {v:+.2f}", va="center", ha="left" if v > 0 else "right", fontsize=8)
@@ -96,7 +96,7 @@ def plot_contribution_shares(shares: dict[str, dict[str, float]], path) -> Path:
     colours = colormaps["tab10"]
     fig = Figure(figsize=(7, 0.6 * len(shares) + 1.6))
     ax = fig.subplots()
-    for row, (model, model_shares) in enumerate(shares.items()):
+    for row, model_shares in enumerate(shares.values()):
         left = 0.0
         for i, group in enumerate(groups):
             share = model_shares.get(group, 0.0)

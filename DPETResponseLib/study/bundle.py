@@ -238,13 +238,13 @@ def _load_estimator(path: Path):
 
     try:
         untrusted = _untrusted(sio.get_untrusted_types(file=path))
-    except Exception as err:  # noqa: BLE001 - any failure to parse the file is a broken bundle
+    except Exception as err:  # any failure to parse the file is a broken bundle
         raise BundleError(f"{path}: not a readable skops file ({err})") from None
     if untrusted:
         raise BundleError(f"{path}: untrusted types, refused: {', '.join(untrusted)}")
     try:
         return sio.load(path, trusted=list(TRUSTED_TYPES))
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise BundleError(f"{path}: cannot be loaded ({type(err).__name__}: {err})") from None
 
 
@@ -253,5 +253,5 @@ def _load_tensors(path: Path) -> dict:
 
     try:
         return load_file(str(path))
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise BundleError(f"{path}: not a readable safetensors file ({err})") from None

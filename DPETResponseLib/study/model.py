@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..core.errors import ConfigError, unknown_names_error
+from ..core.settings import check_field_types
 from ..features.analysis import check_settings, default_settings
 
 PATHWAYS = ("clinical", "radiomics", "radiomics_whole", "ith", "deep")
@@ -18,6 +20,10 @@ FUSIONS = ("fusion_feature", "fusion_decision", "fusion_feature_e2e")
 DECISION_FUSION_INPUTS = ("clinical", "radiomics", "ith", "deep")
 DEEP_READERS = ("deep", "fusion_decision", "fusion_feature")  # the table models that read the CNN's columns
 SCHEMA_NAME = "dpetresponse-study"
+#: StudyConfig fields that set one CNN (DeepConfig) setting each.
+DEEP_SHORTCUTS = {"deep_epochs": "epochs", "deep_arch": "arch", "deep_pretrained": "pretrained"}
+#: CNN settings the study sets itself (from the named StudyConfig field, or from the fusion it trains).
+DEEP_DERIVED = {"folds": "n_folds", "seed": "seed", "extra_dim": "the end-to-end fusion"}
 
 
 @dataclass
@@ -43,7 +49,17 @@ class StudyConfig:
     analysis: dict = field(default_factory=default_settings)
 
     def __post_init__(self):
+        check_field_types(self, "protocol settings")
         check_settings(self.analysis)  # an unknown or unsupported analysis setting fails here, before any work
+        twice = [f"{name} and deep_overrides[{key!r}]" for name, key in DEEP_SHORTCUTS.items()
+                 if getattr(self, name) is not None and key in self.deep_overrides]
+        if twice:
+            raise ConfigError(f"protocol settings: {'; '.join(twice)} both set the same CNN setting; keep one")
+        derived = sorted(set(self.deep_overrides) & set(DEEP_DERIVED))
+        if derived:
+            raise ConfigError(f"protocol settings: deep_overrides cannot set {', '.join(derived)}: the CNN takes "
+                              f"them from {', '.join(DEEP_DERIVED[k] for k in derived)}, so that its folds are the "
+                              "study's")
 
     def check(self) -> None:
         """Refuse settings that would fail later in training (meta-learner weights, CNN settings), before any work."""
@@ -57,8 +73,6 @@ class StudyConfig:
     def from_dict(cls, values: dict) -> "StudyConfig":
         unknown = set(values) - set(cls.__dataclass_fields__)
         if unknown:
-            from ..core.errors import unknown_names_error
-
             raise unknown_names_error("protocol settings", unknown, cls.__dataclass_fields__)
         values = dict(values)
         if "classifiers" in values:
@@ -82,16 +96,11 @@ def _deep_config(config: StudyConfig, extra_dim: int = 0):
     deep.folds = config.n_folds
     deep.seed = config.seed
     deep.extra_dim = extra_dim
-    if config.deep_epochs is not None:
-        deep.epochs = config.deep_epochs
-    if config.deep_arch is not None:
-        deep.arch = config.deep_arch
-    if config.deep_pretrained is not None:
-        deep.pretrained = config.deep_pretrained
+    for name, key in DEEP_SHORTCUTS.items():
+        if getattr(config, name) is not None:
+            setattr(deep, key, getattr(config, name))
     unknown = set(config.deep_overrides) - set(deep.__dataclass_fields__)
     if unknown:
-        from ..core.errors import unknown_names_error
-
         raise unknown_names_error("deep settings in deep_overrides", unknown, deep.__dataclass_fields__)
     for name, value in config.deep_overrides.items():  # any DeepConfig field, e.g. spacing/size for whole-body PET
         setattr(deep, name, value)
