@@ -1,4 +1,4 @@
-"""SHAP explanations of the tabular models (log-odds units) and their figures.
+"""SHAP explanations of the tabular models, in log-odds units.
 
 ``import_shap`` is the only place the project imports shap (see its docstring for why).
 """
@@ -86,6 +86,20 @@ def explanation_inputs(model, X: pd.DataFrame) -> tuple[pd.DataFrame, object]:
 
     Our pathways and fusions say so themselves (``explanation_inputs`` / ``explained_estimator_``); a
     scikit-learn Pipeline is split before its last step; any other estimator is explained on ``X`` itself.
+
+    Parameters
+    ----------
+    model : estimator
+        A fitted pathway, fusion, Pipeline or classifier.
+    X : DataFrame of shape (n_cases, n_columns)
+        The feature table.
+
+    Returns
+    -------
+    inputs : DataFrame of shape (n_cases, n_inputs)
+        The final classifier's inputs, indexed like ``X``, one named column per input.
+    final : estimator
+        The final classifier.
     """
     from sklearn.pipeline import Pipeline
 
@@ -113,7 +127,22 @@ def shap_values(model, X_background: pd.DataFrame, X: pd.DataFrame, feature_name
       on a scikit-learn random forest would explain averaged probabilities, not log-odds, so the forest goes
       this way to keep one unit for every model.
 
-    ``result.attrs["base_value"]``: the expected log-odds; base value + row sum = the model's log-odds.
+    Parameters
+    ----------
+    model : estimator
+        A fitted pathway, fusion, Pipeline or classifier with ``predict_proba``.
+    X_background : DataFrame of shape (n_background, n_columns)
+        The reference cases (usually the training cases), not empty.
+    X : DataFrame of shape (n_cases, n_columns)
+        The cases to explain.
+    feature_names : sequence of str or None, default None
+        Column names for the result, one per input of the final classifier; None: the inputs' own names.
+
+    Returns
+    -------
+    DataFrame of shape (n_cases, n_inputs)
+        SHAP values indexed like ``X``. ``result.attrs["base_value"]``: the expected log-odds; base value + row
+        sum = the model's log-odds (``model_log_odds``).
     """
     if not isinstance(X, pd.DataFrame) or not isinstance(X_background, pd.DataFrame):
         raise InputError("shap_values needs X and X_background as pandas DataFrames")
@@ -158,12 +187,39 @@ def shap_values(model, X_background: pd.DataFrame, X: pd.DataFrame, feature_name
 
 
 def model_log_odds(model, X: pd.DataFrame) -> np.ndarray:
-    """The quantity SHAP values add up to: logit of the model's pCR probability."""
+    """The quantity SHAP values add up to: logit of the model's pCR probability.
+
+    Parameters
+    ----------
+    model : estimator
+        A fitted classifier with ``predict_proba``.
+    X : DataFrame of shape (n_cases, n_columns)
+        The cases.
+
+    Returns
+    -------
+    ndarray of shape (n_cases,)
+        log(p / (1 - p)), p clipped to [1e-6, 1 - 1e-6].
+    """
     return logit(model.predict_proba(X)[:, 1])
 
 
 def contribution_shares(values: pd.DataFrame, groups: dict[str, list[str]]) -> dict[str, float]:
-    """Each group's share of the total mean |SHAP| (e.g. ``FeatureFusion.feature_groups_``: radiomics vs DL)."""
+    """Each group's share of the total mean |SHAP| (e.g. ``FeatureFusion.feature_groups_``: radiomics vs DL).
+
+    Parameters
+    ----------
+    values : DataFrame of shape (n_cases, n_inputs)
+        SHAP values (``shap_values``).
+    groups : dict of str to list of str
+        Columns of ``values`` per group; a column not in ``values`` raises InputError.
+
+    Returns
+    -------
+    dict of str to float
+        Each group's mean |SHAP| summed over its columns, divided by the sum over every group (so the shares
+        add up to 1; all 0 when every value is 0).
+    """
     unknown = sorted({c for cols in groups.values() for c in cols} - set(values.columns))
     if unknown:
         raise InputError(f"contribution_shares: no SHAP values for {', '.join(unknown)}")

@@ -15,12 +15,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.validation import check_is_fitted, check_X_y
 
 from ..core.errors import ConfigError, InputError
-from .explain import contribution_shares
 from .pathways import ClinicalEncoder, ClinicalPathway, RadiomicsPathway, _columns, _table, radiomics_columns
-from .selection import _binary_labels
+from .selection import LabelError, _binary_labels
 
 META_WEIGHTS = ("equal", "learned")
 
@@ -30,13 +30,55 @@ class TiedLogisticRegression(LogisticRegression):
     the mean of the inputs, stored as ``coef_ = b / K`` for each of the K inputs, so that it predicts, and is
     explained by SHAP, as an ordinary logistic regression over the K inputs. The slope is never negative: pathways
     whose probabilities rank the training cases the wrong way round are not turned round (that would be fitting
-    noise, e.g. cross-validation's bias under the null); the model then predicts the base rate."""
+    noise, e.g. cross-validation's bias under the null); the model then predicts the base rate.
+
+    Parameters
+    ----------
+    C : float, default inf
+        Inverse L2 penalty of the slope (inf: unpenalised).
+    max_iter : int, default 1000
+        lbfgs iterations.
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (1, n_features_in_)
+        The shared slope divided by K, once per input.
+    intercept_ : ndarray of shape (1,)
+        The intercept.
+    """
 
     def __init__(self, C: float = np.inf, max_iter: int = 1000):
         super().__init__(C=C, max_iter=max_iter)
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False  # unlike LogisticRegression: the row mean is taken on a dense array
+        tags.array_api_support = False
+        tags.classifier_tags.multi_class = False
+        tags.classifier_tags.poor_score = True  # one shared weight cannot fit every data set
+        return tags
+
     def fit(self, X, y, sample_weight=None):
-        X = np.asarray(X, dtype=float)
+        """Fit the intercept and the shared slope.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, K)
+            The inputs (for the decision fusion: each pathway's out-of-fold probability).
+        y : array-like of shape (n_samples,)
+            Two classes (a multiclass target raises LabelError).
+        sample_weight : array-like of shape (n_samples,) or None
+            Case weights.
+
+        Returns
+        -------
+        self : TiedLogisticRegression
+            The fitted model.
+        """
+        X, y = check_X_y(X, y, dtype=float)
+        if type_of_target(y, input_name="y") == "multiclass":
+            raise LabelError("TiedLogisticRegression: Only binary classification is supported. The type of the "
+                             "target is multiclass.", case="label")
         super().fit(X.mean(axis=1, keepdims=True), y, sample_weight)
         if self.coef_[0, 0] < 0:
             rate = np.average(np.asarray(y) == self.classes_[1], weights=sample_weight)
@@ -49,7 +91,18 @@ class TiedLogisticRegression(LogisticRegression):
 
 def make_meta_learner(weights: str) -> LogisticRegression:
     """The stacking meta-learner: ``"equal"`` weights (TiedLogisticRegression) or ``"learned"`` ones (the
-    study's logistic regression, one free weight per pathway)."""
+    study's logistic regression, one free weight per pathway).
+
+    Parameters
+    ----------
+    weights : {"equal", "learned"}
+        The weighting; anything else raises ConfigError.
+
+    Returns
+    -------
+    LogisticRegression
+        The unfitted meta-learner.
+    """
     if weights == "equal":
         return TiedLogisticRegression()
     if weights == "learned":
@@ -63,14 +116,32 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
     all training data. Probabilities rather than logits: a naive-Bayes or random-forest pathway gives
     probabilities of 0 or 1 whose logits are huge, and a meta-learner on logits then follows those few cases.
 
-    ``weights``: ``"equal"`` (default) ties the meta-learner's weights, so it only calibrates the mean of the
-    pathways' probabilities; ``"learned"`` gives each pathway its own weight, as the study did. With about 100
-    training cases learned weights tend to cost more than they gain (the forecast-combination puzzle; measured by
-    ``benchmarks/claims_synthetic.py``, figures in DEVELOPERS.md). Use ``"learned"`` when the cohort is large.
+    Parameters
+    ----------
+    pathways : dict of str to estimator
+        The unfitted pathways by name (each takes the full feature table and has ``predict_proba``).
+    cv : int, default 5
+        Stratified folds of the out-of-fold probabilities (fewer when the minority class is smaller, at least 2).
+    weights : {"equal", "learned"}, default "equal"
+        ``"equal"`` ties the meta-learner's weights, so it only calibrates the mean of the pathways'
+        probabilities; ``"learned"`` gives each pathway its own weight, as the study did. Tied weights suit
+        cohorts of about 100 cases, where free weights fit noise (the forecast-combination puzzle); use
+        ``"learned"`` when the cohort is large.
+    random_state : int, default 0
+        Seed of the fold split.
 
-    After fit: ``pathways_`` (fitted), ``oof_probabilities_`` ({pathway: out-of-fold probabilities of the
-    training cases}), ``meta_`` (the meta-learner),
-    ``coef_`` (Series, one weight per pathway probability) and ``intercept_``.
+    Attributes
+    ----------
+    pathways_ : dict of str to estimator
+        The pathways fit on every training case.
+    oof_probabilities_ : dict of str to ndarray of shape (n_cases,)
+        Each pathway's out-of-fold probability of the training cases.
+    meta_ : LogisticRegression
+        The fitted meta-learner (``make_meta_learner``).
+    coef_ : Series
+        One meta-learner weight per pathway.
+    intercept_ : float
+        The meta-learner's intercept.
     """
 
     def __init__(self, pathways: dict, cv: int = 5, weights: str = "equal", random_state=0):
@@ -80,6 +151,20 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X, y):
+        """Cross-validate every pathway, fit the meta-learner on their out-of-fold probabilities, refit them all.
+
+        Parameters
+        ----------
+        X : DataFrame of shape (n_cases, n_columns)
+            The feature table (every pathway picks its own columns).
+        y : array-like of shape (n_cases,)
+            Binary 0/1 labels with both classes present.
+
+        Returns
+        -------
+        self : DecisionFusion
+            The fitted fusion.
+        """
         X = _table(X, "DecisionFusion")
         y = _binary_labels(y, "DecisionFusion")
         if not self.pathways:
@@ -96,14 +181,46 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
                     random_state=0) -> "DecisionFusion":
         """The stacking of pathways already fit on every training case, given their out-of-fold probabilities
         (from the folds the caller chose): only the meta-learner is fit (scikit-learn's StackingClassifier
-        design). `StudyModel.fit` uses it, so no pathway is cross-validated or refit a second time."""
+        design). `StudyModel.fit` uses it, so no pathway is cross-validated or refit a second time.
+
+        Parameters
+        ----------
+        pathways : dict of str to estimator
+            The pathways, fitted on every training case.
+        oof_probabilities : dict of str to array-like of shape (n_cases,)
+            Each pathway's out-of-fold probability of the training cases (a key per pathway).
+        y : array-like of shape (n_cases,)
+            The training cases' binary labels, in the same order.
+        weights, cv, random_state
+            As for the constructor (``cv`` and ``random_state`` are recorded, not used).
+
+        Returns
+        -------
+        DecisionFusion
+            The fitted fusion.
+        """
         fusion = cls(pathways=dict(pathways), cv=cv, weights=weights, random_state=random_state)
         return fusion._fit_meta(dict(pathways), oof_probabilities, _binary_labels(y, "DecisionFusion"))
 
     @classmethod
     def from_parts(cls, pathways: dict, meta, weights: str = "equal", cv: int = 5, random_state=0):
         """A fitted fusion from its fitted pathways and meta-learner (how a bundle, which stores each pathway
-        once, rebuilds it)."""
+        once, rebuilds it).
+
+        Parameters
+        ----------
+        pathways : dict of str to estimator
+            The fitted pathways, in the order of the meta-learner's inputs.
+        meta : LogisticRegression
+            The fitted meta-learner.
+        weights, cv, random_state
+            As for the constructor (recorded only).
+
+        Returns
+        -------
+        DecisionFusion
+            A fusion that predicts; it has no ``oof_probabilities_``.
+        """
         fusion = cls(pathways=dict(pathways), cv=cv, weights=weights, random_state=random_state)
         fusion.classes_, fusion.pathways_, fusion.meta_ = np.array([0, 1]), dict(pathways), meta
         return fusion
@@ -132,6 +249,8 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
         return pd.DataFrame({name: p.predict_proba(X)[:, 1] for name, p in self.pathways_.items()}, index=X.index)
 
     def predict_proba(self, X) -> np.ndarray:
+        """The meta-learner's class probabilities, shape (n_cases, 2), on the pathways' probabilities of ``X``."""
+        check_is_fitted(self, "meta_")
         return self.meta_.predict_proba(self.pathway_probabilities(X).to_numpy())
 
     def predict(self, X) -> np.ndarray:
@@ -161,10 +280,31 @@ class FeatureFusion(ClassifierMixin, BaseEstimator):
     them out, for a study without the CNN). The study fused radiomics and DL alone; the clinical and ITH inputs
     are here so that this fusion sees what the decision-level one sees.
 
-    After fit: ``model_`` (the pipeline), ``feature_groups_`` ({"clinical": [...], "ith": [...],
-    "radiomics": [...], "deep": [...]}: the names of the classifier's inputs, groups left out absent) and
-    ``contribution_shares_``: the share of mean |coefficient x input| over the training cases coming from each
-    group (sums to 1).
+    Parameters
+    ----------
+    radiomics : RadiomicsPathway or None, default None
+        Gives the regions and the selection chain; None: ``RadiomicsPathway()``.
+    clinical : ClinicalPathway or None, default None
+        Gives the clinical columns (its ``input_columns``); None leaves them out.
+    ith_columns : sequence of str, default ()
+        ITH score columns, median-imputed and scaled; empty leaves them out.
+    embedding_prefix : str or None, default "dl_emb_"
+        Prefix of the deep-embedding columns; None leaves them out.
+    n_components : int, default 8
+        Principal components of the embeddings (at most the number of columns and of training cases - 1).
+    random_state : int, default 0
+        Seed of the PCA.
+
+    Attributes
+    ----------
+    model_ : Pipeline
+        ColumnTransformer of the groups -> StandardScaler -> LogisticRegression.
+    columns_ : list of str
+        The table columns that enter the pipeline.
+    feature_names_ : list of str
+        The names of the classifier's inputs (embedding PCs as ``<prefix>pc<k>``).
+    feature_groups_ : dict of str to list of str
+        Those names per group (``"clinical"``, ``"ith"``, ``"radiomics"``, ``"deep"``; groups left out absent).
     """
 
     def __init__(self, radiomics: RadiomicsPathway | None = None, clinical: ClinicalPathway | None = None,
@@ -202,6 +342,20 @@ class FeatureFusion(ClassifierMixin, BaseEstimator):
         return groups
 
     def fit(self, X, y):
+        """Fit every group's transformer and the logistic regression.
+
+        Parameters
+        ----------
+        X : DataFrame of shape (n_cases, n_columns)
+            The feature table.
+        y : array-like of shape (n_cases,)
+            Binary 0/1 labels with both classes present.
+
+        Returns
+        -------
+        self : FeatureFusion
+            The fitted fusion.
+        """
         X = _table(X, "FeatureFusion")
         y = _binary_labels(y, "FeatureFusion")
         self.classes_ = np.array([0, 1])
@@ -218,11 +372,10 @@ class FeatureFusion(ClassifierMixin, BaseEstimator):
                                    for n, g in zip(self.feature_names_, group_of)]
         self.feature_groups_ = {g: [n for n, o in zip(self.feature_names_, group_of) if o == g]
                                 for g, _, _ in groups}
-        contributions = self.explanation_inputs(X) * self.model_[-1].coef_.ravel()
-        self.contribution_shares_ = contribution_shares(contributions, self.feature_groups_)
         return self
 
     def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities, shape (n_cases, 2), of the rows of the feature table ``X``."""
         check_is_fitted(self, "model_")
         return self.model_.predict_proba(_columns(_table(X, "FeatureFusion"), self.columns_, "FeatureFusion"))
 

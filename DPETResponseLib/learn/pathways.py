@@ -25,7 +25,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
-from ..core.errors import InputError
+from ..core.errors import ConfigError, InputError
 from .selection import LassoSelector, MannWhitneySelector, MRMRSelector, VarianceCorrelationFilter, _binary_labels
 
 FEATURE_PREFIXES = ("pet_", "whole_", "high_", "low_", "sub_", "ith_", "dl_")
@@ -43,7 +43,18 @@ def logit(p) -> np.ndarray:
 def pool_probabilities(probabilities) -> np.ndarray:
     """One probability per case from K models' probabilities ((K, n) or a list of K arrays): the expit of the
     mean of their log-odds. In log-odds the pooled model's SHAP explanation is exactly the mean of the K models'
-    explanations, and one model's probability of 0 or 1 cannot decide alone."""
+    explanations, and one model's probability of 0 or 1 cannot decide alone.
+
+    Parameters
+    ----------
+    probabilities : array-like of shape (K, n_cases), or a list of K arrays of shape (n_cases,)
+        Each model's pCR probability per case (clipped to [1e-6, 1 - 1e-6] before the logit).
+
+    Returns
+    -------
+    ndarray of shape (n_cases,)
+        The pooled probability per case.
+    """
     from scipy.special import expit
 
     return expit(logit(probabilities).mean(axis=0))
@@ -60,7 +71,20 @@ def radiomics_columns(table: pd.DataFrame, regions=("whole", "high", "low")) -> 
 
 
 def make_classifier(name: str, random_state=0):
-    """One of the study's classifiers: lr, rf, xgb (xgboost, hist, 1 thread), knn, nb."""
+    """One of the study's classifiers: lr, rf, xgb (xgboost, hist, 1 thread), knn, nb.
+
+    Parameters
+    ----------
+    name : {"lr", "rf", "xgb", "knn", "nb"}
+        Logistic regression, random forest, XGBoost, 5-nearest neighbours or Gaussian naive Bayes.
+    random_state : int, default 0
+        Seed of the random forest and of XGBoost (the others are deterministic).
+
+    Returns
+    -------
+    estimator
+        An unfitted scikit-learn classifier with the study's settings. An unknown name raises ConfigError.
+    """
     if name == "lr":
         return LogisticRegression(max_iter=1000)
     if name == "rf":
@@ -74,7 +98,7 @@ def make_classifier(name: str, random_state=0):
         return KNeighborsClassifier(n_neighbors=5)
     if name == "nb":
         return GaussianNB()
-    raise InputError(f"unknown classifier {name!r}; choose from {', '.join(CLASSIFIERS)}")
+    raise ConfigError(f"unknown classifier {name!r}; choose from {', '.join(CLASSIFIERS)}")
 
 
 def _table(X, who: str) -> pd.DataFrame:
@@ -106,6 +130,18 @@ class _Pathway(ClassifierMixin, BaseEstimator):
         return y
 
     def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities of the rows of ``X``.
+
+        Parameters
+        ----------
+        X : DataFrame of shape (n_cases, n_columns)
+            A feature table holding the columns the pathway was fit on (missing values are imputed).
+
+        Returns
+        -------
+        ndarray of shape (n_cases, 2)
+            P(no pCR), P(pCR) per case.
+        """
         check_is_fitted(self, "model_")
         return self.model_.predict_proba(_columns(_table(X, type(self).__name__), self.columns_, type(self).__name__))
 
@@ -134,12 +170,39 @@ class _Pathway(ClassifierMixin, BaseEstimator):
 class ClinicalEncoder(TransformerMixin, BaseEstimator):
     """The clinical columns as model inputs: numeric ones median-imputed and standardised, categorical ones (text,
     bool, or numbers stored as text) one-hot encoded, categories unseen in training ignored. Shared by the
-    clinical pathway and the feature-level fusion."""
+    clinical pathway and the feature-level fusion.
+
+    Parameters
+    ----------
+    columns : sequence of str, default ()
+        The table columns to encode (the others are ignored).
+
+    Attributes
+    ----------
+    categorical_ : list of str
+        The columns encoded as categories.
+    encoder_ : ColumnTransformer
+        The fitted imputation, scaling and one-hot encoding.
+    """
 
     def __init__(self, columns=()):
         self.columns = columns
 
     def fit(self, X, y=None):
+        """Learn the medians, scales and categories.
+
+        Parameters
+        ----------
+        X : DataFrame of shape (n_cases, n_columns)
+            The feature table; it must hold ``columns`` (missing values allowed, infinite ones not).
+        y : ignored
+            Unused; present for the Pipeline API.
+
+        Returns
+        -------
+        self : ClinicalEncoder
+            The fitted encoder.
+        """
         data = _columns(_table(X, "ClinicalEncoder"), list(self.columns), "ClinicalEncoder")
         self.categorical_ = [c for c in data.columns if not pd.api.types.is_numeric_dtype(data[c]) or
                              pd.api.types.is_bool_dtype(data[c])]
@@ -160,6 +223,19 @@ class ClinicalEncoder(TransformerMixin, BaseEstimator):
         return data
 
     def transform(self, X) -> np.ndarray:
+        """Encode the rows of ``X``.
+
+        Parameters
+        ----------
+        X : DataFrame of shape (n_cases, n_columns)
+            A feature table holding ``columns``.
+
+        Returns
+        -------
+        ndarray of shape (n_cases, n_outputs)
+            Scaled numeric columns, then one indicator per training category (named by
+            ``get_feature_names_out``).
+        """
         check_is_fitted(self, "encoder_")
         data = _columns(_table(X, "ClinicalEncoder"), list(self.columns), "ClinicalEncoder")
         return self.encoder_.transform(self._as_text(data))
@@ -171,7 +247,25 @@ class ClinicalEncoder(TransformerMixin, BaseEstimator):
 
 class ClinicalPathway(_Pathway):
     """Clinical baseline: one-hot categorical + median-imputed, scaled numeric columns (+ SUVmax) -> logistic
-    regression. ``clinical_columns=None``: every column that is neither a feature nor manifest bookkeeping."""
+    regression.
+
+    Parameters
+    ----------
+    clinical_columns : sequence of str or None, default None
+        The clinical columns; None: every column that is neither a feature (``FEATURE_PREFIXES``) nor manifest
+        bookkeeping.
+    include_suvmax : bool, default True
+        Add ``pet_SUVmax`` to the inputs.
+
+    Attributes
+    ----------
+    columns_ : list of str
+        The table columns used.
+    categorical_ : list of str
+        Those encoded as categories.
+    model_ : Pipeline
+        ClinicalEncoder -> LogisticRegression.
+    """
 
     def __init__(self, clinical_columns=None, include_suvmax: bool = True):
         self.clinical_columns = clinical_columns
@@ -197,7 +291,20 @@ class ClinicalPathway(_Pathway):
 
 
 class ITHPathway(_Pathway):
-    """Logistic regression on the intratumoural heterogeneity score(s), median-imputed and scaled."""
+    """Logistic regression on the intratumoural heterogeneity score(s), median-imputed and scaled.
+
+    Parameters
+    ----------
+    columns : sequence of str, default ("ith_score2d",)
+        The ITH score columns of the table.
+
+    Attributes
+    ----------
+    columns_ : list of str
+        The table columns used.
+    model_ : Pipeline
+        SimpleImputer -> StandardScaler -> LogisticRegression.
+    """
 
     def __init__(self, columns=("ith_score2d",)):
         self.columns = columns
@@ -220,7 +327,36 @@ class RadiomicsPathway(_Pathway):
     the best inner stratified-CV AUC among ``classifiers``.
 
     The inner CV fits the whole selection chain on each inner training fold (no leakage into the comparison).
-    After fit: ``selected_features_``, ``inner_cv_auc_`` (mean fold AUC per classifier), ``classifier_name_``.
+
+    Parameters
+    ----------
+    regions : sequence of str, default ("whole", "high", "low")
+        The regions whose pyradiomics columns (``<region>_...``) are the inputs.
+    n_mrmr : int, default 20
+        Features kept by mRMR (and the fewest kept by Mann-Whitney U).
+    max_features : int, default 5
+        The most features LASSO keeps.
+    classifiers : sequence of str, default ("lr", "rf", "xgb", "knn", "nb")
+        The candidates (``make_classifier`` names); with one, no inner CV is run.
+    inner_cv : int, default 5
+        Folds of the inner CV and of LASSO's choice of C (fewer when the minority class is smaller).
+    max_correlation : float, default 0.9
+        The variance/correlation filter's threshold.
+    random_state : int, default 0
+        Seed of the folds, LASSO and the classifiers.
+
+    Attributes
+    ----------
+    columns_ : list of str
+        The radiomics columns of the table that enter the chain.
+    selected_features_ : list of str
+        The features reaching the classifier.
+    inner_cv_auc_ : dict of str to float
+        Mean inner-fold AUC per candidate classifier (empty with one candidate).
+    classifier_name_ : str
+        The chosen classifier (the first on ties).
+    model_ : Pipeline
+        The selection chain and the chosen classifier, fit on every training case.
     """
 
     def __init__(self, regions=("whole", "high", "low"), n_mrmr: int = 20, max_features: int = 5,
@@ -254,7 +390,7 @@ class RadiomicsPathway(_Pathway):
                              "in the feature table")
         data = _columns(X, self.columns_, "RadiomicsPathway")
         if not self.classifiers:
-            raise InputError("RadiomicsPathway: no classifier to choose from")
+            raise ConfigError("RadiomicsPathway: no classifier to choose from")
         for name in self.classifiers:
             make_classifier(name)  # unknown names fail before any work
         self.inner_cv_auc_ = self._inner_cv_auc(data, y) if len(self.classifiers) > 1 else {}
@@ -292,7 +428,18 @@ class RadiomicsPathway(_Pathway):
 
 class ColumnProbability(ClassifierMixin, BaseEstimator):
     """Passes a precomputed probability column (the deep pathway's out-of-fold ``dl_prob``) through as an
-    estimator; a missing value is imputed with the training median."""
+    estimator; a missing value is imputed with the training median.
+
+    Parameters
+    ----------
+    column : str, default "dl_prob"
+        The table column holding the pCR probability (values in [0, 1] or missing).
+
+    Attributes
+    ----------
+    median_ : float
+        The training median of ``column``, given to missing values.
+    """
 
     def __init__(self, column: str = "dl_prob"):
         self.column = column
