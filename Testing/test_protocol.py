@@ -19,8 +19,9 @@ import pytest
 import SimpleITK as sitk
 from conftest import FAST_RADIOMICS_YAML
 
+from DPETResponseLib.extraction import feature_table
 from DPETResponseLib.io.manifest import clinical_columns, read_manifest
-from DPETResponseLib.protocol import evaluate, feature_table, train
+from DPETResponseLib.protocol import evaluate, train
 from DPETResponseLib.reporting.evaluation import auc
 from DPETResponseLib.study.model import FUSIONS, PATHWAYS, StudyConfig, StudyModel
 from DPETResponseLib.synthetic import make_cohort

@@ -3,7 +3,7 @@
 Cohorts: ``DPETResponseLib.synthetic.make_cohort(n=147, seed=s)`` for each s in ``--seeds`` (default 0 1 2 3 4),
 written under ``--work`` and reused (same seed, same bytes).
 
-Features: the library's own extraction (`protocol.feature_table`: the cached cohort runner over
+Features: the library's own extraction (`extraction.feature_table`: the cached cohort runner over
 `casefeatures.analyse_case`), cache under ``--work``/cache, so a rerun only refits the models.
   --params original      Testing/fast_radiomics.yaml, the tests' fast settings: Original image, shape,
                          firstorder, glcm, glrlm, glszm
@@ -120,7 +120,7 @@ def cohort(work: Path, seed: int) -> Path:
 
 
 def table(cases: pd.DataFrame, analysis: dict, cache: Path, jobs: int) -> pd.DataFrame:
-    from DPETResponseLib.protocol import feature_table
+    from DPETResponseLib.extraction import feature_table
 
     X, errors = feature_table(cases, analysis, cache, jobs=jobs, progress=False)
     if len(errors) or len(X) != len(cases):
