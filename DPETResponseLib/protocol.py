@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .core.errors import DPETError, InputError
-from .study.model import StudyConfig, StudyModel
+from .study.model import BASELINE, StudyConfig, StudyModel
 
 log = logging.getLogger(__name__)
 
@@ -105,13 +105,15 @@ def evaluate(bundle, manifest, out, jobs: int = 1, cache_dir=None, progress: boo
     # Cross-validated (out-of-fold) training estimates, labelled `train_cv`: the only figures a cohort without
     # a held-out split can give, and a check on overfitting where it has one.
     oof = model.oof_.loc[model.oof_.index.isin(labelled.index)]
+    # Every model is compared with the simple baseline (bundles trained without one have no reference).
+    reference = BASELINE if BASELINE in model.model_names else None
     if len(oof):
         y = labelled.loc[oof.index, "label"].astype(int).to_numpy()
         # Threshold metrics with each case's nested threshold (chosen on the other folds), like its AUC out of sample.
         nested = model.oof_thresholds_.loc[oof.index]
         metrics["splits"]["train_cv"] = evaluate_split(y, {m: oof[m].to_numpy() for m in model.model_names},
                                                        {m: nested[m].to_numpy() for m in model.model_names},
-                                                       n_boot=n_boot)
+                                                       reference_model=reference, n_boot=n_boot)
     predictions = pd.concat([pd.DataFrame({"split": "train_cv", "label": labelled.loc[oof.index, "label"]}),
                              oof[model.model_names]], axis=1)
     tables = None
@@ -128,7 +130,7 @@ def evaluate(bundle, manifest, out, jobs: int = 1, cache_dir=None, progress: boo
         for split, rows in held_out.groupby("split"):
             y = rows["label"].astype(int).to_numpy()
             block = evaluate_split(y, {m: rows[m].to_numpy() for m in model.model_names}, model.thresholds_,
-                                   n_boot=n_boot)
+                                   reference_model=reference, n_boot=n_boot)
             _count_imputed(block, imputed, rows.index)
             metrics["splits"][split] = block
     elif not len(oof):
@@ -277,3 +279,5 @@ def _print_summary(metrics: dict) -> None:
         if split in oracle.get("auc_by_split", {}):
             line += f" | oracle {oracle['auc_by_split'][split]:.2f}"
         log.info(line)
+        if block.get("reference_verdict"):
+            log.info("  %s", block["reference_verdict"]["text"])

@@ -22,7 +22,9 @@ from ..core.errors import ConfigError, InputError
 from .pathways import ClinicalEncoder, ClinicalPathway, RadiomicsPathway, _columns, _table, radiomics_columns
 from .selection import LabelError, _binary_labels
 
-META_WEIGHTS = ("equal", "learned")
+META_WEIGHTS = ("auto", "equal", "learned")
+#: The weightings `ScreenedStacker` compares: tied weights, free weights, the single best input.
+STACKER_CANDIDATES = ("equal", "learned", "best")
 
 
 class TiedLogisticRegression(LogisticRegression):
@@ -89,20 +91,135 @@ class TiedLogisticRegression(LogisticRegression):
         return self
 
 
-def make_meta_learner(weights: str) -> LogisticRegression:
-    """The stacking meta-learner: ``"equal"`` weights (TiedLogisticRegression) or ``"learned"`` ones (the
-    study's logistic regression, one free weight per pathway).
+def auc_standard_error(auc: float, n_positive: int, n_negative: int) -> float:
+    """Hanley & McNeil's (1982) standard error of an AUC from ``n_positive`` and ``n_negative`` cases."""
+    q1, q2 = auc / (2 - auc), 2 * auc ** 2 / (1 + auc)
+    variance = (auc * (1 - auc) + (n_positive - 1) * (q1 - auc ** 2) + (n_negative - 1) * (q2 - auc ** 2))
+    return float(np.sqrt(max(variance, 0.0) / (n_positive * n_negative)))
+
+
+class ScreenedStacker(LogisticRegression):
+    """The meta-learner of ``weights="auto"``: its inputs and weights chosen from the training data, so that
+    pathways at chance cannot drag the fusion down.
+
+    1. Screening: an input (a pathway's out-of-fold probability) whose AUC on the training cases does not exceed
+       0.5 by ``min_se`` standard errors (Hanley-McNeil) gets weight 0; when none passes, the best one is kept.
+    2. Weights on the kept inputs: each of ``candidates`` ("equal": TiedLogisticRegression, "learned": one free
+       weight each, "best": the kept input with the best AUC alone) is scored by stratified ``cv``-fold CV (mean
+       AUC, screening redone inside each fold); the best is refit on every case, the first listed on ties.
+
+    The result is a logistic regression over every input (zero coefficients for the screened-out ones): it predicts,
+    and SHAP explains it, as one. Cross-validating it (as `StudyModel` does for the fusion's out-of-fold estimate)
+    nests the whole choice inside the outer folds.
 
     Parameters
     ----------
-    weights : {"equal", "learned"}
+    candidates : sequence of {"equal", "learned", "best"}, default ("equal", "learned", "best")
+        The weightings compared.
+    min_se : float, default 1.0
+        How many standard errors above 0.5 an input's AUC must be to keep it.
+    cv : int, default 5
+        Folds of the comparison (fewer when the minority class is smaller).
+    random_state : int, default 0
+        Seed of the folds.
+
+    Attributes
+    ----------
+    kept_ : ndarray of bool, shape (n_features_in_,)
+        The inputs that passed the screening.
+    input_auc_ : ndarray of shape (n_features_in_,)
+        Each input's AUC on the training cases.
+    weights_ : str
+        The chosen weighting.
+    inner_cv_auc_ : dict of str to float
+        Mean inner-CV AUC of each candidate.
+    coef_, intercept_ : ndarray
+        As LogisticRegression's (0 for screened-out inputs).
+    """
+
+    def __init__(self, candidates=STACKER_CANDIDATES, min_se: float = 1.0, cv: int = 5, random_state=0):
+        super().__init__(max_iter=1000)
+        self.candidates = candidates
+        self.min_se = min_se
+        self.cv = cv
+        self.random_state = random_state
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False
+        tags.array_api_support = False
+        tags.classifier_tags.multi_class = False
+        tags.classifier_tags.poor_score = True  # chance-level inputs are dropped, not fit
+        return tags
+
+    def _screen(self, P: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from sklearn.metrics import roc_auc_score
+
+        n_pos, n_neg = int(y.sum()), int(len(y) - y.sum())
+        auc = np.array([roc_auc_score(y, P[:, j]) for j in range(P.shape[1])])
+        se = np.array([auc_standard_error(a, n_pos, n_neg) for a in auc])
+        kept = auc - 0.5 > self.min_se * se
+        if not kept.any():
+            kept[np.argmax(auc)] = True
+        return kept, auc
+
+    def _fit_weights(self, weights: str, P: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, LogisticRegression]:
+        kept, auc = self._screen(P, y)
+        if weights == "best":  # the single input with the best training AUC
+            kept = np.arange(P.shape[1]) == np.argmax(np.where(kept, auc, -np.inf))
+        return kept, make_meta_learner("equal" if weights == "best" else weights).fit(P[:, kept], y)
+
+    def fit(self, X, y, sample_weight=None):
+        from sklearn.metrics import roc_auc_score
+        from sklearn.utils.validation import check_X_y
+
+        if sample_weight is not None:
+            raise InputError("ScreenedStacker: sample weights are not supported")
+        P, y = check_X_y(X, y, dtype=float)
+        y = _binary_labels(y, "ScreenedStacker")
+        unknown = set(self.candidates) - set(STACKER_CANDIDATES)
+        if not self.candidates or unknown:
+            raise ConfigError(f"ScreenedStacker: candidates must be among {', '.join(STACKER_CANDIDATES)}, got "
+                              f"{self.candidates}")
+        self.classes_ = np.array([0, 1])
+        _, self.input_auc_ = self._screen(P, y)
+        n_splits = max(2, min(self.cv, int(np.bincount(y).min())))
+        folds = list(StratifiedKFold(n_splits, shuffle=True, random_state=self.random_state).split(P, y))
+        self.inner_cv_auc_ = {}
+        for weights in self.candidates:
+            scores = []
+            for train, test in folds:
+                kept, model = self._fit_weights(weights, P[train], y[train])
+                scores.append(roc_auc_score(y[test], model.predict_proba(P[test][:, kept])[:, 1]))
+            self.inner_cv_auc_[weights] = float(np.mean(scores))
+        self.weights_ = max(self.candidates, key=lambda w: self.inner_cv_auc_[w])  # first on ties
+        self.kept_, final = self._fit_weights(self.weights_, P, y)
+        self.coef_ = np.zeros((1, P.shape[1]))
+        self.coef_[0, self.kept_] = final.coef_.ravel()
+        self.intercept_ = np.asarray(final.intercept_, dtype=float)
+        self.n_features_in_ = P.shape[1]
+        return self
+
+
+def make_meta_learner(weights: str, cv: int = 5, random_state=0) -> LogisticRegression:
+    """The stacking meta-learner: ``"auto"`` (ScreenedStacker: pathways at chance dropped, equal or learned weights
+    chosen by inner CV), ``"equal"`` weights (TiedLogisticRegression) or ``"learned"`` ones (the study's logistic
+    regression, one free weight per pathway).
+
+    Parameters
+    ----------
+    weights : {"auto", "equal", "learned"}
         The weighting; anything else raises ConfigError.
+    cv, random_state : int
+        Folds and seed of ``"auto"``'s inner comparison.
 
     Returns
     -------
     LogisticRegression
         The unfitted meta-learner.
     """
+    if weights == "auto":
+        return ScreenedStacker(cv=cv, random_state=random_state)
     if weights == "equal":
         return TiedLogisticRegression()
     if weights == "learned":
@@ -122,11 +239,12 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
         The unfitted pathways by name (each takes the full feature table and has ``predict_proba``).
     cv : int, default 5
         Stratified folds of the out-of-fold probabilities (fewer when the minority class is smaller, at least 2).
-    weights : {"equal", "learned"}, default "equal"
+    weights : {"auto", "equal", "learned"}, default "auto"
         ``"equal"`` ties the meta-learner's weights, so it only calibrates the mean of the pathways'
         probabilities; ``"learned"`` gives each pathway its own weight, as the study did. Tied weights suit
-        cohorts of about 100 cases, where free weights fit noise (the forecast-combination puzzle); use
-        ``"learned"`` when the cohort is large.
+        cohorts of about 100 cases, where free weights fit noise (the forecast-combination puzzle), but a pathway
+        at chance drags a tied mean down: ``"auto"`` (`ScreenedStacker`) drops pathways at chance and chooses
+        equal or learned weights by inner CV.
     random_state : int, default 0
         Seed of the fold split.
 
@@ -144,7 +262,7 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
         The meta-learner's intercept.
     """
 
-    def __init__(self, pathways: dict, cv: int = 5, weights: str = "equal", random_state=0):
+    def __init__(self, pathways: dict, cv: int = 5, weights: str = "auto", random_state=0):
         self.pathways = pathways
         self.cv = cv
         self.weights = weights
@@ -177,7 +295,7 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
         return self._fit_meta({name: clone(p).fit(X, y) for name, p in self.pathways.items()}, oof, y)
 
     @classmethod
-    def from_fitted(cls, pathways: dict, oof_probabilities: dict, y, weights: str = "equal", cv: int = 5,
+    def from_fitted(cls, pathways: dict, oof_probabilities: dict, y, weights: str = "auto", cv: int = 5,
                     random_state=0) -> "DecisionFusion":
         """The stacking of pathways already fit on every training case, given their out-of-fold probabilities
         (from the folds the caller chose): only the meta-learner is fit (scikit-learn's StackingClassifier
@@ -203,7 +321,7 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
         return fusion._fit_meta(dict(pathways), oof_probabilities, _binary_labels(y, "DecisionFusion"))
 
     @classmethod
-    def from_parts(cls, pathways: dict, meta, weights: str = "equal", cv: int = 5, random_state=0):
+    def from_parts(cls, pathways: dict, meta, weights: str = "auto", cv: int = 5, random_state=0):
         """A fitted fusion from its fitted pathways and meta-learner (how a bundle, which stores each pathway
         once, rebuilds it).
 
@@ -229,7 +347,8 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
         self.classes_ = np.array([0, 1])
         self.pathways_ = fitted
         self.oof_probabilities_ = {name: np.asarray(oof_probabilities[name], dtype=float) for name in fitted}
-        self.meta_ = make_meta_learner(self.weights).fit(np.column_stack(list(self.oof_probabilities_.values())), y)
+        meta = make_meta_learner(self.weights, self.cv, self.random_state)
+        self.meta_ = meta.fit(np.column_stack(list(self.oof_probabilities_.values())), y)
         return self
 
     @property

@@ -31,6 +31,9 @@ from .selection import LassoSelector, MannWhitneySelector, MRMRSelector, Varianc
 FEATURE_PREFIXES = ("pet_", "whole_", "high_", "low_", "sub_", "ith_", "dl_")
 MANIFEST_COLUMNS = ("case_id", "image", "mask", "label", "split")
 CLASSIFIERS = ("lr", "rf", "xgb", "knn", "nb")
+#: Candidate radiomics feature sets by the pyradiomics image types they hold (column ``<region>_<imageType>_...``;
+#: None: every image type). Columns without an image type (the subregions' ``sub_`` composition) are in every set.
+FEATURE_SETS = {"original": ("original",), "original+log": ("original", "log-sigma"), "all": None}
 PROBABILITY_EPS = 1e-6
 
 
@@ -68,6 +71,16 @@ def clinical_columns(table: pd.DataFrame) -> list[str]:
 def radiomics_columns(table: pd.DataFrame, regions=("whole", "high", "low")) -> list[str]:
     """The pyradiomics columns of the given regions (``<region>_<imageType>_<class>_<feature>``)."""
     return [c for c in table.columns if str(c).startswith(tuple(f"{r}_" for r in regions))]
+
+
+def feature_set_columns(columns, feature_set: str) -> list[str]:
+    """The radiomics ``columns`` in ``feature_set`` (a `FEATURE_SETS` name)."""
+    if feature_set not in FEATURE_SETS:
+        raise ConfigError(f"unknown radiomics feature set {feature_set!r}; choose from {', '.join(FEATURE_SETS)}")
+    image_types = FEATURE_SETS[feature_set]
+    if image_types is None:
+        return list(columns)
+    return [c for c in columns if str(c).startswith("sub_") or str(c).split("_")[1].startswith(image_types)]
 
 
 def make_classifier(name: str, random_state=0):
@@ -290,6 +303,58 @@ class ClinicalPathway(_Pathway):
         return self
 
 
+class BaselinePathway(_Pathway):
+    """The simple, transparent comparator every run reports first: the whole tumour's PET metrics (``pet_``) and
+    Original-image first-order and shape features, plus the clinical columns, encoded (median-imputed and scaled,
+    categories one-hot) -> an L2 logistic regression whose penalty is chosen by inner stratified CV (AUC).
+    No feature selection, no filtered images, no subregions: what a study model has to beat.
+
+    Parameters
+    ----------
+    clinical_columns : sequence of str or None, default None
+        The clinical columns; None: every column that is neither a feature nor manifest bookkeeping.
+    inner_cv : int, default 5
+        Folds of the choice of the penalty (fewer when the minority class is smaller).
+    random_state : int, default 0
+        Seed of the inner folds.
+
+    Attributes
+    ----------
+    columns_ : list of str
+        The table columns used.
+    model_ : Pipeline
+        ClinicalEncoder -> LogisticRegressionCV.
+    """
+
+    IMAGE_PREFIXES = ("pet_", "whole_original_firstorder_", "whole_original_shape_")
+
+    def __init__(self, clinical_columns=None, inner_cv: int = 5, random_state=0):
+        self.clinical_columns = clinical_columns
+        self.inner_cv = inner_cv
+        self.random_state = random_state
+
+    def input_columns(self, X: pd.DataFrame) -> list[str]:
+        """The image columns (`IMAGE_PREFIXES`) and the clinical columns of ``X``."""
+        image = [c for c in X.columns if str(c).startswith(self.IMAGE_PREFIXES)]
+        clinical = list(clinical_columns(X) if self.clinical_columns is None else self.clinical_columns)
+        if not image:
+            raise InputError("BaselinePathway: no PET metric or whole-tumour first-order/shape column in the table")
+        return image + [c for c in clinical if c not in image]
+
+    def fit(self, X, y):
+        from sklearn.linear_model import LogisticRegressionCV
+
+        X = _table(X, "BaselinePathway")
+        y = self._fit_labels(y)
+        self.columns_ = self.input_columns(X)
+        n_splits = max(2, min(self.inner_cv, int(np.bincount(y).min())))
+        classifier = LogisticRegressionCV(Cs=np.logspace(-3, 1, 9), scoring="roc_auc", max_iter=2000,
+                                          cv=StratifiedKFold(n_splits, shuffle=True, random_state=self.random_state))
+        self.model_ = Pipeline([("encode", ClinicalEncoder(self.columns_)), ("lr", classifier)])
+        self.model_.fit(_columns(X, self.columns_, "BaselinePathway"), y)
+        return self
+
+
 class ITHPathway(_Pathway):
     """Logistic regression on the intratumoural heterogeneity score(s), median-imputed and scaled.
 
@@ -323,10 +388,12 @@ class ITHPathway(_Pathway):
 
 class RadiomicsPathway(_Pathway):
     """The study's radiomics chain on the given regions' columns: median imputation -> variance/correlation
-    filter -> scaling -> Mann-Whitney U -> mRMR (``n_mrmr``) -> LASSO (``max_features``) -> the classifier with
-    the best inner stratified-CV AUC among ``classifiers``.
+    filter -> scaling -> Mann-Whitney U -> mRMR (``n_mrmr``) -> LASSO (``max_features``) -> a classifier; the
+    feature set (image types, ``feature_sets``) and the classifier (``classifiers``) are the pair with the best
+    inner stratified-CV AUC.
 
-    The inner CV fits the whole selection chain on each inner training fold (no leakage into the comparison).
+    The inner CV fits the whole selection chain on each inner training fold (no leakage into the comparison), so a
+    cross-validated pathway's estimate is nested: the configuration is chosen inside each outer training fold.
 
     Parameters
     ----------
@@ -337,7 +404,10 @@ class RadiomicsPathway(_Pathway):
     max_features : int, default 5
         The most features LASSO keeps.
     classifiers : sequence of str, default ("lr", "rf", "xgb", "knn", "nb")
-        The candidates (``make_classifier`` names); with one, no inner CV is run.
+        The candidate classifiers (``make_classifier`` names).
+    feature_sets : sequence of str, default ("all",)
+        The candidate feature sets (`FEATURE_SETS` names: "original", "original+log", "all"); with one feature set
+        and one classifier, no inner CV is run.
     inner_cv : int, default 5
         Folds of the inner CV and of LASSO's choice of C (fewer when the minority class is smaller).
     max_correlation : float, default 0.9
@@ -352,19 +422,23 @@ class RadiomicsPathway(_Pathway):
     selected_features_ : list of str
         The features reaching the classifier.
     inner_cv_auc_ : dict of str to float
-        Mean inner-fold AUC per candidate classifier (empty with one candidate).
+        Mean inner-fold AUC per candidate, keyed ``"<feature set>/<classifier>"`` (empty with one candidate).
+    feature_set_ : str
+        The chosen feature set.
     classifier_name_ : str
-        The chosen classifier (the first on ties).
+        The chosen classifier (the first candidate on ties, feature sets in the order given).
     model_ : Pipeline
         The selection chain and the chosen classifier, fit on every training case.
     """
 
     def __init__(self, regions=("whole", "high", "low"), n_mrmr: int = 20, max_features: int = 5,
-                 classifiers=CLASSIFIERS, inner_cv: int = 5, max_correlation: float = 0.9, random_state=0):
+                 classifiers=CLASSIFIERS, feature_sets=("all",), inner_cv: int = 5, max_correlation: float = 0.9,
+                 random_state=0):
         self.regions = regions
         self.n_mrmr = n_mrmr
         self.max_features = max_features
         self.classifiers = classifiers
+        self.feature_sets = feature_sets
         self.inner_cv = inner_cv
         self.max_correlation = max_correlation
         self.random_state = random_state
@@ -384,21 +458,31 @@ class RadiomicsPathway(_Pathway):
     def fit(self, X, y):
         X = _table(X, "RadiomicsPathway")
         y = self._fit_labels(y)
-        self.columns_ = radiomics_columns(X, self.regions)
-        if not self.columns_:
+        columns = radiomics_columns(X, self.regions)
+        if not columns:
             raise InputError(f"RadiomicsPathway: no radiomics column for region(s) {', '.join(self.regions)} "
                              "in the feature table")
-        data = _columns(X, self.columns_, "RadiomicsPathway")
-        if not self.classifiers:
-            raise ConfigError("RadiomicsPathway: no classifier to choose from")
+        if not self.classifiers or not self.feature_sets:
+            raise ConfigError("RadiomicsPathway: no classifier or no feature set to choose from")
         for name in self.classifiers:
             make_classifier(name)  # unknown names fail before any work
-        self.inner_cv_auc_ = self._inner_cv_auc(data, y) if len(self.classifiers) > 1 else {}
-        self.classifier_name_ = (max(self.classifiers, key=lambda c: self.inner_cv_auc_[c])  # first on ties
-                                 if self.inner_cv_auc_ else self.classifiers[0])
+        sets = {}
+        for feature_set in self.feature_sets:
+            chosen = feature_set_columns(columns, feature_set)
+            if chosen:  # a feature set the radiomics parameters did not compute is no candidate
+                sets[feature_set] = chosen
+        if not sets:
+            raise InputError(f"RadiomicsPathway: no column of the feature sets {', '.join(self.feature_sets)} in "
+                             "the feature table (check the radiomics parameters' image types)")
+        candidates = [(s, c) for s in sets for c in self.classifiers]
+        self.inner_cv_auc_ = self._inner_cv_auc(X, sets, y) if len(candidates) > 1 else {}
+        self.feature_set_, self.classifier_name_ = (
+            max(candidates, key=lambda sc: self.inner_cv_auc_[f"{sc[0]}/{sc[1]}"])  # first on ties
+            if self.inner_cv_auc_ else candidates[0])
+        self.columns_ = sets[self.feature_set_]
         self.model_ = Pipeline([*self.make_selection().steps,
                                 ("classifier", make_classifier(self.classifier_name_, self.random_state))])
-        self.model_.fit(data, y)
+        self.model_.fit(_columns(X, self.columns_, "RadiomicsPathway"), y)
         self.selected_features_ = list(self.model_[:-1].get_feature_names_out())
         return self
 
@@ -408,22 +492,24 @@ class RadiomicsPathway(_Pathway):
         check_is_fitted(self, "model_")
         return list(self.selected_features_)
 
-    def _inner_cv_auc(self, data: pd.DataFrame, y: np.ndarray) -> dict[str, float]:
+    def _inner_cv_auc(self, X: pd.DataFrame, sets: dict[str, list[str]], y: np.ndarray) -> dict[str, float]:
         # Written as a loop rather than GridSearchCV over the classifier step: the selection chain is fit once
-        # per inner fold and shared by all classifiers (GridSearchCV would refit it once per classifier).
+        # per inner fold and feature set and shared by all classifiers (GridSearchCV would refit it per classifier).
         n_splits = max(2, min(self.inner_cv, int(np.bincount(y).min())))
-        folds = StratifiedKFold(n_splits, shuffle=True, random_state=self.random_state)
-        scores: dict[str, list[float]] = {name: [] for name in self.classifiers}
-        for train, test in folds.split(data, y):
-            selection = self.make_selection().fit(data.iloc[train], y[train])
-            Z_train, Z_test = selection.transform(data.iloc[train]), selection.transform(data.iloc[test])
-            for name in self.classifiers:
-                model = make_classifier(name, self.random_state)
-                if name == "knn":
-                    model.set_params(n_neighbors=min(5, len(train)))
-                p = model.fit(Z_train, y[train]).predict_proba(Z_test)[:, 1]
-                scores[name].append(roc_auc_score(y[test], p))
-        return {name: float(np.mean(s)) for name, s in scores.items()}
+        folds = list(StratifiedKFold(n_splits, shuffle=True, random_state=self.random_state).split(X, y))
+        scores: dict[str, list[float]] = {}
+        for feature_set, columns in sets.items():
+            data = _columns(X, columns, "RadiomicsPathway")
+            for train, test in folds:
+                selection = self.make_selection().fit(data.iloc[train], y[train])
+                Z_train, Z_test = selection.transform(data.iloc[train]), selection.transform(data.iloc[test])
+                for name in self.classifiers:
+                    model = make_classifier(name, self.random_state)
+                    if name == "knn":
+                        model.set_params(n_neighbors=min(5, len(train)))
+                    p = model.fit(Z_train, y[train]).predict_proba(Z_test)[:, 1]
+                    scores.setdefault(f"{feature_set}/{name}", []).append(roc_auc_score(y[test], p))
+        return {key: float(np.mean(s)) for key, s in scores.items()}
 
 
 class ColumnProbability(ClassifierMixin, BaseEstimator):

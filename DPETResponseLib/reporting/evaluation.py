@@ -311,4 +311,24 @@ def evaluate_split(y, probs: dict, thresholds: dict, reference_model: str | None
             out["models"][other]["p_value_vs_reference"] = test["p_value"]
     if reference_model is not None:
         out["reference_model"] = reference_model
+        out["reference_verdict"] = reference_verdict(out, reference_model)
     return out
+
+
+def reference_verdict(block: dict, reference: str, alpha: float = 0.05) -> dict:
+    """Which models beat ``reference`` on a split evaluated by `evaluate_split`: a higher AUC and a paired
+    DeLong p below ``alpha``. Returns ``{"beaten_by": [model, ...], "text": one sentence for the report}``."""
+    models = block.get("models", {})
+    ref = models.get(reference, {})
+    if "auc" not in ref:
+        return {"beaten_by": [], "text": f"The {reference} could not be scored on this split."}
+    beaten_by = [name for name, m in models.items() if name != reference and "auc" in m
+                 and m["auc"] > ref["auc"] and m.get("p_value_vs_reference", 1.0) < alpha]
+    if not beaten_by:
+        text = (f"No model beats the {reference} (AUC {ref['auc']:.3f}) on this split: none has a higher AUC "
+                f"with a paired DeLong p < {alpha:g}.")
+    else:
+        text = (f"Beat the {reference} (AUC {ref['auc']:.3f}, paired DeLong p < {alpha:g}): "
+                + ", ".join(f"{m} (AUC {models[m]['auc']:.3f}, p {models[m]['p_value_vs_reference']:.3g})"
+                            for m in beaten_by) + ".")
+    return {"beaten_by": beaten_by, "text": text}

@@ -205,6 +205,8 @@ def _html(out_dir: Path, title: str, metrics: dict, split_figures: dict, extra: 
             parts.append(f"<p class='missing'>Not evaluated: {html.escape(block['skipped'])}</p>")
         if block.get("models"):
             parts.append("<h3>Models</h3>" + _models_table(block["models"]))
+        if block.get("reference_verdict"):
+            parts.append(f"<p class='verdict'><b>{html.escape(block['reference_verdict']['text'])}</b></p>")
         if block.get("comparisons"):
             parts.append("<h3>Paired DeLong comparisons</h3>" + _comparisons_table(block["comparisons"]))
         figures = split_figures.get(split, {})

@@ -15,9 +15,11 @@ from ..core.errors import ConfigError, unknown_names_error
 from ..core.settings import check_field_types
 from ..features.analysis import check_settings, default_settings
 
-PATHWAYS = ("clinical", "radiomics", "radiomics_whole", "ith", "deep")
+PATHWAYS = ("baseline", "clinical", "radiomics", "radiomics_whole", "ith", "deep")
+#: The comparator every model is tested against (reported first).
+BASELINE = "baseline"
 FUSIONS = ("fusion_feature", "fusion_decision", "fusion_feature_e2e")
-DECISION_FUSION_INPUTS = ("clinical", "radiomics", "ith", "deep")
+DECISION_FUSION_INPUTS = ("baseline", "clinical", "radiomics", "ith", "deep")
 DEEP_READERS = ("deep", "fusion_decision", "fusion_feature")  # the table models that read the CNN's columns
 SCHEMA_NAME = "dpetresponse-study"
 #: StudyConfig fields that set one CNN (DeepConfig) setting each.
@@ -41,8 +43,9 @@ class StudyConfig:
     deep_pretrained: str | None = None
     deep_overrides: dict = field(default_factory=dict)
     e2e_fusion: bool = True
-    decision_weights: str = "equal"
+    decision_weights: str = "auto"
     classifiers: tuple[str, ...] = ("lr", "rf", "xgb", "knn", "nb")
+    radiomics_feature_sets: tuple[str, ...] = ("original", "original+log", "all")
     n_mrmr: int = 20
     max_features: int = 5
     embedding_components: int = 8
@@ -64,8 +67,13 @@ class StudyConfig:
     def check(self) -> None:
         """Refuse settings that would fail later in training (meta-learner weights, CNN settings), before any work."""
         from ..learn.fusion import make_meta_learner
+        from ..learn.pathways import CLASSIFIERS, FEATURE_SETS
 
         make_meta_learner(self.decision_weights)
+        for what, names, known in (("classifiers", self.classifiers, CLASSIFIERS),
+                                   ("radiomics feature sets", self.radiomics_feature_sets, FEATURE_SETS)):
+            if not names or set(names) - set(known):
+                raise unknown_names_error(what, set(names) - set(known) or {"(none given)"}, known)
         if self.deep:
             _deep_config(self).check()
 
@@ -75,8 +83,9 @@ class StudyConfig:
         if unknown:
             raise unknown_names_error("protocol settings", unknown, cls.__dataclass_fields__)
         values = dict(values)
-        if "classifiers" in values:
-            values["classifiers"] = tuple(values["classifiers"])
+        for name in ("classifiers", "radiomics_feature_sets"):
+            if name in values:
+                values[name] = tuple(values[name])
         return cls(**values)
 
     def to_dict(self) -> dict:
@@ -116,12 +125,14 @@ class StudyModel:
 
     # ---- training -------------------------------------------------------------------------------------------
     def _make_pathways(self) -> dict:
-        from ..learn.pathways import ClinicalPathway, ColumnProbability, ITHPathway, RadiomicsPathway
+        from ..learn.pathways import BaselinePathway, ClinicalPathway, ColumnProbability, ITHPathway, RadiomicsPathway
 
         radiomics = dict(n_mrmr=self.config.n_mrmr, max_features=self.config.max_features,
-                         classifiers=self.config.classifiers, inner_cv=self.config.n_folds,
-                         random_state=self.config.seed)
+                         classifiers=self.config.classifiers, feature_sets=self.config.radiomics_feature_sets,
+                         inner_cv=self.config.n_folds, random_state=self.config.seed)
         pathways = {
+            BASELINE: BaselinePathway(clinical_columns=self.clinical_columns, inner_cv=self.config.n_folds,
+                                      random_state=self.config.seed),
             "clinical": ClinicalPathway(clinical_columns=self.clinical_columns),
             # the subregions' radiomics and their composition (sub_: habitat volumes and high-uptake fraction)
             "radiomics": RadiomicsPathway(regions=("whole", "high", "low", "sub"), **radiomics),
@@ -166,8 +177,8 @@ class StudyModel:
         self.fusion_decision_ = DecisionFusion.from_fitted(inputs, oof, y, **self._decision_fusion_params())
         # The stacked model's own OOF estimate: the meta-learner cross-validated on the pathways' OOF probabilities.
         level1 = np.column_stack([oof[n] for n in inputs])
-        oof["fusion_decision"] = cross_val_predict(make_meta_learner(self.config.decision_weights), level1, y,
-                                                   cv=folds, method="predict_proba")[:, 1]
+        meta = make_meta_learner(self.config.decision_weights, self.config.n_folds, self.config.seed)
+        oof["fusion_decision"] = cross_val_predict(meta, level1, y, cv=folds, method="predict_proba")[:, 1]
 
         fusion_feature = FeatureFusion(radiomics=clone(self.pathways_["radiomics"]),
                                        clinical=clone(self.pathways_["clinical"]),
