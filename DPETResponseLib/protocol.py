@@ -101,7 +101,8 @@ def evaluate(bundle, manifest, out, jobs: int = 1, cache_dir=None, progress: boo
     cases = read_manifest(manifest)
     labelled = cases[cases["label"].notna()]
     test_cases = labelled[~labelled["split"].fillna("").isin(["train", ""])]
-    metrics = {"splits": {}, "settings": model.manifest_["config"], "thresholds": model.thresholds_}
+    metrics = {"splits": {}, "settings": model.manifest_["config"], "thresholds": model.thresholds_,
+               "choices": model.choices()}
     # Cross-validated (out-of-fold) training estimates, labelled `train_cv`: the only figures a cohort without
     # a held-out split can give, and a check on overfitting where it has one.
     oof = model.oof_.loc[model.oof_.index.isin(labelled.index)]

@@ -254,3 +254,22 @@ def test_evaluate_split_degenerate_and_bad_input():
         ev.evaluate_split([0, 1, 1], {"a": [0.1, 0.9]}, {"a": 0.5})
     with pytest.raises(InputError, match="reference model 'x'"):
         ev.evaluate_split([0, 1], {"a": [0.1, 0.9]}, {"a": 0.5}, reference_model="x")
+
+
+def test_reference_verdict_names_the_models_that_beat_the_baseline():
+    """A model beats the baseline only with a higher AUC and a paired DeLong p < 0.05: a strong model does, a
+    model equal to the baseline plus noise does not; the sentence says which, or that none does."""
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 150)
+    weak = y * 0.4 + rng.normal(size=y.size)
+    strong = y * 2.0 + rng.normal(size=y.size)
+    probs = {"baseline": weak, "near": weak + rng.normal(0, 0.1, y.size), "strong": strong}
+    block = ev.evaluate_split(y, probs, {m: 0.5 for m in probs}, reference_model="baseline", n_boot=50)
+    verdict = block["reference_verdict"]
+    assert verdict["beaten_by"] == ["strong"]
+    assert block["models"]["strong"]["p_value_vs_reference"] < 0.05
+    assert verdict["text"].startswith(f"Beat the baseline (AUC {roc_auc_score(y, weak):.3f}, paired DeLong p < 0.05): "
+                                      f"strong (AUC {roc_auc_score(y, strong):.3f}")
+    none = ev.evaluate_split(y, {k: probs[k] for k in ("baseline", "near")}, {"baseline": 0.5, "near": 0.5},
+                             reference_model="baseline", n_boot=50)["reference_verdict"]
+    assert none["beaten_by"] == [] and none["text"].startswith("No model beats the baseline")

@@ -158,3 +158,50 @@ def test_feature_fusion_fuses_every_pathway_input():
     assert not any(c.startswith("dl_") for c in no_cnn.columns_)
     with pytest.raises(InputError, match=r"no deep-embedding column \(dl_emb_\*\)"):
         FeatureFusion(radiomics=RadiomicsPathway(**FAST_RADIOMICS)).fit(X.filter(regex="^(?!dl_emb_)"), y)
+
+
+def _stacking_inputs(n: int, seed: int, shifts) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold-like probabilities of ``len(shifts)`` pathways: logit = shift * (2y - 1) + N(0, 1)."""
+    rng = np.random.default_rng(seed)
+    y = rng.permutation(np.arange(n) % 2)
+    P = np.column_stack([1 / (1 + np.exp(-(s * (2 * y - 1) + rng.normal(size=n)))) for s in shifts])
+    return P, y
+
+
+def test_screened_stacker_drops_pathways_at_chance():
+    """An input whose training AUC does not exceed 0.5 by one standard error (Hanley-McNeil, checked by hand) gets
+    weight 0, and the fusion is not dragged down as a tied mean of every input is (one informative input, three at
+    chance)."""
+    from DPETResponseLib.learn.fusion import ScreenedStacker, TiedLogisticRegression, auc_standard_error
+
+    assert auc_standard_error(0.5, 50, 50) == pytest.approx(np.sqrt((0.25 + 49 * (1 / 3 - 0.25) + 49 * (1 / 3 - 0.25))
+                                                                    / 2500))
+    P, y = _stacking_inputs(200, 0, (1.0, 0.0, 0.0, 0.0))
+    stacker = ScreenedStacker(cv=5).fit(P, y)
+    auc = np.array([roc_auc_score(y, P[:, j]) for j in range(4)])
+    expected = auc - 0.5 > np.array([auc_standard_error(a, 100, 100) for a in auc])
+    assert stacker.screened_.tolist() == expected.tolist() and expected[0] and expected.sum() < 4
+    assert not (stacker.kept_ & ~expected).any() and stacker.kept_[0]
+    assert (stacker.coef_[0, ~stacker.kept_] == 0).all() and stacker.coef_[0, 0] > 0
+    assert set(stacker.inner_cv_auc_) == {"equal", "learned", "best"}
+    assert stacker.weights_ == max(stacker.inner_cv_auc_, key=stacker.inner_cv_auc_.get)
+    Pt, yt = _stacking_inputs(4000, 1, (1.0, 0.0, 0.0, 0.0))
+    screened = roc_auc_score(yt, stacker.predict_proba(Pt)[:, 1])
+    tied_all = roc_auc_score(yt, TiedLogisticRegression().fit(P, y).predict_proba(Pt)[:, 1])
+    assert screened > tied_all + 0.03, (screened, tied_all)
+
+
+def test_screened_stacker_choice_is_nested_and_null_is_chance():
+    """On inputs that carry nothing, cross-validating the stacker (its screening and choice refit in each fold) gives
+    an AUC near 0.5; one dominant input is what "best" picks."""
+    from DPETResponseLib.learn.fusion import ScreenedStacker
+
+    P, y = _stacking_inputs(150, 2, (0.0, 0.0, 0.0))
+    oof = cross_val_predict(ScreenedStacker(cv=3), P, y, cv=StratifiedKFold(5, shuffle=True, random_state=0),
+                            method="predict_proba")[:, 1]
+    assert 0.35 < roc_auc_score(y, oof) < 0.65
+    P, y = _stacking_inputs(300, 3, (2.0, 0.3, 0.3))
+    stacker = ScreenedStacker(candidates=("best",)).fit(P, y)
+    assert stacker.weights_ == "best" and stacker.coef_[0, 1:].tolist() == [0.0, 0.0]
+    with pytest.raises(ConfigError, match="candidates must be among equal, learned, best"):
+        ScreenedStacker(candidates=("median",)).fit(P, y)

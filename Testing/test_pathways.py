@@ -58,8 +58,8 @@ def test_radiomics_pathway_recovers_informative_columns_and_generalises():
     X, y = feature_table()
     m = RadiomicsPathway(classifiers=("lr", "nb", "knn"), inner_cv=3).fit(X, y)
     assert set(SIGNALS) <= set(m.selected_features_) and len(m.selected_features_) <= 5
-    assert set(m.inner_cv_auc_) == {"lr", "nb", "knn"}
-    assert m.classifier_name_ == max(m.inner_cv_auc_, key=m.inner_cv_auc_.get)
+    assert set(m.inner_cv_auc_) == {"all/lr", "all/nb", "all/knn"}
+    assert f"{m.feature_set_}/{m.classifier_name_}" == max(m.inner_cv_auc_, key=m.inner_cv_auc_.get)
     # Two independent unit-variance columns shifted by 1.5 SD: Mahalanobis distance D = sqrt(2) * 1.5, so the
     # best possible AUC is Phi(D / sqrt(2)) = Phi(1.5) = 0.933; on 400 new cases the pathway must come close.
     Xt, yt = feature_table(n=400, seed=1)
@@ -145,3 +145,54 @@ def test_estimator_contract_and_bad_input():
     fitted = ITHPathway().fit(X, y)
     with pytest.raises(InputError, match="lacks column.*ith_score2d"):
         fitted.predict_proba(X.drop(columns="ith_score2d"))
+
+
+def test_feature_set_is_chosen_inside_the_training_cases():
+    """The radiomics pathway compares feature sets by inner CV: with the signal only in wavelet columns it takes
+    "all"; with the signal only in the Original image and every filtered column noise, "all" has the signal too,
+    so the comparison is scored, recorded per candidate, and the columns follow the choice."""
+    from DPETResponseLib.learn.pathways import feature_set_columns
+
+    X, y = feature_table(n=120, seed=3, radiomics_effect=0.0)
+    rng = np.random.default_rng(3)
+    for i in range(40):
+        X[f"whole_log-sigma-2-0-mm-3D_firstorder_Noise{i}"] = rng.normal(size=len(y))
+        X[f"whole_wavelet-LLH_glcm_Noise{i}"] = rng.normal(size=len(y))
+    X["whole_wavelet-HHH_firstorder_Signal"] = 1.5 * y + rng.normal(size=len(y))
+    columns = [c for c in X.columns if c.startswith(("whole_", "sub_"))]
+    assert feature_set_columns(columns, "original") == [c for c in columns if "_original_" in c or c.startswith("sub_")]
+    assert "whole_log-sigma-2-0-mm-3D_firstorder_Noise0" in feature_set_columns(columns, "original+log")
+    assert "whole_wavelet-LLH_glcm_Noise0" not in feature_set_columns(columns, "original+log")
+    with pytest.raises(ConfigError, match="unknown radiomics feature set 'wavelet'"):
+        feature_set_columns(columns, "wavelet")
+    m = RadiomicsPathway(regions=("whole", "sub"), classifiers=("lr",), inner_cv=3,
+                         feature_sets=("original", "original+log", "all")).fit(X, y)
+    assert set(m.inner_cv_auc_) == {"original/lr", "original+log/lr", "all/lr"}
+    assert m.feature_set_ == "all" and m.inner_cv_auc_["all/lr"] > m.inner_cv_auc_["original/lr"] + 0.1
+    assert "whole_wavelet-HHH_firstorder_Signal" in m.selected_features_
+    assert set(m.columns_) == set(feature_set_columns(columns, "all"))
+
+
+def test_baseline_uses_whole_tumour_first_order_shape_and_clinical_columns():
+    """The baseline reads the PET metrics, the whole tumour's Original first-order and shape features and the
+    clinical columns, nothing else, and finds a signal planted in a shape feature (population AUC of a 1.5 SD shift:
+    Phi(1.5 / sqrt 2) = 0.86)."""
+    from DPETResponseLib.learn.pathways import BaselinePathway
+
+    def table(n, seed):
+        X, y = feature_table(n=n, seed=seed, radiomics_effect=0.0)
+        rng = np.random.default_rng(seed)
+        X["whole_original_shape_Sphericity"] = 1.5 * y + rng.normal(size=n)
+        X["whole_original_firstorder_Mean"] = rng.normal(size=n)
+        X["whole_wavelet-LLH_firstorder_Mean"] = 3.0 * y + rng.normal(size=n)  # not the baseline's: left out
+        return X, y
+
+    X, y = table(150, 1)
+    m = BaselinePathway().fit(X, y)
+    assert m.columns_ == ["whole_original_firstorder_Signal", "pet_SUVmax", "whole_original_shape_Sphericity",
+                          "whole_original_firstorder_Mean", "age", "grade"]
+    assert m.used_columns_ == m.columns_
+    Xt, yt = table(400, 2)
+    assert 0.78 < roc_auc_score(yt, m.predict_proba(Xt)[:, 1]) < 0.92
+    with pytest.raises(InputError, match="no PET metric or whole-tumour first-order/shape column"):
+        BaselinePathway().fit(X[["age", "grade"]], y)

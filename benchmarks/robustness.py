@@ -136,8 +136,8 @@ def summarise(results: dict) -> None:
         seeds = sorted(per_seed)
         models = list(per_seed[seeds[0]]["models"])
         oracle = np.array([per_seed[s]["oracle"] for s in seeds])
-        print(f"\n== {design}: oracle test AUC {oracle.mean():.3f} (SD {oracle.std(ddof=1) if len(seeds) > 1 else 0:.3f})"
-              f", seeds {seeds}")
+        spread = oracle.std(ddof=1) if len(seeds) > 1 else 0.0
+        print(f"\n== {design}: oracle test AUC {oracle.mean():.3f} (SD {spread:.3f}), seeds {seeds}")
         print(f"  {'model':20s} {'AUC':>7s} {'AUC/oracle':>11s} {'- baseline':>11s} {'SD':>6s}  CI covers 0.5")
         for m in models:
             auc = np.array([per_seed[s]["models"][m]["auc"] for s in seeds])
@@ -150,8 +150,10 @@ def summarise(results: dict) -> None:
                          for s in seeds])
         base = np.array([per_seed[s]["models"]["baseline"]["auc"] for s in seeds])
         ratio = "-" if design == "noise" else f"{np.mean(best / oracle):.3f}"
-        stacker = "; ".join(f"{per_seed[s]['stacker']['weights']} on {per_seed[s]['stacker']['kept']}" for s in seeds)
-        print(f"  best fused model: AUC/oracle {ratio}, minus baseline {np.mean(best - base):+.3f} | stacker: {stacker}")
+        stacker = "; ".join(f"{per_seed[s]['stacker']['weights']} on {per_seed[s]['stacker']['kept']}"
+                            for s in seeds)
+        print(f"  best fused model: AUC/oracle {ratio}, minus baseline {np.mean(best - base):+.3f}"
+              f" | stacker: {stacker}")
 
 
 def main() -> None:

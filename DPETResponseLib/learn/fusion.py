@@ -125,8 +125,10 @@ class ScreenedStacker(LogisticRegression):
 
     Attributes
     ----------
-    kept_ : ndarray of bool, shape (n_features_in_,)
+    screened_ : ndarray of bool, shape (n_features_in_,)
         The inputs that passed the screening.
+    kept_ : ndarray of bool, shape (n_features_in_,)
+        The inputs the chosen weighting gives a weight (all screened ones, or the best alone).
     input_auc_ : ndarray of shape (n_features_in_,)
         Each input's AUC on the training cases.
     weights_ : str
@@ -182,7 +184,7 @@ class ScreenedStacker(LogisticRegression):
             raise ConfigError(f"ScreenedStacker: candidates must be among {', '.join(STACKER_CANDIDATES)}, got "
                               f"{self.candidates}")
         self.classes_ = np.array([0, 1])
-        _, self.input_auc_ = self._screen(P, y)
+        self.screened_, self.input_auc_ = self._screen(P, y)
         n_splits = max(2, min(self.cv, int(np.bincount(y).min())))
         folds = list(StratifiedKFold(n_splits, shuffle=True, random_state=self.random_state).split(P, y))
         self.inner_cv_auc_ = {}

@@ -348,7 +348,8 @@ class BaselinePathway(_Pathway):
         y = self._fit_labels(y)
         self.columns_ = self.input_columns(X)
         n_splits = max(2, min(self.inner_cv, int(np.bincount(y).min())))
-        classifier = LogisticRegressionCV(Cs=np.logspace(-3, 1, 9), scoring="roc_auc", max_iter=2000,
+        classifier = LogisticRegressionCV(Cs=np.logspace(-3, 1, 9), l1_ratios=(0.0,), use_legacy_attributes=False,
+                                          scoring="roc_auc", max_iter=2000,
                                           cv=StratifiedKFold(n_splits, shuffle=True, random_state=self.random_state))
         self.model_ = Pipeline([("encode", ClinicalEncoder(self.columns_)), ("lr", classifier)])
         self.model_.fit(_columns(X, self.columns_, "BaselinePathway"), y)

@@ -213,6 +213,15 @@ def _html(out_dir: Path, title: str, metrics: dict, split_figures: dict, extra: 
         if figures:
             parts.append("<div>" + "".join(_img(out_dir, p, f"{kind}, {split}") for kind, p in figures.items())
                          + "</div>")
+    if metrics.get("choices"):
+        chosen_keys = ("feature_set", "classifier", "weights")
+        rows = [{"model": model, "chosen": ", ".join(f"{k}: {v}" for k, v in c.items() if k in chosen_keys),
+                 "inner-CV AUC of each candidate": ", ".join(f"{k} {v:.3f}"
+                                                             for k, v in c.get("inner_cv_auc", {}).items()),
+                 "pathways screened out": ", ".join(c.get("screened_out", [])) or "-"}
+                for model, c in metrics["choices"].items()]
+        parts.append("<h2>Configuration chosen inside the training cases (inner cross-validation)</h2>"
+                     + _table(pd.DataFrame(rows)))
     if metrics.get("fusion_shares"):
         shares = pd.DataFrame(metrics["fusion_shares"]).T.fillna(0).map(lambda v: f"{v:.0%}")
         parts.append("<h2>What each fusion rests on (share of mean |SHAP|)</h2>"

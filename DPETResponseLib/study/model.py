@@ -306,6 +306,26 @@ class StudyModel:
             shares["fusion_decision"] = contribution_shares(values, {name: [name] for name in values.columns})
         return shares
 
+    def choices(self) -> dict:
+        """What was chosen inside the training cases, with the inner-CV scores it was chosen by: each radiomics
+        pathway's feature set and classifier; the decision fusion's screening (each pathway's out-of-fold AUC) and
+        weighting. Saved in the bundle (``choices``) and reported by evaluate."""
+        out = {}
+        for name, pathway in self.pathways_.items():
+            if hasattr(pathway, "feature_set_"):
+                out[name] = {"feature_set": pathway.feature_set_, "classifier": pathway.classifier_name_,
+                             "inner_cv_auc": dict(pathway.inner_cv_auc_)}
+        meta = self.fusion_decision_.meta_
+        names = list(self.fusion_decision_.pathways_)
+        fusion = {"weights": getattr(meta, "weights_", self.config.decision_weights),
+                  "coefficients": dict(zip(names, map(float, meta.coef_.ravel())))}
+        if hasattr(meta, "screened_"):
+            fusion.update({"input_auc": dict(zip(names, map(float, meta.input_auc_))),
+                           "screened_out": [n for n, s in zip(names, meta.screened_) if not s],
+                           "inner_cv_auc": dict(meta.inner_cv_auc_)})
+        out["fusion_decision"] = fusion
+        return out
+
     def gradcam(self, image, mask):
         return None if self.deep_model_ is None else self.deep_model_.gradcam(image, mask)
 
@@ -329,6 +349,7 @@ class StudyModel:
             "training_oof": {"case_id": list(map(str, self.oof_.index)),
                              **{c: self.oof_[c].tolist() for c in self.oof_.columns}},
             "training_oof_thresholds": {c: self.oof_thresholds_[c].tolist() for c in self.oof_thresholds_.columns},
+            "choices": self.choices(),
             **(extra_manifest or {}),
         }
         tensors = {}
