@@ -17,7 +17,13 @@ from test_pathways import feature_table
 
 from DPETResponseLib.core.errors import BundleError
 from DPETResponseLib.learn.fusion import DecisionFusion, FeatureFusion
-from DPETResponseLib.learn.pathways import ClinicalPathway, ColumnProbability, ITHPathway, RadiomicsPathway
+from DPETResponseLib.learn.pathways import (
+    BaselinePathway,
+    ClinicalPathway,
+    ColumnProbability,
+    ITHPathway,
+    RadiomicsPathway,
+)
 from DPETResponseLib.study.bundle import SCHEMA_VERSION, TRUSTED_TYPES, _content_sha256, read_bundle, write_bundle
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -45,6 +51,9 @@ def fitted():
         "radiomics_rf": RadiomicsPathway(classifiers=("rf",), inner_cv=3).fit(X, y),
         "radiomics_knn": RadiomicsPathway(classifiers=("knn",), inner_cv=3).fit(X, y),
         "radiomics_nb": RadiomicsPathway(classifiers=("nb",), inner_cv=3).fit(X, y),
+        "fusion_decision_equal": DecisionFusion({"ith": ITHPathway(), "deep": ColumnProbability()}, cv=3,
+                                                weights="equal").fit(X, y),
+        "baseline": BaselinePathway(inner_cv=3).fit(X, y),
     }
     tensors = {"net": {"conv.weight": torch.arange(24, dtype=torch.float32).reshape(2, 3, 4),
                        "fc.bias": torch.tensor([0.5, -0.5])}}

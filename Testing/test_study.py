@@ -123,8 +123,9 @@ def test_deployed_probability_pools_the_fold_pipelines(fitted):
 
 
 def test_imputed_inputs_name_each_model_that_used_one(fitted):
-    """A missing clinical value reaches the clinical pathway and both fusions (not radiomics, ITH or the CNN); a
-    missing radiomics feature flags the models that selected it, and only if they did."""
+    """A missing clinical value reaches the baseline, the clinical pathway, the feature fusion and the decision fusion
+    where it weights one of those (not radiomics, ITH or the CNN); a missing radiomics feature flags the models that
+    selected it, and only if they did."""
     model, _ = fitted
     X, _, _ = _table(4, seed=4)
     X.loc[X.index[0], "age"] = np.nan
@@ -137,11 +138,14 @@ def test_imputed_inputs_name_each_model_that_used_one(fitted):
     X.loc[X.index[2], unselected] = np.nan
     flagged = model.imputed_inputs(model.complete_tables(X, [0.0] * len(X), None)[0])
     first, second = X.index[0], X.index[1]
-    assert {name for name, cases in flagged.items() if first in cases} == {"clinical", "fusion_decision",
-                                                                           "fusion_feature"}
-    assert all(flagged[name][first] == ["age"] for name in ("clinical", "fusion_decision", "fusion_feature"))
+    weight = model.fusion_decision_.coef_
+    clinical_readers = {"baseline", "clinical", "fusion_feature"} | (
+        {"fusion_decision"} if weight[["baseline", "clinical"]].ne(0).any() else set())
+    assert {name for name, cases in flagged.items() if first in cases} == clinical_readers
+    assert all(flagged[name][first] == ["age"] for name in clinical_readers)
     assert "radiomics" in flagged and flagged["radiomics"][second] == [selected]
-    assert "fusion_decision" in {name for name, cases in flagged.items() if second in cases}
+    assert ("fusion_decision" in {name for name, cases in flagged.items() if second in cases}) == (
+        weight["radiomics"] != 0)
     assert not any(X.index[2] in cases or X.index[3] in cases for cases in flagged.values())
 
 
@@ -194,7 +198,7 @@ def test_decision_fusion_stacks_the_fitted_pathways_once(tmp_path):
     config = StudyConfig(n_folds=3, deep=False, classifiers=("lr", "nb"), decision_weights="learned")
     model = StudyModel(config, ["age"]).fit(X, y, [], [], progress=False)
     fusion = model.fusion_decision_
-    assert list(fusion.pathways_) == ["clinical", "radiomics", "ith"]
+    assert list(fusion.pathways_) == ["baseline", "clinical", "radiomics", "ith"]
     assert all(fusion.pathways_[name] is model.pathways_[name] for name in fusion.pathways_)
     standalone = DecisionFusion({name: clone(p) for name, p in fusion.pathways_.items()}, cv=3, weights="learned",
                                 random_state=0).fit(X, y)
@@ -204,7 +208,7 @@ def test_decision_fusion_stacks_the_fitted_pathways_once(tmp_path):
 
     model.save(tmp_path / "bundle")
     stored = read_bundle(tmp_path / "bundle").estimators
-    assert sorted(stored) == ["clinical", "fusion_decision_meta", "fusion_feature", "ith", "radiomics",
+    assert sorted(stored) == ["baseline", "clinical", "fusion_decision_meta", "fusion_feature", "ith", "radiomics",
                               "radiomics_whole"]
     loaded = StudyModel.load(tmp_path / "bundle")
     assert all(loaded.fusion_decision_.pathways_[n] is loaded.pathways_[n] for n in fusion.pathways_)

@@ -388,9 +388,10 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
 
     @property
     def used_columns_(self) -> list[str]:
-        """Every column a fused pathway uses."""
+        """Every column a fused pathway of non-zero weight uses (one at weight 0 does not reach the output)."""
         check_is_fitted(self, "pathways_")
-        return list(dict.fromkeys(c for p in self.pathways_.values() for c in p.used_columns_))
+        weighted = [p for p, w in zip(self.pathways_.values(), self.meta_.coef_.ravel()) if w != 0]
+        return list(dict.fromkeys(c for p in weighted for c in p.used_columns_))
 
 
 class FeatureFusion(ClassifierMixin, BaseEstimator):

@@ -43,7 +43,9 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 TRUSTED_TYPES = (
     "DPETResponseLib.learn.fusion.DecisionFusion",
     "DPETResponseLib.learn.fusion.FeatureFusion",
+    "DPETResponseLib.learn.fusion.ScreenedStacker",
     "DPETResponseLib.learn.fusion.TiedLogisticRegression",
+    "DPETResponseLib.learn.pathways.BaselinePathway",
     "DPETResponseLib.learn.pathways.ClinicalEncoder",
     "DPETResponseLib.learn.pathways.ClinicalPathway",
     "DPETResponseLib.learn.pathways.ColumnProbability",
@@ -55,6 +57,7 @@ TRUSTED_TYPES = (
     "DPETResponseLib.learn.selection.VarianceCorrelationFilter",
     "numpy.dtype",
     "sklearn.metrics._dist_metrics.EuclideanDistance64",
+    "sklearn.model_selection._split.StratifiedKFold",
     "sklearn.neighbors._kd_tree.KDTree",
     "sklearn.tree._tree.Tree",
     "xgboost.core.Booster",
