@@ -41,7 +41,7 @@ CLINICAL = ("age", "cT", "cN", "grade", "ki67", "regimen", "hr_status")
 ALL_MODELS = set(PATHWAYS) | set(FUSIONS)
 # each settings variant: what it sets on top of the base settings below
 VARIANTS = {
-    "default": {},  # CNN, end-to-end fusion, equal decision weights, population habitats
+    "default": {},  # CNN, end-to-end fusion, "auto" decision weights, population habitats
     "deep_off": {"deep": False},
     "e2e_off": {"e2e_fusion": False},
     "learned": {"deep": False, "decision_weights": "learned"},
@@ -320,16 +320,16 @@ def test_settings_variants_give_the_models_they_ask_for(runs, cohort, name):
     assert any(f.startswith("tensors/e2e_") for f in files) == ("fusion_feature_e2e" in expected)
     model = StudyModel.load(run["bundle"])
     fused = set(model.fusion_decision_.coef_.index)
-    assert fused == ({"clinical", "radiomics", "ith", "deep"} if "deep" in expected else {"clinical", "radiomics",
-                                                                                         "ith"})
+    assert fused == {"baseline", "clinical", "radiomics", "ith"} | ({"deep"} if "deep" in expected else set())
     assert any(c.startswith("dl_") for c in model.background_.columns) == ("deep" in expected)
     if name == "e2e_off":
         assert model.e2e_model_ is None and model.deep_model_ is not None
 
 
-def test_decision_weights_learned_vs_equal(runs, cohort):
+def test_decision_weights_learned_vs_auto(runs, cohort):
     """`decision_weights: "learned"` fits the study's free logistic regression on the pathways' out-of-fold
-    probabilities (its coefficients equal sklearn's, and differ from one another); the default ties them."""
+    probabilities (its coefficients equal sklearn's, and differ from one another); the default ("auto") screens
+    the pathways and gives weight 0 to those it drops."""
     learned = StudyModel.load(runs.get("learned")["bundle"]).fusion_decision_
     assert runs.get("learned")["manifest"]["config"]["decision_weights"] == "learned"
     y = cohort["manifest"].loc[runs.get("learned")["manifest"]["training_oof"]["case_id"], "label"].to_numpy()
@@ -337,10 +337,12 @@ def test_decision_weights_learned_vs_equal(runs, cohort):
     reference = LogisticRegression().fit(level1, y)
     np.testing.assert_allclose(learned.coef_.to_numpy(), reference.coef_.ravel(), rtol=1e-6, atol=1e-8)
     assert learned.coef_.max() - learned.coef_.min() > 0.01, learned.coef_
-    equal = StudyModel.load(runs.get("deep_off")["bundle"]).fusion_decision_
-    assert runs.get("deep_off")["manifest"]["config"]["decision_weights"] == "equal"
-    assert np.ptp(equal.coef_.to_numpy()) == pytest.approx(0, abs=1e-12) and equal.coef_.iloc[0] > 0
-    assert list(learned.coef_.index) == list(equal.coef_.index) == ["clinical", "radiomics", "ith"]
+    auto = StudyModel.load(runs.get("deep_off")["bundle"]).fusion_decision_
+    assert runs.get("deep_off")["manifest"]["config"]["decision_weights"] == "auto"
+    assert (auto.coef_[~auto.meta_.kept_] == 0).all() and (auto.coef_[auto.meta_.kept_] > 0).all()
+    assert list(learned.coef_.index) == list(auto.coef_.index) == ["baseline", "clinical", "radiomics", "ith"]
+    choices = runs.get("deep_off")["manifest"]["choices"]["fusion_decision"]
+    assert choices["weights"] == auto.meta_.weights_ and set(choices["inner_cv_auc"]) == {"equal", "learned", "best"}
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))

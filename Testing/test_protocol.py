@@ -152,7 +152,7 @@ def test_fusions_and_subregions_over_resampled_splits(table):
         rows.append({name: auc(y[test_idx], predicted[name].to_numpy()) for name in predicted.columns})
     mean = pd.DataFrame(rows).mean()
     print("mean held-out AUC over 10 resamples:", mean.round(3).to_dict())
-    assert set(mean.index) == {"clinical", "radiomics", "radiomics_whole", "ith", "fusion_decision",
+    assert set(mean.index) == {"baseline", "clinical", "radiomics", "radiomics_whole", "ith", "fusion_decision",
                                "fusion_feature"}
     best_pathway = mean.drop(["fusion_decision", "fusion_feature"]).max()
     assert mean["fusion_decision"] >= best_pathway
@@ -311,9 +311,9 @@ def test_bundle_predicts_the_same_in_a_fresh_process(study, tmp_path):
 
 
 def test_predict_flags_each_model_that_used_an_imputed_value(study, capsys):
-    """Without clinical values the CLI's JSON names the models whose inputs were imputed (the clinical pathway
-    and both fusions, each with the clinical columns it uses) and no other; the same case predicts as in the
-    fresh-process test above with those values given."""
+    """Without clinical values the CLI's JSON names the models whose inputs were imputed (the baseline, the clinical
+    pathway, the feature fusion and the decision fusion where it weights one of the first two, each with the
+    clinical columns it uses) and no other."""
     from DPETResponseLib.cli import main
 
     manifest = pd.read_csv(study["manifest"])
@@ -325,7 +325,10 @@ def test_predict_flags_each_model_that_used_an_imputed_value(study, capsys):
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
     clinical = ["cT", "cN", "grade", "ki67", "regimen", "hr_status"]
-    assert set(printed["imputed_inputs"]) == {"clinical", "fusion_decision", "fusion_feature"}
+    weight = StudyModel.load(study["root"] / "bundle").fusion_decision_.coef_
+    expected = {"baseline", "clinical", "fusion_feature"} | (
+        {"fusion_decision"} if weight[["baseline", "clinical"]].ne(0).any() else set())
+    assert set(printed["imputed_inputs"]) == expected
     for name, columns in printed["imputed_inputs"].items():
         assert sorted(columns) == sorted(clinical), name
     assert any("imputed" in w for w in printed["warnings"])

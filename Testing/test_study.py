@@ -113,7 +113,7 @@ def test_deployed_probability_pools_the_fold_pipelines(fitted):
     for name in ("deep", "fusion_decision", "fusion_feature"):
         log_odds = [np.log(p / (1 - p)) for p in (model.estimators_[name].predict_proba(t)[:, 1] for t in by_fold)]
         np.testing.assert_allclose(deployed[name], expit(np.mean(log_odds, axis=0)), rtol=1e-9)
-    for name in ("clinical", "radiomics", "radiomics_whole", "ith"):
+    for name in ("baseline", "clinical", "radiomics", "radiomics_whole", "ith"):
         np.testing.assert_array_equal(deployed[name], model.pathways_[name].predict_proba(by_fold[0])[:, 1])
     # SHAP of a pooled model: the mean of the fold pipelines' explanations, adding up to the pooled log-odds
     values = model.explain(model.complete_tables(X_new, list(signal_new), None), models=("fusion_feature",))

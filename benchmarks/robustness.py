@@ -143,8 +143,8 @@ def summarise(results: dict) -> None:
             auc = np.array([per_seed[s]["models"][m]["auc"] for s in seeds])
             base = np.array([per_seed[s]["models"]["baseline"]["auc"] for s in seeds])
             covers = sum(per_seed[s]["models"][m]["ci"][0] <= 0.5 <= per_seed[s]["models"][m]["ci"][1] for s in seeds)
-            ratio = auc / oracle if design != "noise" else np.full_like(auc, np.nan)
-            print(f"  {m:20s} {auc.mean():7.3f} {np.nanmean(ratio):11.3f} {np.mean(auc - base):+11.3f} "
+            ratio = "-" if design == "noise" else f"{np.mean(auc / oracle):.3f}"
+            print(f"  {m:20s} {auc.mean():7.3f} {ratio:>11s} {np.mean(auc - base):+11.3f} "
                   f"{np.std(auc - base, ddof=1) if len(seeds) > 1 else 0:6.3f}  {covers}/{len(seeds)}")
         best = np.array([max(per_seed[s]["models"][m]["auc"] for m in fused if m in per_seed[s]["models"])
                          for s in seeds])
