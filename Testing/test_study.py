@@ -212,4 +212,6 @@ def test_decision_fusion_stacks_the_fitted_pathways_once(tmp_path):
                               "radiomics_whole"]
     loaded = StudyModel.load(tmp_path / "bundle")
     assert all(loaded.fusion_decision_.pathways_[n] is loaded.pathways_[n] for n in fusion.pathways_)
+    for name in fusion.pathways_:
+        np.testing.assert_array_equal(loaded.fusion_decision_.oof_probabilities_[name], fusion.oof_probabilities_[name])
     np.testing.assert_allclose(loaded.predict_proba(X, [], []), model.predict_proba(X, [], []), rtol=0, atol=1e-12)

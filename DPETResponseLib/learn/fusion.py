@@ -323,7 +323,8 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
         return fusion._fit_meta(dict(pathways), oof_probabilities, _binary_labels(y, "DecisionFusion"))
 
     @classmethod
-    def from_parts(cls, pathways: dict, meta, weights: str = "auto", cv: int = 5, random_state=0):
+    def from_parts(cls, pathways: dict, meta, oof_probabilities: dict | None = None, weights: str = "auto",
+                   cv: int = 5, random_state=0):
         """A fitted fusion from its fitted pathways and meta-learner (how a bundle, which stores each pathway
         once, rebuilds it).
 
@@ -333,16 +334,20 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
             The fitted pathways, in the order of the meta-learner's inputs.
         meta : LogisticRegression
             The fitted meta-learner.
+        oof_probabilities : dict of str to array-like, optional
+            The pathways' out-of-fold probabilities the meta-learner was fit on (a study bundle keeps them).
         weights, cv, random_state
             As for the constructor (recorded only).
 
         Returns
         -------
         DecisionFusion
-            A fusion that predicts; it has no ``oof_probabilities_``.
+            A fusion that predicts (with ``oof_probabilities_`` when they were given).
         """
         fusion = cls(pathways=dict(pathways), cv=cv, weights=weights, random_state=random_state)
         fusion.classes_, fusion.pathways_, fusion.meta_ = np.array([0, 1]), dict(pathways), meta
+        if oof_probabilities is not None:
+            fusion.oof_probabilities_ = {name: np.asarray(oof_probabilities[name], dtype=float) for name in pathways}
         return fusion
 
     def _fit_meta(self, fitted: dict, oof_probabilities: dict, y: np.ndarray) -> "DecisionFusion":

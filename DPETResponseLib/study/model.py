@@ -389,9 +389,10 @@ class StudyModel:
         est = dict(bundle.estimators)
         model.fusion_feature_ = est.pop("fusion_feature")
         model.pathways_ = {name: est[name] for name in PATHWAYS if name in est}
+        inputs = manifest["decision_fusion_inputs"]
         model.fusion_decision_ = DecisionFusion.from_parts(
-            {name: model.pathways_[name] for name in manifest["decision_fusion_inputs"]},
-            est.pop("fusion_decision_meta"), **model._decision_fusion_params())
+            {name: model.pathways_[name] for name in inputs}, est.pop("fusion_decision_meta"),
+            {name: model.oof_[name].to_numpy() for name in inputs}, **model._decision_fusion_params())
         bg = manifest["background"]
         numeric = pd.DataFrame(bundle.tensors["background"]["values"].numpy(), index=bg["index"],
                                columns=bg["numeric_columns"])
