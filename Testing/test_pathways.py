@@ -75,7 +75,7 @@ def test_radiomics_pathway_with_every_classifier_is_deterministic():
     X, y = feature_table(seed=2)
     a = RadiomicsPathway(inner_cv=3, random_state=7).fit(X, y)
     b = RadiomicsPathway(inner_cv=3, random_state=7).fit(X, y)
-    assert set(a.inner_cv_auc_) == {"lr", "rf", "xgb", "knn", "nb"}
+    assert set(a.inner_cv_auc_) == {"all/lr", "all/rf", "all/xgb", "all/knn", "all/nb"}
     assert all(v > 0.75 for v in a.inner_cv_auc_.values())  # every classifier sees the 2 informative columns
     assert a.inner_cv_auc_ == b.inner_cv_auc_
     np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
