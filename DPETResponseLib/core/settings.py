@@ -24,8 +24,9 @@ def _matches(value, annotation) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if origin in (tuple, list):
         args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
-        return isinstance(value, (tuple, list)) and all(_matches(v, args[0]) for v in value) if args else \
-            isinstance(value, (tuple, list))
+        if not isinstance(value, (tuple, list)):
+            return False
+        return not args or all(_matches(v, args[0]) for v in value)
     if origin is dict:
         return isinstance(value, dict)
     return isinstance(value, annotation)

@@ -165,8 +165,10 @@ class ScreenedStacker(LogisticRegression):
             kept[np.argmax(auc)] = True
         return kept, auc
 
-    def _fit_weights(self, weights: str, P: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, LogisticRegression]:
-        kept, auc = self._screen(P, y)
+    @staticmethod
+    def _fit_weights(weights: str, P: np.ndarray, y: np.ndarray, screening) -> tuple[np.ndarray, LogisticRegression]:
+        """The inputs ``weights`` gives a weight to, of those ``screening`` (`_screen` on P, y) kept, and its fit."""
+        kept, auc = screening
         if weights == "best":  # the single input with the best training AUC
             kept = np.arange(P.shape[1]) == np.argmax(np.where(kept, auc, -np.inf))
         return kept, make_meta_learner("equal" if weights == "best" else weights).fit(P[:, kept], y)
@@ -187,15 +189,16 @@ class ScreenedStacker(LogisticRegression):
         self.screened_, self.input_auc_ = self._screen(P, y)
         n_splits = max(2, min(self.cv, int(np.bincount(y).min())))
         folds = list(StratifiedKFold(n_splits, shuffle=True, random_state=self.random_state).split(P, y))
+        fold_screening = [self._screen(P[train], y[train]) for train, _ in folds]  # one per fold, every candidate
         self.inner_cv_auc_ = {}
         for weights in self.candidates:
             scores = []
-            for train, test in folds:
-                kept, model = self._fit_weights(weights, P[train], y[train])
+            for (train, test), screening in zip(folds, fold_screening):
+                kept, model = self._fit_weights(weights, P[train], y[train], screening)
                 scores.append(roc_auc_score(y[test], model.predict_proba(P[test][:, kept])[:, 1]))
             self.inner_cv_auc_[weights] = float(np.mean(scores))
         self.weights_ = max(self.candidates, key=lambda w: self.inner_cv_auc_[w])  # first on ties
-        self.kept_, final = self._fit_weights(self.weights_, P, y)
+        self.kept_, final = self._fit_weights(self.weights_, P, y, (self.screened_, self.input_auc_))
         self.coef_ = np.zeros((1, P.shape[1]))
         self.coef_[0, self.kept_] = final.coef_.ravel()
         self.intercept_ = np.asarray(final.intercept_, dtype=float)
