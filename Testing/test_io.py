@@ -78,13 +78,15 @@ def test_acrin_slice_2_injection_at_series_start_is_not_decayed_to_acquisition_t
 
 def test_decay_correction_admin_and_none_use_injection_and_slice_acquisition_time(acrin, tmp_path):
     # 2.dcm edited: ADMIN -> no decay factor: factor = 82174 / 173529998.7793 = 4.735435e-4.
-    # NONE -> decay to this slice's AcquisitionTime 11:35:59.108962: elapsed 960.108962 s,
-    #   2^(-960.108962/6586.2) = 0.903893, factor = 82174 / (173529998.7793 * 0.903893) = 5.238932e-4.
+    # NONE -> the slice holds the mean activity over its frame (ActualFrameDuration 180 s) from its AcquisitionTime
+    #   11:35:59.108962, 960.108962 s after injection (IBSI-SUV manual): lambda = ln 2 / 6586.2 = 1.0524235e-4 /s,
+    #   lambda T = 0.0189436, lambda T / (1 - exp(-lambda T)) = 1.0095017, exp(lambda 960.108962) = 1.1063255,
+    #   factor = 82174 * 1.0095017 * 1.1063260 / 173529998.7793 = 5.288711e-4.
     bqml = stored_bqml(acrin / "2.dcm")
     admin = read_pet(edited_copy(acrin / "2.dcm", tmp_path / "admin.dcm", DecayCorrection="ADMIN"))
     np.testing.assert_allclose(sitk.GetArrayFromImage(admin)[0], bqml * 4.735435e-4, rtol=1e-6)
     none = read_pet(edited_copy(acrin / "2.dcm", tmp_path / "none.dcm", DecayCorrection="NONE"))
-    np.testing.assert_allclose(sitk.GetArrayFromImage(none)[0], bqml * 5.238932e-4, rtol=1e-6)
+    np.testing.assert_allclose(sitk.GetArrayFromImage(none)[0], bqml * 5.288711e-4, rtol=1e-6)
 
 
 def test_dose_in_mbq_is_recognised_by_its_value_and_an_implausible_one_refused(acrin, tmp_path):
@@ -150,10 +152,10 @@ def test_folder_with_a_ct_and_a_pet_series_reads_the_pet_one(acrin, sts, tmp_pat
 @pytest.mark.parametrize("tags, message", [
     ({"PatientWeight": None}, "PatientWeight is missing"),
     ({"PatientWeight": 0}, "PatientWeight=0.0 .* positive"),
-    ({"Radio_RadionuclideHalfLife": None}, "RadionuclideHalfLife is missing"),
+    ({"Radio_RadionuclideHalfLife": None, "Radio_RadionuclideCodeSequence": None}, "RadionuclideHalfLife is missing"),
     ({"Radio_RadionuclideTotalDose": None}, "RadionuclideTotalDose is missing"),
-    ({"Units": "CNTS"}, "Units=CNTS"),
-    ({"Radio_RadiopharmaceuticalStartTime": "160000.000"}, "injection time .* after the series start"),
+    ({"Units": "PROPCPS"}, "Units=PROPCPS"),
+    ({"Radio_RadiopharmaceuticalStartTime": "160000.000"}, "injection .* is after the decay reference time"),
     ({"DecayCorrection": "XYZ"}, "DecayCorrection=XYZ"),
     ({"CorrectedImage": ["NORM", "DECY"]}, "not attenuation corrected"),
     ({"Modality": "CT"}, "not PET"),

@@ -6,20 +6,19 @@ by ITK's reader). PET images are float32 SUV, masks UInt8 0/1 on exactly the PET
 
 from __future__ import annotations
 
-import math
 import warnings
-from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from ..core.errors import ConfigError, InputError
+from ..core.errors import InputError
 from ..core.files import atomic_write
 from .geometry import require_same_grid
+from .suv import check_suv_type, file_record, require_plausible_suv, suv_conversion
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
-SUV_TYPES = ("bw", "lbm")
+NIFTI_SUFFIXES = (".nii", ".nii.gz", ".hdr", ".img")
 
 
 # ----------------------------------------------------------------------------------------------------- reading
@@ -83,9 +82,24 @@ def read_image(path, case=None) -> sitk.Image:
     if path.is_dir():
         return _read_series(_dicom_series_files(path, case), case)
     try:
-        return sitk.ReadImage(str(path))
+        image = sitk.ReadImage(str(path))
     except RuntimeError as err:
         raise InputError(f"cannot read image file {path}: {_first_line(err)}", case=case) from None
+    if path.name.lower().endswith(NIFTI_SUFFIXES):
+        _require_finite_nifti(path, case)
+    return image
+
+
+def _require_finite_nifti(path: Path, case) -> None:
+    """ITK's NIfTI reader turns NaN voxels into 0, which would hide them from the case checks (a tumour with a slab
+    of zeros); nibabel reads the stored values as they are, so non-finite ones are found here."""
+    import nibabel
+
+    values = np.asanyarray(nibabel.load(str(path)).dataobj)
+    if np.issubdtype(values.dtype, np.floating):
+        bad = int(np.count_nonzero(~np.isfinite(values)))
+        if bad:
+            raise InputError(f"image {path} has {bad} non-finite voxel(s) (NaN/inf) of {values.size}", case=case)
 
 
 # ----------------------------------------------------------------------------------------------------- PET / SUV
@@ -101,107 +115,6 @@ def _dicom_headers(files: list[str], case) -> list:
     return headers
 
 
-def _tag(ds, keyword: str, source, case, positive: bool = False):
-    value = ds.get(keyword)
-    if value is None or value == "":
-        raise InputError(f"DICOM tag {keyword} is missing in {source}", case=case)
-    if positive:
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            raise InputError(f"DICOM tag {keyword}={value!r} in {source} is not a number", case=case) from None
-        if not (value > 0 and math.isfinite(value)):
-            raise InputError(f"DICOM tag {keyword}={value} in {source} must be a positive number", case=case)
-    return value
-
-
-def _datetime(date, time, what: str, source, case) -> datetime:
-    from pydicom.valuerep import DA, DT, TM
-
-    try:
-        if date is None:  # a DT value
-            value = DT(str(time))
-            return datetime(value.year, value.month, value.day, value.hour, value.minute, value.second,
-                            value.microsecond)
-        day, clock = DA(str(date)), TM(str(time))
-        return datetime(day.year, day.month, day.day, clock.hour, clock.minute, clock.second, clock.microsecond)
-    except (ValueError, TypeError, AttributeError):
-        raise InputError(f"cannot parse {what} (date {date!r}, time {time!r}) in {source}", case=case) from None
-
-
-#: RadionuclideTotalDose is stored in Bq or MBq (both allowed by DICOM IODs); the IBSI-SUV manual says to tell them
-#: apart by value: human PET doses cluster near 4e2 in MBq and 4e8 in Bq. Below MBQ_MAX the value is read as MBq
-#: (up to 10 GBq), from BQ_MIN as Bq (10 MBq and more); in between neither reading is a plausible dose.
-MBQ_MAX, BQ_MIN = 1e4, 1e7
-
-
-def _dose_in_bq(value: float, source, case) -> float:
-    if value < MBQ_MAX:
-        return value * 1e6
-    if value >= BQ_MIN:
-        return value
-    raise InputError(f"RadionuclideTotalDose {value:g} in {source} is neither a plausible dose in MBq (< {MBQ_MAX:g}) "
-                     f"nor in Bq (>= {BQ_MIN:g}): SUV cannot be computed", case=case)
-
-
-def _injection(ds, source, case) -> tuple[float, float, datetime]:
-    """(total dose [Bq], half-life [s], injection date-time) from RadiopharmaceuticalInformationSequence."""
-    seq = ds.get("RadiopharmaceuticalInformationSequence")
-    if not seq:
-        raise InputError(f"DICOM tag RadiopharmaceuticalInformationSequence is missing in {source}", case=case)
-    item = seq[0]
-    dose = _dose_in_bq(_tag(item, "RadionuclideTotalDose", source, case, positive=True), source, case)
-    half_life = _tag(item, "RadionuclideHalfLife", source, case, positive=True)
-    if item.get("RadiopharmaceuticalStartDateTime"):
-        injected = _datetime(None, item.RadiopharmaceuticalStartDateTime, "RadiopharmaceuticalStartDateTime",
-                             source, case)
-    else:
-        start = _tag(item, "RadiopharmaceuticalStartTime", source, case)
-        injected = _datetime(_tag(ds, "SeriesDate", source, case), start, "SeriesDate + RadiopharmaceuticalStartTime",
-                             source, case)
-    return dose, half_life, injected
-
-
-def _acquisition(ds, source, case) -> datetime:
-    date = ds.get("AcquisitionDate") or _tag(ds, "SeriesDate", source, case)
-    return _datetime(date, _tag(ds, "AcquisitionTime", source, case), "AcquisitionDate/Time", source, case)
-
-
-def _scan_start(headers, sources, case) -> datetime:
-    """The time START-corrected images are decay corrected to: the series start.
-
-    SeriesDate/Time is the reference (DICOM PS3.3 C.8.9.1.1.4), also when it equals the injection time (dynamic
-    scans started at injection) while AcquisitionTime is later. Post-processing can rewrite SeriesTime to after
-    the scan; then, as in the QIBA vendor-neutral SUV recipe, GE's private scan date-time or else the earliest
-    AcquisitionDate/Time is the reference.
-    """
-    first = headers[0]
-    series = _datetime(_tag(first, "SeriesDate", sources[0], case), _tag(first, "SeriesTime", sources[0], case),
-                       "SeriesDate/Time", sources[0], case)
-    earliest = min(_acquisition(ds, src, case) for ds, src in zip(headers, sources))
-    if series <= earliest:
-        return series
-    try:
-        ge_scan = first.get_private_item(0x0009, 0x0D, "GEMS_PETD_01").value
-        return _datetime(None, ge_scan, "GE private scan date-time (0009,xx0D)", sources[0], case)
-    except (KeyError, AttributeError):
-        pass
-    warnings.warn(f"{case or sources[0]}: SeriesTime is after the earliest AcquisitionTime (post-processed "
-                  "series?); the earliest AcquisitionDate/Time is used as the decay reference", stacklevel=2)
-    return earliest
-
-
-def _lean_body_mass_kg(ds, source, case) -> float:
-    """Janmahasatian et al., Clin Pharmacokinet 2005;44:1051: lean body mass from weight, height and sex."""
-    weight = _tag(ds, "PatientWeight", source, case, positive=True)
-    height = _tag(ds, "PatientSize", source, case, positive=True)
-    sex = str(_tag(ds, "PatientSex", source, case)).upper()
-    if sex not in ("M", "F"):
-        raise InputError(f"DICOM tag PatientSex={sex!r} in {source}: lean body mass needs M or F", case=case)
-    bmi = weight / height**2
-    return 9270.0 * weight / ((6680.0 + 216.0 * bmi) if sex == "M" else (8780.0 + 244.0 * bmi))
-
-
 def _check_consistent(headers, sources, case) -> None:
     """Units, decay correction, weight and dose must be the same on every slice of a series."""
     for keyword in ("Units", "DecayCorrection", "PatientWeight", "SeriesTime"):
@@ -211,63 +124,20 @@ def _check_consistent(headers, sources, case) -> None:
                              f"{sorted(values)}", case=case)
 
 
-def _suv_factors(headers, sources, suv_type: str, case) -> np.ndarray:
-    """Per-slice factor turning the stored values into SUV of ``suv_type`` (1 for data already in that SUV)."""
-    first, source = headers[0], sources[0]
-    units = str(_tag(first, "Units", source, case)).upper()
-    if units == "GML":
-        stored = str(first.get("SUVType") or "BW").upper()
-        if stored == suv_type.upper():
-            return np.ones(len(headers))
-        if stored == "BW" and suv_type == "lbm":
-            weight = _tag(first, "PatientWeight", source, case, positive=True)
-            return np.full(len(headers), _lean_body_mass_kg(first, source, case) / weight)
-        raise InputError(f"{source} holds SUV of type {stored} (tag SUVType); cannot convert it to {suv_type}",
-                         case=case)
-    if units != "BQML":
-        raise InputError(f"DICOM tag Units={units} in {source}: only BQML (Bq/ml) or GML (SUV) PET can be "
-                         "converted to SUV", case=case)
-
-    corrected = first.get("CorrectedImage")
-    if corrected is not None and "ATTN" not in corrected:
-        raise InputError(f"DICOM tag CorrectedImage={list(corrected)} in {source}: the image is not attenuation "
-                         "corrected, so SUV is meaningless", case=case)
-    decay = str(_tag(first, "DecayCorrection", source, case)).upper()
-    if corrected is not None and decay in ("START", "ADMIN") and "DECY" not in corrected:
-        raise InputError(f"DICOM tags disagree in {source}: DecayCorrection={decay} but CorrectedImage="
-                         f"{list(corrected)} lacks DECY", case=case)
-
-    dose, half_life, injected = _injection(first, source, case)
-    mass_g = 1000.0 * (_lean_body_mass_kg(first, source, case) if suv_type == "lbm"
-                       else _tag(first, "PatientWeight", source, case, positive=True))
-
-    def decayed_dose(at: datetime, what: str) -> float:
-        elapsed = (at - injected) / timedelta(seconds=1)
-        if elapsed < 0:
-            raise InputError(f"injection time {injected:%Y-%m-%d %H:%M:%S} (RadiopharmaceuticalStart) is after the "
-                             f"{what} {at:%Y-%m-%d %H:%M:%S} in {source}", case=case)
-        return dose * 2.0 ** (-elapsed / half_life)
-
-    if decay == "ADMIN":  # images already decay corrected to the injection time
-        return np.full(len(headers), mass_g / dose)
-    if decay == "START":
-        return np.full(len(headers), mass_g / decayed_dose(_scan_start(headers, sources, case), "series start"))
-    if decay == "NONE":  # each slice holds activity at its own acquisition time
-        return np.array([mass_g / decayed_dose(_acquisition(ds, src, case), "acquisition time")
-                         for ds, src in zip(headers, sources)])
-    raise InputError(f"DICOM tag DecayCorrection={decay} in {source}: expected START, ADMIN or NONE", case=case)
-
-
 def read_pet(path, suv_type: str = "bw", case=None) -> sitk.Image:
-    """Read a PET image as float32 SUV in LPS geometry.
+    """Read a PET image as float32 SUV in LPS geometry (`read_pet_with_provenance` without the record)."""
+    return read_pet_with_provenance(path, suv_type, case)[0]
 
-    Image files (NIfTI, NRRD, MHA) are taken to hold SUV already and are returned as they are (``suv_type`` is
-    not applied to them). A DICOM folder (its PT series) or file in Bq/ml (Units BQML) is converted to SUV of
-    ``suv_type`` ("bw": body weight; "lbm": lean body mass, Janmahasatian) using the patient's weight and the
-    decay-corrected injected dose; DICOM already in SUV (Units GML) is never converted twice.
+
+def read_pet_with_provenance(path, suv_type: str = "bw", case=None) -> tuple[sitk.Image, dict]:
+    """A PET image as float32 SUV in LPS geometry, and the record of how its SUV was obtained (`io.suv`).
+
+    Image files (NIfTI, NRRD, MHA) are taken to hold SUV already and are returned as they are (``suv_type`` is not
+    applied to them). A DICOM folder (its PT series) or file is converted to SUV of ``suv_type`` by the IBSI-SUV
+    manual's rules (`io.suv.suv_conversion`); DICOM already in SUVbw (Units GML) is never converted twice. Either
+    way a maximum that is not a plausible SUV is refused (`io.suv.require_plausible_suv`).
     """
-    if suv_type not in SUV_TYPES:
-        raise ConfigError(f"suv_type must be one of {SUV_TYPES}, got {suv_type!r}")
+    check_suv_type(suv_type)
     path = Path(path)
     _check_exists(path, case)
     if path.is_dir():
@@ -275,21 +145,22 @@ def read_pet(path, suv_type: str = "bw", case=None) -> sitk.Image:
     elif _is_dicom_file(path):
         files = [str(path)]
     else:
-        return _as_float32(read_image(path, case))
+        image, record = _as_float32(read_image(path, case)), file_record(path)
+        require_plausible_suv(sitk.GetArrayViewFromImage(image), record, case)
+        return image, record
 
     headers = _dicom_headers(files, case)
     modality = headers[0].get("Modality")
     if modality != "PT":
         raise InputError(f"{files[0]} is a {modality} image (tag Modality), not PET (PT)", case=case)
     _check_consistent(headers, files, case)
-    factors = _suv_factors(headers, files, suv_type, case)
+    factors, record = suv_conversion(headers, str(path), suv_type, case)
     image = _read_series(files, case) if len(files) > 1 else _read_single(files[0], case)
-    if np.all(factors == 1.0):
-        return _as_float32(image)
     values = sitk.GetArrayViewFromImage(image) * factors[:, None, None]  # array axes are (slice, row, column)
+    require_plausible_suv(values, record, case)
     suv = sitk.GetImageFromArray(values.astype(np.float32))
     suv.CopyInformation(image)
-    return suv
+    return suv, record
 
 
 def _as_float32(image: sitk.Image) -> sitk.Image:
