@@ -39,13 +39,25 @@ def _cmd_synth(args) -> int:
 
 
 def _cmd_convert(args) -> int:
-    from .io.images import read_pet, write_image
+    from .core.files import write_json
+    from .io.images import read_pet_with_provenance, write_image
 
-    image = read_pet(args.input, suv_type=args.suv_type)
+    image, record = read_pet_with_provenance(args.input, suv_type=args.suv_type)
     write_image(image, args.out)
+    sidecar = write_json(_sidecar_path(args.out), {"image": str(args.out), "suv_conversion": record})
     spacing = tuple(round(s, 4) for s in image.GetSpacing())
-    print(f"wrote SUV image {args.out} (size {image.GetSize()}, spacing {spacing})")
+    print(f"wrote SUV image {args.out} (size {image.GetSize()}, spacing {spacing}); how: {record['rule']}")
+    print(f"provenance: {sidecar}")
     return 0
+
+
+def _sidecar_path(image_path: Path) -> Path:
+    """``scan.nii.gz`` -> ``scan.json`` (the BIDS convention of a sidecar beside its image)."""
+    name = image_path.name
+    for suffix in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"):
+        if name.lower().endswith(suffix):
+            return image_path.with_name(name[: -len(suffix)] + ".json")
+    return image_path.with_name(name + ".json")
 
 
 def _cmd_segment(args) -> int:
@@ -116,6 +128,8 @@ def _cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .io.suv import SUV_TYPES
+
     parser = argparse.ArgumentParser(prog="dpet-response", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -128,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="read a PET (DICOM folder, NIfTI, NRRD, MHA) and write it in SUV")
     p.add_argument("input", type=Path)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--suv-type", choices=["bw", "lbm"], default="bw", help="body weight (default) or lean body mass")
+    p.add_argument("--suv-type", choices=list(SUV_TYPES), default="bw",
+                   help="body weight (default), lean body mass (Janmahasatian; lbmjames128: James), ideal body "
+                        "weight or body surface area")
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("segment", help="segment a tumour from a seed point or a box (physical LPS mm)")

@@ -16,6 +16,7 @@ from .core.errors import InputError
 from .core.files import write_text
 from .core.provenance import package_versions
 from .features.analysis import (
+    SUV_RECORD,
     analyse_case,
     analysis_code_version,
     check_settings,
@@ -50,19 +51,35 @@ def with_habitat_model(cases, settings: dict | None, cache_dir, jobs: int = 1, s
     return {**merged, "habitat_model": model.to_dict()}
 
 
+def suv_records(table: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """``analyse_case`` results split into the feature table and each case's SUV conversion record."""
+    if SUV_RECORD not in table.columns:
+        return table, {}
+    records = {str(case): json.loads(text) for case, text in table[SUV_RECORD].items() if isinstance(text, str)}
+    return table.drop(columns=[SUV_RECORD]), records
+
+
+def suv_summary(records: dict) -> dict:
+    """How many cases got their SUV by each rule (for a bundle or a report's provenance)."""
+    counts: dict[str, int] = {}
+    for record in records.values():
+        counts[record["rule"]] = counts.get(record["rule"], 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: -item[1]))
+
+
 def feature_table(cases: pd.DataFrame, analysis: dict, cache_dir, jobs: int = 1, scheduler=None,
                   progress: bool = True):
     """Per-case features (cached) joined with the manifest's clinical columns; failed cases are reported and
-    dropped. Returns ``(table, errors)``."""
+    dropped. Returns ``(table, errors, suv)``, ``suv`` each case's SUV conversion record (`io.suv`)."""
     result = run_cohort(cases, analyse_case, resolve_settings(analysis), cache_dir, jobs=jobs, scheduler=scheduler,
                         progress=progress, task_name="analyse_case")
     if len(result.errors):
         log.warning("%d case(s) failed and are left out:\n%s", len(result.errors),
                     "\n".join(f"  {row.case_id}: {row.message}" for row in result.errors.itertuples()))
-    table = result.table.drop(columns=[c for c in ("warnings",) if c in result.table.columns])
+    table, suv = suv_records(result.table.drop(columns=[c for c in ("warnings",) if c in result.table.columns]))
     table = table.apply(pd.to_numeric, errors="coerce")
     clinical = cases.loc[table.index, clinical_columns(cases)]
-    return pd.concat([table, clinical], axis=1), result.errors
+    return pd.concat([table, clinical], axis=1), result.errors, suv
 
 
 def run_extract(manifest, out_csv, params=None, jobs: int = 1, scheduler=None, cache_dir=None,
@@ -88,7 +105,8 @@ def run_extract(manifest, out_csv, params=None, jobs: int = 1, scheduler=None, c
         failure = None
     except CohortError as err:
         result, failure = err.result, err
-    table = pd.concat([result.table, cases.loc[result.table.index, clinical_columns(cases)]], axis=1)
+    features, suv = suv_records(result.table)
+    table = pd.concat([features, cases.loc[features.index, clinical_columns(cases)]], axis=1)
     if len(result.table):
         write_text(out_csv, table.to_csv())
     write_text(out_csv.with_suffix(".errors.csv"), result.errors.to_csv(index=False))
@@ -98,6 +116,7 @@ def run_extract(manifest, out_csv, params=None, jobs: int = 1, scheduler=None, c
         "counts": {"cases": result.n_cases, "computed": result.n_computed, "cached": result.n_cached,
                    "failed": result.n_failed, "warnings": len(result.warnings)},
         "seconds": round(result.seconds, 2),
+        "suv_conversion": {"rules": suv_summary(suv), "cases": suv},
     }
     write_text(out_csv.with_suffix(".json"), json.dumps(sidecar, indent=2, default=str))
     if failure is not None:

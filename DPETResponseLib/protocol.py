@@ -52,7 +52,7 @@ def _cache(cache_dir, manifest) -> Path:
 def train(manifest, out, config=None, jobs: int = 1, cache_dir=None, fast: bool = False, progress: bool = True,
           overwrite: bool = False) -> StudyModel:
     """Fit every pathway and fusion on the manifest's ``train`` split and write the model bundle to ``out``."""
-    from .extraction import feature_table, with_habitat_model
+    from .extraction import feature_table, suv_summary, with_habitat_model
     from .io.manifest import clinical_columns, read_manifest, training_cases, validate_for_training
 
     config = load_config(config)
@@ -67,8 +67,8 @@ def train(manifest, out, config=None, jobs: int = 1, cache_dir=None, fast: bool 
     # Habitat centroids are learned on the training cases only (label-free); the bundle keeps them in its settings.
     config.analysis = with_habitat_model(train_cases, config.analysis, _cache(cache_dir, manifest), jobs=jobs,
                                          progress=progress)
-    X, errors = feature_table(train_cases, config.analysis, _cache(cache_dir, manifest), jobs=jobs,
-                              progress=progress)
+    X, errors, suv = feature_table(train_cases, config.analysis, _cache(cache_dir, manifest), jobs=jobs,
+                                   progress=progress)
     train_cases = train_cases.loc[X.index]
     validate_for_training(train_cases, n_folds=config.n_folds, early_stopping=config.deep)
     images, masks = _images(train_cases) if config.deep else ([], [])
@@ -76,7 +76,8 @@ def train(manifest, out, config=None, jobs: int = 1, cache_dir=None, fast: bool 
                                                             images, masks, progress=progress)
     model.save(out, overwrite=overwrite, extra_manifest={
         "training": {"manifest": str(Path(manifest).resolve()), "n_cases": int(len(train_cases)),
-                     "n_failed": int(len(errors)), "seconds": round(time.time() - started, 1)},
+                     "n_failed": int(len(errors)), "seconds": round(time.time() - started, 1),
+                     "suv_conversion": suv_summary(suv)},
         "oracle": _oracle(manifest),
     })
     log.info(f"trained in {time.time() - started:.0f} s; bundle: {out}")
@@ -119,8 +120,9 @@ def evaluate(bundle, manifest, out, jobs: int = 1, cache_dir=None, progress: boo
                              oof[model.model_names]], axis=1)
     tables = None
     if len(test_cases):
-        X, _ = feature_table(test_cases, model.config.analysis, _cache(cache_dir, manifest), jobs=jobs,
-                             progress=progress)
+        X, _, suv = feature_table(test_cases, model.config.analysis, _cache(cache_dir, manifest), jobs=jobs,
+                                  progress=progress)
+        metrics["suv_conversion"] = suv
         test_cases = test_cases.loc[X.index]
         images, masks = _images(test_cases) if model.deep_model_ is not None else ([], [])
         tables = model.complete_tables(X, images, masks)

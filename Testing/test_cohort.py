@@ -357,17 +357,32 @@ def test_describe_lists_at_most_20_failures_and_duplicate_ids_are_refused(cohort
 
 def test_cli_extract_real_sts_cases_end_to_end(tmp_path, shared_data):
     """`dpet-response extract` with the real per-case analysis on the two smallest STS tumours: exit 0, the summary
-    on stdout, PET metrics equal to numpy's on the expert masks, clinical columns copied, the JSON sidecar."""
+    on stdout, PET metrics equal to numpy's on the expert masks, clinical columns copied, the JSON sidecar with each
+    case's SUV conversion. A third case, a NIfTI copy of STS_019 with NaN voxels in the tumour (which SimpleITK's
+    NIfTI reader would turn into 0), fails with the problem named while the others carry on."""
     sts = shared_data / "sts_pet"
+    sts019 = sitk.ReadImage(str(sts / "STS_019" / "PET_image.nii.gz"))
+    values = sitk.GetArrayFromImage(sts019)
+    tumour = sitk.GetArrayFromImage(sitk.ReadImage(str(sts / "STS_019" / "PET_mask.nii.gz"))) > 0
+    first_slice = np.nonzero(tumour.any(axis=(1, 2)))[0][0]
+    values[first_slice][tumour[first_slice]] = np.nan
+    nan_image = sitk.GetImageFromArray(values)
+    nan_image.CopyInformation(sts019)
+    sitk.WriteImage(nan_image, str(tmp_path / "nan_pet.nii.gz"))
+    n_nan = int(np.isnan(values).sum())
     lines = ["case_id,image,mask,label,split,age"]
     lines += [f"{c},{sts / c / 'PET_image.nii.gz'},{sts / c / 'PET_mask.nii.gz'},{n % 2},train,{40 + n}"
               for n, c in enumerate(["STS_019", "STS_035"])]
+    lines.append(f"NAN_019,{tmp_path / 'nan_pet.nii.gz'},{sts / 'STS_019' / 'PET_mask.nii.gz'},0,train,42")
     (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
     out = tmp_path / "out" / "features.csv"
     run = subprocess.run([sys.executable, "-m", "DPETResponseLib.cli", "extract", str(tmp_path / "manifest.csv"),
                           "--out", str(out)], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
-    assert re.match(r"analyse_case: 2 case\(s\) in [\d.]+ s: 2 computed, 0 from cache, 0 failed", run.stdout)
+    assert re.match(r"analyse_case: 3 case\(s\) in [\d.]+ s: 2 computed, 0 from cache, 1 failed", run.stdout)
+    errors = pd.read_csv(out.with_suffix(".errors.csv"))
+    assert errors.values.tolist() == [["NAN_019", "input", f"image {tmp_path / 'nan_pet.nii.gz'} has {n_nan} "
+                                       f"non-finite voxel(s) (NaN/inf) of {values.size}"]]
     features = pd.read_csv(out, index_col="case_id")
     assert list(features.index) == ["STS_019", "STS_035"] and features["age"].tolist() == [40, 41]
     for case_id, voxels in (("STS_019", 239), ("STS_035", 365)):  # expert masks' voxel counts
@@ -380,3 +395,8 @@ def test_cli_extract_real_sts_cases_end_to_end(tmp_path, shared_data):
         assert features.loc[case_id, "pet_MTV"] == pytest.approx(voxels * np.prod(image.GetSpacing()) / 1000, rel=1e-6)
     sidecar = json.loads(out.with_suffix(".json").read_text())
     assert sidecar["counts"]["computed"] == 2 and sidecar["settings"]["habitat_k"] == 2
+    records = sidecar["suv_conversion"]["cases"]
+    assert sorted(records) == ["STS_019", "STS_035"]
+    assert records["STS_019"]["rule"] == "image file taken to hold SUV already: no conversion"
+    assert records["STS_019"]["values"]["image_max"] == pytest.approx(float(sitk.GetArrayViewFromImage(sts019).max()))
+    assert sidecar["suv_conversion"]["rules"] == {records["STS_019"]["rule"]: 2}

@@ -280,3 +280,20 @@ def test_write_image_failure_keeps_the_old_file(tmp_path):
     with pytest.raises(RuntimeError):
         write_image(oblique_image(), target)
     assert target.read_text() == "keep me" and len(list(tmp_path.iterdir())) == 1
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_voxels_in_a_nifti_are_found_not_read_as_zero(tmp_path, value):
+    """SimpleITK's NIfTI reader turns NaN into 0; the stored values are checked with nibabel (image and mask)."""
+    array = np.ones((6, 7, 8), np.float32)
+    array[2, 3, 4:6] = value
+    image = sitk.GetImageFromArray(array)
+    sitk.WriteImage(image, str(tmp_path / "pet.nii.gz"))
+    with pytest.raises(InputError, match=r"pet.nii.gz has 2 non-finite voxel\(s\) \(NaN/inf\) of 336") as err:
+        read_pet(tmp_path / "pet.nii.gz", case="P3")
+    assert str(err.value).startswith("P3: ")
+    with pytest.raises(InputError, match="non-finite"):
+        read_mask(tmp_path / "pet.nii.gz", sitk.GetImageFromArray(np.ones((6, 7, 8), np.float32)), case="P3")
+    # NRRD keeps them as they are, for the case checks to report (io.validation)
+    sitk.WriteImage(image, str(tmp_path / "pet.nrrd"))
+    assert np.count_nonzero(~np.isfinite(sitk.GetArrayFromImage(read_image(tmp_path / "pet.nrrd")))) == 2

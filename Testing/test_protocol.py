@@ -117,7 +117,7 @@ def table(study):
     """The 147 cases' features (read from the study's cache) and labels."""
     cases = read_manifest(study["manifest"])
     analysis = StudyModel.load(study["root"] / "bundle").config.analysis  # with the training cases' habitats
-    X, errors = feature_table(cases, analysis, study["root"] / "cache", jobs=2, progress=False)
+    X, errors, _ = feature_table(cases, analysis, study["root"] / "cache", jobs=2, progress=False)
     # the loaded bundle analyses cases exactly as training did (population habitats, same centroids): the 90
     # training cases come from train's cache entries and only the 57 held-out ones were added (by evaluate)
     assert analysis["habitat_method"] == "population" and analysis["habitat_model"]["params"]["relative"]

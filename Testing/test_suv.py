@@ -357,3 +357,22 @@ def test_no_stray_warnings_on_a_clean_dro(dros):
         warnings.simplefilter("error")
         read_pet(dros / "DRO_0_0" / "PT")
 
+
+
+def test_cli_convert_writes_the_suv_image_and_its_provenance_sidecar(dros, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "dro_3_0.nii.gz"
+    run = subprocess.run([sys.executable, "-m", "DPETResponseLib.cli", "convert", str(dros / "DRO_3_0" / "PT"),
+                          "--out", str(out)], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 0, run.stderr
+    image = sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
+    inside = sitk.GetArrayFromImage(sitk.ReadImage(str(dros / "DRO_3_0" / "mask" / "DRO_mask.nii.gz"))) > 0
+    assert [round(float(f(image[inside])), 2) for f in (np.min, np.median, np.max)] == list(TARGETS)
+    sidecar = json.loads((tmp_path / "dro_3_0.json").read_text())
+    record = sidecar["suv_conversion"]
+    assert record["values"]["dose_bq"] == pytest.approx(368.08e6) and record["tags"]["Units"] == "BQML"
+    assert f"provenance: {tmp_path / 'dro_3_0.json'}" in run.stdout

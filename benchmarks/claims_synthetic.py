@@ -122,7 +122,7 @@ def cohort(work: Path, seed: int) -> Path:
 def table(cases: pd.DataFrame, analysis: dict, cache: Path, jobs: int) -> pd.DataFrame:
     from DPETResponseLib.extraction import feature_table
 
-    X, errors = feature_table(cases, analysis, cache, jobs=jobs, progress=False)
+    X, errors, _ = feature_table(cases, analysis, cache, jobs=jobs, progress=False)
     if len(errors) or len(X) != len(cases):
         sys.exit(f"{len(errors)} case(s) failed to extract: {errors.to_dict('records')[:3]}")
     return X.loc[cases.index]

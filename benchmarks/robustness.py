@@ -89,7 +89,7 @@ def cohort_table(seed: int, args) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFr
     cases = read_manifest(manifest_path)
     train = cases[cases["split"] == "train"]
     settings = with_habitat_model(train, None, args.out / "cache", jobs=args.jobs, progress=False)
-    X, errors = feature_table(cases, settings, args.out / "cache", jobs=args.jobs, progress=False)
+    X, errors, _ = feature_table(cases, settings, args.out / "cache", jobs=args.jobs, progress=False)
     if len(errors):
         raise SystemExit(f"seed {seed}: {len(errors)} case(s) failed: {errors.head()}")
     factors = pd.read_csv(folder / "hidden_factors.csv", index_col="case_id").loc[X.index]

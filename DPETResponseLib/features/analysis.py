@@ -22,6 +22,8 @@ HABITAT_METHODS = ("population", "tumour")
 #: The library folders whose code computes the features (the stages below `features/` included): their source keys
 #: the feature cache (`analysis_code`).
 ANALYSIS_FOLDERS = ("core", "io", "features")
+#: The column of `analyse_case`'s result holding the SUV conversion record (JSON), not a feature.
+SUV_RECORD = "suv_conversion"
 #: The packages (`core.provenance.PACKAGES` names) whose versions key the feature cache with that code.
 ANALYSIS_PACKAGES = ("numpy", "scipy", "scikit-learn", "SimpleITK", "pyradiomics", "PyWavelets", "pydicom")
 #: Keys `resolve_settings` adds (derived, never set by a user).
@@ -185,19 +187,20 @@ def habitat_supervoxels(image_path: str, mask_path: str, settings: dict, case_id
     return {"supervoxels": json.dumps(np.column_stack([features, counts]).round(8).tolist())}
 
 
-def analyse_case(image_path: str, mask_path: str, settings: dict, case_id: str) -> dict[str, float]:
+def analyse_case(image_path: str, mask_path: str, settings: dict, case_id: str) -> dict[str, float | str]:
     """Features of one manifest row (the cohort runner's task): reads the PET in SUV and its mask, then
-    `analyse_image`. Its warnings are issued as `InputWarning`s, which the cohort runner collects per case."""
+    `analyse_image`; ``SUV_RECORD`` holds how the SUV was obtained (`io.suv`, as JSON). Its warnings are issued as
+    `InputWarning`s, which the cohort runner collects per case."""
     import warnings
 
-    from ..io.images import read_mask, read_pet
+    from ..io.images import read_mask, read_pet_with_provenance
     from ..io.validation import InputWarning
 
-    image = read_pet(image_path, case=case_id)
+    image, suv_record = read_pet_with_provenance(image_path, case=case_id)
     mask = read_mask(mask_path, image, case=case_id)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InputWarning)  # issued once below, with every other note
         features, _, notes = analyse_image(image, mask, settings, case_id)
     for note in notes:
         warnings.warn(note, InputWarning, stacklevel=2)
-    return features
+    return {**features, SUV_RECORD: json.dumps(suv_record, default=str)}

@@ -188,6 +188,17 @@ NOTES = ("AUC CIs: DeLong (plain Wald interval on the AUC scale, clipped to [0, 
          "fixed at 1; 0 is ideal). Comparisons: paired two-sided DeLong tests, not adjusted for multiplicity.")
 
 
+def _suv_section(records: dict) -> str:
+    """How each evaluated case's PET became SUV (IBSI reporting: the SUV conversion and the tags it used)."""
+    rows = [{"case": case, "source": r.get("source"), "SUV type": r.get("dicom_suv_type", r.get("suv_type")),
+             "rule": r.get("rule"), "decay reference": r.get("values", {}).get("reference_time_from", "-"),
+             "notes": "; ".join(r.get("notes", [])) or "-"} for case, r in records.items()]
+    counts = pd.DataFrame(rows).groupby(["source", "rule"]).size().rename("cases").reset_index()
+    return ("<h2>SUV conversion of the evaluated PET images</h2>" + _table(counts)
+            + "<details><summary>Per case (rule, decay reference time, notes)</summary>"
+            + _table(pd.DataFrame(rows)) + "</details>")
+
+
 def _html(out_dir: Path, title: str, metrics: dict, split_figures: dict, extra: dict) -> str:
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
@@ -229,6 +240,8 @@ def _html(out_dir: Path, title: str, metrics: dict, split_figures: dict, extra: 
     if extra:
         parts.append("<h2>Explanations and other figures</h2><div>"
                      + "".join(_img(out_dir, p, caption) for caption, p in extra.items()) + "</div>")
+    if metrics.get("suv_conversion"):
+        parts.append(_suv_section(metrics["suv_conversion"]))
     if metrics.get("settings"):
         settings = json.dumps(plain(metrics["settings"]), indent=1)
         parts.append(f"<h2>Settings</h2><pre>{html.escape(settings)}</pre>")
