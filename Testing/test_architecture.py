@@ -115,7 +115,7 @@ def _sources():
 
 def test_one_definition_per_rule():
     """One grid comparison, one gatekeeper, one atomic writer, one JSON cleaner, one file hasher, one version
-    recorder, one figure saver: each defined once, in its module."""
+    recorder, one figure saver, one SUV conversion: each defined once, in its module."""
     sources = _sources()
     where = {
         "grid comparison": (r"\w+\.Get(Spacing|Origin|Direction)\(\), *\w+\.Get\1\(\)"
@@ -126,6 +126,7 @@ def test_one_definition_per_rule():
         "version recorder": (r"metadata\.version\(", "core/provenance.py"),
         "figure saver": (r"\.savefig\(", "reporting/figures.py"),
         "case gatekeeper": (r"def (check_case|require_case)\b", "io/validation.py"),
+        "SUV conversion": (r"RadionuclideTotalDose|PatientWeight", "io/suv.py"),
     }
     for rule, (pattern, home) in where.items():
         found = sorted(name for name, text in sources.items() if re.search(pattern, text))

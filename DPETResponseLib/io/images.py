@@ -115,15 +115,6 @@ def _dicom_headers(files: list[str], case) -> list:
     return headers
 
 
-def _check_consistent(headers, sources, case) -> None:
-    """Units, decay correction, weight and dose must be the same on every slice of a series."""
-    for keyword in ("Units", "DecayCorrection", "PatientWeight", "SeriesTime"):
-        values = {str(ds.get(keyword)) for ds in headers}
-        if len(values) > 1:
-            raise InputError(f"DICOM tag {keyword} differs between slices of {Path(sources[0]).parent}: "
-                             f"{sorted(values)}", case=case)
-
-
 def read_pet(path, suv_type: str = "bw", case=None) -> sitk.Image:
     """Read a PET image as float32 SUV in LPS geometry (`read_pet_with_provenance` without the record)."""
     return read_pet_with_provenance(path, suv_type, case)[0]
@@ -153,7 +144,6 @@ def read_pet_with_provenance(path, suv_type: str = "bw", case=None) -> tuple[sit
     modality = headers[0].get("Modality")
     if modality != "PT":
         raise InputError(f"{files[0]} is a {modality} image (tag Modality), not PET (PT)", case=case)
-    _check_consistent(headers, files, case)
     factors, record = suv_conversion(headers, str(path), suv_type, case)
     image = _read_series(files, case) if len(files) > 1 else _read_single(files[0], case)
     values = sitk.GetArrayViewFromImage(image) * factors[:, None, None]  # array axes are (slice, row, column)

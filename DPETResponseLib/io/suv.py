@@ -517,6 +517,10 @@ def suv_conversion(headers, source: str, suv_type: str = "bw", case=None) -> tup
     dose in Bq, reference and injection times, uptake, normalisers, factors) and ``notes``."""
     target = check_suv_type(suv_type)
     reading = _Reading(case=case, source=source)
+    for keyword in ("Units", "SUVType", "DecayCorrection", "PatientWeight", "SeriesTime"):
+        values = {str(ds.get(keyword)) for ds in headers}
+        if len(values) > 1:
+            raise reading.error(f"DICOM tag {keyword} differs between slices: {sorted(values)}")
     for ds in headers:
         intercept = ds.get("RescaleIntercept")
         if intercept not in (None, "") and float(intercept) != 0:
