@@ -209,3 +209,17 @@ def test_gradcam_montage_on_real_pet(shared_data, tmp_path):
     assert px.shape[1] > 3 * px.shape[0]  # five panels side by side
     assert ((g > 0.8) & (r < 0.3) & (b < 0.3)).sum() > 100  # tumour contours
     assert ((r - g > 0.2) & (r - b > 0.2))[:, : int(0.9 * px.shape[1])].sum() > 500  # heat inside the panels
+
+
+def test_suv_conversion_section_counts_rules_and_lists_each_case(cohort, tmp_path, shared_data):
+    from DPETResponseLib.io.images import read_pet_with_provenance
+
+    predictions, metrics = cohort
+    _, dicom = read_pet_with_provenance(shared_data / "suv_dro" / "DRO_3_0" / "PT")
+    _, nifti = read_pet_with_provenance(shared_data / "sts_pet" / "STS_001" / "PET_image.nii.gz")
+    records = {"test1_000": dicom, "test1_001": nifti, "test1_002": nifti}
+    text = write_report(tmp_path, predictions, {**metrics, "suv_conversion": records}).read_text()
+    section = text[text.index("<h2>SUV conversion"):text.index("<h2>Settings")]
+    assert section.count("<tr") == 1 + 2 + 1 + 3  # rule counts (header + 2 rules), per case (header + 3 cases)
+    assert ">2<" in section and ">1<" in section  # two NIfTI cases, one DICOM case
+    assert "RadionuclideTotalDose 368.08 read as MBq" in section and "SeriesDate/SeriesTime" in section
