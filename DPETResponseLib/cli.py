@@ -105,9 +105,17 @@ def _cmd_predict(args) -> int:
 
     if (args.mask is None) == (args.seed is None):
         raise DPETError("give exactly one of --mask or --seed")
+    if args.dicom_out is not None:
+        from .core.errors import InputError
+        from .reporting.dicom import dicom_pet_datasets
+
+        try:
+            dicom_pet_datasets(args.image)
+        except InputError as err:
+            raise DPETError(f"--dicom-out needs a DICOM PET as --image: {err}") from None
     clinical = dict(_clinical_pair(item) for item in args.clinical)
     result = predict_files(args.bundle, args.image, mask=args.mask, seed_xyz=args.seed, out_dir=args.out,
-                           clinical=clinical)
+                           clinical=clinical, dicom_out=args.dicom_out)
     json.dump(result.to_json_dict(), sys.stdout, indent=2)
     print()
     return 0
@@ -192,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clinical", nargs="*", default=[], metavar="NAME=VALUE",
                    help="clinical values by manifest column (missing ones are imputed from training data)")
     p.add_argument("--out", type=Path)
+    p.add_argument("--dicom-out", type=Path, help="folder for DICOM SEG (tumour, uptake subregions), SR (TID 1500 "
+                   "measurements and probabilities) and Grad-CAM parametric map; --image must be a DICOM PET")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("report", help="rebuild the HTML report of an evaluation folder")

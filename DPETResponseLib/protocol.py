@@ -235,17 +235,26 @@ def predict(bundle, image, mask=None, seed_xyz=None, case_id: str = "case", clin
     )
 
 
-def predict_files(bundle, image_path, mask=None, seed_xyz=None, out_dir=None, clinical: dict | None = None):
+def predict_files(bundle, image_path, mask=None, seed_xyz=None, out_dir=None, clinical: dict | None = None,
+                  dicom_out=None):
     """`dpet-response predict`: reads the files, predicts, and writes the prediction folder
-    (`results.PREDICTION_FILES`) to ``out_dir`` when given."""
-    from .io.images import read_mask, read_pet
+    (`results.PREDICTION_FILES`) to ``out_dir`` and the DICOM SEG, SR and Grad-CAM map
+    (`reporting.dicom.write_dicom_outputs`) to ``dicom_out`` when given; ``dicom_out`` needs a DICOM PET, which is
+    checked before any work."""
+    from .io.images import read_mask, read_pet_with_provenance
+    from .reporting.dicom import dicom_pet_datasets, write_dicom_outputs
 
     case_id = Path(image_path).name.split(".")[0]
-    image = read_pet(image_path, case=case_id)
+    if dicom_out is not None:
+        dicom_pet_datasets(image_path, case=case_id)
+    image, suv_record = read_pet_with_provenance(image_path, case=case_id)
     mask_image = read_mask(mask, image, case=case_id) if mask is not None else None
     result = predict(bundle, image, mask=mask_image, seed_xyz=seed_xyz, case_id=case_id, clinical=clinical)
+    result.suv_conversion = suv_record
     if out_dir is not None:
         result.write(out_dir)
+    if dicom_out is not None:
+        write_dicom_outputs(result, image_path, dicom_out, case=case_id)
     return result
 
 

@@ -31,6 +31,7 @@ class PredictionResult:
     imputed_inputs: per model whose inputs included a value imputed from the training data (a clinical value not
         given, a feature that could not be computed), the columns imputed; empty when no model used one.
     shap: per model, feature name -> SHAP value for this patient (log-odds units).
+    suv_conversion: how the PET became SUV (`io.suv`'s record; empty where the PET came in as an image).
     mask, subregions, gradcam: images on the PET's grid (subregions: 0 background, 1..K by increasing uptake;
         gradcam: float32 in [0, 1], None where the bundle has no deep model).
     """
@@ -46,6 +47,7 @@ class PredictionResult:
     subregions: sitk.Image | None = None
     gradcam: sitk.Image | None = None
     warnings: list[str] = field(default_factory=list)
+    suv_conversion: dict = field(default_factory=dict)
 
     def to_json_dict(self) -> dict:
         """The JSON-able part (no images)."""
@@ -58,6 +60,7 @@ class PredictionResult:
             "shap": self.shap,
             "imputed_inputs": self.imputed_inputs,
             "warnings": self.warnings,
+            "suv_conversion": self.suv_conversion,
         }
 
     def write(self, out_dir) -> Path:
@@ -93,4 +96,5 @@ class PredictionResult:
         return cls(case_id=data["case_id"], probabilities=data["probabilities"], decision=data["decision"],
                    thresholds=data["thresholds"], pet_metrics=data["pet_metrics"], shap=data.get("shap") or {},
                    imputed_inputs=data.get("imputed_inputs") or {}, warnings=list(data.get("warnings") or []),
+                   suv_conversion=data.get("suv_conversion") or {},
                    **images)

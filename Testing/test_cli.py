@@ -27,6 +27,7 @@ import torch
 from conftest import FAST_RADIOMICS_YAML, PROJECT_ROOT
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
+from test_dicom_out import model_groups, sr_groups
 
 from DPETResponseLib import cli
 from DPETResponseLib.features.segmentation import segment_from_seed
@@ -417,6 +418,26 @@ def test_predict_from_a_seed_point_equals_the_python_api(runs, cohort, seed_case
                              *clinical_args(case))
     assert code == 0, err
     assert json.loads(stdout)["probabilities"] == pytest.approx(printed["probabilities"], abs=1e-6)
+
+
+def test_predict_dicom_out_on_real_dicom(runs, shared_data, tmp_path):
+    """`predict --dicom-out` with the real STS_001 DICOM PET and its RTSTRUCT: the SEG, the SR and the Grad-CAM map
+    are written, and the SR's probabilities, thresholds and decisions (read with dcmqi's tid1500reader) are those
+    printed on stdout."""
+    folder = shared_data / "pet_dicom" / "sts_001_suv"
+    code, stdout, err = call("predict", runs.get("default")["bundle"], "--image", folder / "image",
+                             "--mask", folder / "mask" / "RS.dcm", "--dicom-out", tmp_path / "dicom")
+    assert code == 0, err
+    printed = json.loads(stdout)
+    assert sorted(p.name for p in (tmp_path / "dicom").iterdir()) == ["gradcam.dcm", "seg.dcm", "sr.dcm"]
+    groups = model_groups(sr_groups(tmp_path / "dicom" / "sr.dcm", tmp_path))
+    assert set(groups) == set(printed["probabilities"]) == ALL_MODELS
+    for model, group in groups.items():
+        values = {i["quantity"]["CodeValue"]: float(i["value"]) for i in group["measurementItems"]}
+        assert values["PCR-PROB"] == pytest.approx(printed["probabilities"][model], rel=1e-9), model
+        assert values["122411"] == pytest.approx(printed["thresholds"][model], rel=1e-9), model
+        decision = group["qualitativeEvaluations"][0]["conceptValue"]["CodeMeaning"]
+        assert decision == ("Yes" if printed["decision"][model] else "No"), model
 
 
 def test_segment_from_a_seed_or_a_box(seed_case, tmp_path):

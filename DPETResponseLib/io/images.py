@@ -14,6 +14,7 @@ import SimpleITK as sitk
 
 from ..core.errors import InputError
 from ..core.files import atomic_write
+from .dicom_seg import read_seg_mask
 from .geometry import require_same_grid
 from .suv import check_suv_type, file_record, require_plausible_suv, suv_conversion
 
@@ -115,6 +116,16 @@ def _dicom_headers(files: list[str], case) -> list:
     return headers
 
 
+def pet_dicom_files(path, case=None) -> list[str] | None:
+    """The DICOM files of the PET ``path`` names (a folder: its PT series; a DICOM file: itself), or None when
+    ``path`` is an image file (NIfTI, NRRD, MHA)."""
+    path = Path(path)
+    _check_exists(path, case)
+    if path.is_dir():
+        return _dicom_series_files(path, case, modality="PT")
+    return [str(path)] if _is_dicom_file(path) else None
+
+
 def read_pet(path, suv_type: str = "bw", case=None) -> sitk.Image:
     """Read a PET image as float32 SUV in LPS geometry (`read_pet_with_provenance` without the record)."""
     return read_pet_with_provenance(path, suv_type, case)[0]
@@ -130,12 +141,8 @@ def read_pet_with_provenance(path, suv_type: str = "bw", case=None) -> tuple[sit
     """
     check_suv_type(suv_type)
     path = Path(path)
-    _check_exists(path, case)
-    if path.is_dir():
-        files = _dicom_series_files(path, case, modality="PT")
-    elif _is_dicom_file(path):
-        files = [str(path)]
-    else:
+    files = pet_dicom_files(path, case)
+    if files is None:
         image, record = _as_float32(read_image(path, case)), file_record(path)
         require_plausible_suv(sitk.GetArrayViewFromImage(image), record, case)
         return image, record
@@ -176,12 +183,16 @@ def read_mask(path, reference: sitk.Image, case=None, label: int | str | None = 
     Label images (NIfTI, NRRD, ...) must share the reference's grid (`io.geometry.same_grid`);
     every nonzero label counts as tumour, or only ``label`` if given (several labels merged are warned about).
     A DICOM RTSTRUCT file is rasterized onto the reference grid (``label``: the ROI's number or name; all ROIs
-    merged if None).
+    merged if None); a DICOM SEG's segment is placed on it (`io.dicom_seg.read_seg_mask`, ``label``: the segment's
+    number or label).
     """
     path = Path(path)
     _check_exists(path, case)
-    if path.is_file() and _is_dicom_file(path) and _dicom_modality(path) == "RTSTRUCT":
+    modality = _dicom_modality(path) if path.is_file() and _is_dicom_file(path) else None
+    if modality == "RTSTRUCT":
         return _rasterize_rtstruct(path, reference, case, label)
+    if modality == "SEG":
+        return read_seg_mask(path, reference, case, label)
     image = read_image(path, case)
     require_same_grid(reference, image, what=f"mask {path}", case=case)
     labels = sitk.GetArrayFromImage(image)
