@@ -32,7 +32,9 @@ from slicer.util import VTKObservationMixin
 PIP_REQUIREMENTS = [
     "scipy>=1.11",
     "pandas>=2.1",
-    "pydicom>=2.4",
+    "pydicom>=3.0",
+    "highdicom>=0.26",
+    "nibabel>=5.2",
     "PyWavelets>=1.4",
     "PyYAML>=6",
     "scikit-learn>=1.4",
