@@ -196,6 +196,16 @@ def test_units_the_manual_cannot_convert_are_refused(dros, tmp_path, units):
     assert str(err.value).startswith("P7: ")
 
 
+def test_multi_frame_pet_is_refused(dros, tmp_path):
+    folder = build_dro(dros, tmp_path / "x", bqml_at(UPTAKE_S), Units="BQML", NumberOfFrames="1")
+    read_pet(folder)  # one frame per file is the ordinary case
+    ds = pydicom.dcmread(str(next(folder.glob("*.dcm"))))
+    ds.NumberOfFrames = "20"
+    ds.save_as(str(tmp_path / "enhanced.dcm"))
+    with pytest.raises(InputError, match="multi-frame .* 20 frames is not supported"):
+        read_pet(tmp_path / "enhanced.dcm", case="P1")
+
+
 def test_rescale_intercept_must_be_zero(dros, tmp_path):
     folder = build_dro(dros, tmp_path / "x", bqml_at(UPTAKE_S), Units="BQML", RescaleIntercept="5")
     with pytest.raises(InputError, match="RescaleIntercept=5"):

@@ -517,6 +517,10 @@ def suv_conversion(headers, source: str, suv_type: str = "bw", case=None) -> tup
     dose in Bq, reference and injection times, uptake, normalisers, factors) and ``notes``."""
     target = check_suv_type(suv_type)
     reading = _Reading(case=case, source=source)
+    frames = max(int(ds.get("NumberOfFrames") or 1) for ds in headers)
+    if frames > 1:  # Enhanced PET keeps slopes and times per frame in functional groups, which are not read here
+        raise reading.error(f"a multi-frame (Enhanced) PET file of {frames} frames is not supported: give the "
+                            "series as single-frame slices")
     for keyword in ("Units", "SUVType", "DecayCorrection", "PatientWeight", "SeriesTime"):
         values = {str(ds.get(keyword)) for ds in headers}
         if len(values) > 1:
