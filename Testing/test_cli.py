@@ -552,20 +552,15 @@ def test_convert_dicom_series_folder_matches_hand_computation(shared_data, tmp_p
     assert (inside.min(), np.median(inside), inside.max()) == pytest.approx((0.2, 1.0, 4.0), abs=1e-3)
 
 
-@pytest.mark.parametrize("dro", ["DRO_2_0", "DRO_2_1", "DRO_2_2", "DRO_2_3", "DRO_2_4", "DRO_3_0", "DRO_3_1",
-                                 "DRO_3_3", "DRO_4_0", "DRO_5_0"])
-def test_convert_every_ibsi_suv_reference_right_or_refused(shared_data, tmp_path, dro):
+@pytest.mark.parametrize("dro", ["DRO_2_0", "DRO_2_1", "DRO_2_2", "DRO_2_4", "DRO_3_0", "DRO_3_1", "DRO_3_3",
+                                 "DRO_4_0", "DRO_5_0"])
+def test_convert_every_ibsi_suv_reference_right(shared_data, tmp_path, dro):
     """`convert` of each IBSI-SUV reference object (the same activity stored in other units, SUV types, dose units,
-    decay corrections, date-time tags, nuclides) either gives body-weight SUV min 0.20 / median 1.00 / max 4.00
-    inside the mask, or refuses in one line naming the file and the tag it cannot use: never wrong numbers."""
+    decay corrections, date-time tags, nuclides) gives body-weight SUV min 0.20 / median 1.00 / max 4.00 inside the
+    mask (DRO_2_3's stored values are truncated: Testing/test_suv.py shows what it reads and why)."""
     folder = shared_data / "suv_dro" / dro
     out = tmp_path / "pet.nii.gz"
     code, _, err = call("convert", folder / "PT", "--out", out)
-    if code == 2:
-        line = one_error_line(err, "convert")
-        assert f"{dro}/PT/" in line and re.search(r"tag \w+|\(tag \w+\)", line), line
-        assert not out.exists()
-        return
     assert code == 0, err
     suv = sitk.ReadImage(str(out))
     inside = sitk.GetArrayFromImage(suv)[sitk.GetArrayFromImage(read_mask(folder / "mask" / "DRO_mask.nii.gz",
