@@ -95,13 +95,11 @@ class _Reading:
     def error(self, message: str) -> InputError:
         return InputError(f"{message} ({self.source})", case=self.case)
 
-    def tag(self, ds, keyword: str, required: bool = True, positive: bool = False):
-        """A standard tag's value (recorded); missing/empty -> None or an error naming it."""
+    def tag(self, ds, keyword: str, positive: bool = False):
+        """A standard tag's value (recorded in the provenance); missing or empty is an error naming it."""
         value = ds.get(keyword)
         if value is None or value == "":
-            if required:
-                raise self.error(f"DICOM tag {keyword} is missing")
-            return None
+            raise self.error(f"DICOM tag {keyword} is missing")
         if positive:
             try:
                 number = float(value)
