@@ -248,7 +248,7 @@ def test_series_time_after_acquisition_is_replaced_by_the_back_computed_referenc
     activity equals its mean): (t_k - 11:00) + T_ave with T_ave = ln(lambda T / (1 - exp(-lambda T))) / lambda."""
     frame = 300.0
     t_ave = math.log(DECAY * frame / -math.expm1(-DECAY * frame)) / DECAY
-    # the real ACRIN-FLT-Breast slice 1.dcm (GE) stores FrameReferenceTime 149605.34445734 ms for its 300-s frame
+    # the real ACRIN-FLT-Breast slice 1.dcm stores FrameReferenceTime 149605.34445734 ms for its 300-s frame
     assert t_ave * 1000 == pytest.approx(149605.34445734, abs=1e-3)
 
     def slice_tags(k):
