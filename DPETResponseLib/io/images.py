@@ -116,14 +116,22 @@ def _dicom_headers(files: list[str], case) -> list:
     return headers
 
 
-def pet_dicom_files(path, case=None) -> list[str] | None:
-    """The DICOM files of the PET ``path`` names (a folder: its PT series; a DICOM file: itself), or None when
-    ``path`` is an image file (NIfTI, NRRD, MHA)."""
+def pet_dicom_headers(path, case=None) -> list | None:
+    """The headers (pydicom, no pixels) of the PET ``path`` names: a folder's PT series or one DICOM file; None when
+    ``path`` is an image file (NIfTI, NRRD, MHA). InputError when the DICOM is not PET."""
     path = Path(path)
     _check_exists(path, case)
     if path.is_dir():
-        return _dicom_series_files(path, case, modality="PT")
-    return [str(path)] if _is_dicom_file(path) else None
+        files = _dicom_series_files(path, case, modality="PT")
+    elif _is_dicom_file(path):
+        files = [str(path)]
+    else:
+        return None
+    headers = _dicom_headers(files, case)
+    modality = headers[0].get("Modality")
+    if modality != "PT":
+        raise InputError(f"{files[0]} is a {modality} image (tag Modality), not PET (PT)", case=case)
+    return headers
 
 
 def read_pet(path, suv_type: str = "bw", case=None) -> sitk.Image:
@@ -141,16 +149,13 @@ def read_pet_with_provenance(path, suv_type: str = "bw", case=None) -> tuple[sit
     """
     check_suv_type(suv_type)
     path = Path(path)
-    files = pet_dicom_files(path, case)
-    if files is None:
+    headers = pet_dicom_headers(path, case)
+    if headers is None:
         image, record = _as_float32(read_image(path, case)), file_record(path)
         require_plausible_suv(sitk.GetArrayViewFromImage(image), record, case)
         return image, record
 
-    headers = _dicom_headers(files, case)
-    modality = headers[0].get("Modality")
-    if modality != "PT":
-        raise InputError(f"{files[0]} is a {modality} image (tag Modality), not PET (PT)", case=case)
+    files = [ds.filename for ds in headers]
     factors, record = suv_conversion(headers, str(path), suv_type, case)
     image = _read_series(files, case) if len(files) > 1 else _read_single(files[0], case)
     values = sitk.GetArrayViewFromImage(image) * factors[:, None, None]  # array axes are (slice, row, column)

@@ -59,21 +59,14 @@ PCR_PREDICTED = Code("PCR-PRED", PRIVATE_SCHEME, "Pathological complete response
 
 
 def dicom_pet_datasets(pet_source, case=None) -> list:
-    """The headers (pydicom) of the PET slices in ``pet_source``: a DICOM folder (its PT series, the files
-    `io.images.read_pet` reads) or one DICOM file. InputError when it is not a DICOM PET."""
-    import pydicom
+    """The headers (pydicom) of the PET slices in ``pet_source`` (`io.images.pet_dicom_headers`: a DICOM folder's PT
+    series, the files `io.images.read_pet` reads, or one DICOM file). InputError when it is not a DICOM PET."""
+    from ..io.images import pet_dicom_headers
 
-    from ..io.images import pet_dicom_files
-
-    path = Path(pet_source)
-    files = pet_dicom_files(path, case)
-    if files is None:
-        raise InputError(f"{path} is neither a DICOM folder nor a DICOM file: DICOM outputs (SEG, SR, parametric "
-                         "map) need the DICOM PET the prediction is made from", case=case)
-    datasets = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
-    modality = datasets[0].get("Modality")
-    if modality != "PT":
-        raise InputError(f"{files[0]} is a {modality} image (tag Modality), not PET (PT)", case=case)
+    datasets = pet_dicom_headers(pet_source, case)
+    if datasets is None:
+        raise InputError(f"{pet_source} is neither a DICOM folder nor a DICOM file: DICOM outputs (SEG, SR, "
+                         "parametric map) need the DICOM PET the prediction is made from", case=case)
     return datasets
 
 
