@@ -25,6 +25,7 @@ from .features.analysis import (
     resolve_settings,
 )
 from .io.manifest import clinical_columns, default_cache_dir, read_manifest, training_cases
+from .io.suv import rule_counts
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +58,6 @@ def suv_records(table: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
         return table, {}
     records = {str(case): json.loads(text) for case, text in table[SUV_RECORD].items() if isinstance(text, str)}
     return table.drop(columns=[SUV_RECORD]), records
-
-
-def suv_summary(records: dict) -> dict:
-    """How many cases got their SUV by each rule (for a bundle or a report's provenance)."""
-    counts: dict[str, int] = {}
-    for record in records.values():
-        counts[record["rule"]] = counts.get(record["rule"], 0) + 1
-    return dict(sorted(counts.items(), key=lambda item: -item[1]))
 
 
 def feature_table(cases: pd.DataFrame, analysis: dict, cache_dir, jobs: int = 1, scheduler=None,
@@ -116,7 +109,7 @@ def run_extract(manifest, out_csv, params=None, jobs: int = 1, scheduler=None, c
         "counts": {"cases": result.n_cases, "computed": result.n_computed, "cached": result.n_cached,
                    "failed": result.n_failed, "warnings": len(result.warnings)},
         "seconds": round(result.seconds, 2),
-        "suv_conversion": {"rules": suv_summary(suv), "cases": suv},
+        "suv_conversion": {"rules": rule_counts(suv), "cases": suv},
     }
     write_text(out_csv.with_suffix(".json"), json.dumps(sidecar, indent=2, default=str))
     if failure is not None:

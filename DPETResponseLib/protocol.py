@@ -52,8 +52,9 @@ def _cache(cache_dir, manifest) -> Path:
 def train(manifest, out, config=None, jobs: int = 1, cache_dir=None, fast: bool = False, progress: bool = True,
           overwrite: bool = False) -> StudyModel:
     """Fit every pathway and fusion on the manifest's ``train`` split and write the model bundle to ``out``."""
-    from .extraction import feature_table, suv_summary, with_habitat_model
+    from .extraction import feature_table, with_habitat_model
     from .io.manifest import clinical_columns, read_manifest, training_cases, validate_for_training
+    from .io.suv import rule_counts
 
     config = load_config(config)
     if fast:
@@ -77,7 +78,7 @@ def train(manifest, out, config=None, jobs: int = 1, cache_dir=None, fast: bool 
     model.save(out, overwrite=overwrite, extra_manifest={
         "training": {"manifest": str(Path(manifest).resolve()), "n_cases": int(len(train_cases)),
                      "n_failed": int(len(errors)), "seconds": round(time.time() - started, 1),
-                     "suv_conversion": suv_summary(suv)},
+                     "suv_conversion": rule_counts(suv)},
         "oracle": _oracle(manifest),
     })
     log.info(f"trained in {time.time() - started:.0f} s; bundle: {out}")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -546,6 +547,11 @@ def file_record(path) -> dict:
     """The provenance of a PET image file (NIfTI, NRRD, MHA): taken to hold SUV already, not converted."""
     return {"source": "image file", "path": str(path), "suv_type": "as stored",
             "rule": "image file taken to hold SUV already: no conversion", "tags": {}, "values": {}, "notes": []}
+
+
+def rule_counts(records: dict) -> dict[str, int]:
+    """How many cases (``case -> record``) got their SUV by each rule, the most common first."""
+    return dict(Counter(record["rule"] for record in records.values()).most_common())
 
 
 def require_plausible_suv(values: np.ndarray, record: dict, case=None) -> None:

@@ -16,6 +16,7 @@ import pandas as pd
 
 from ..core.errors import InputError
 from ..core.files import atomic_write, plain, write_text
+from ..io.suv import rule_counts
 from . import evaluation
 from .figures import save_figure
 
@@ -193,7 +194,7 @@ def _suv_section(records: dict) -> str:
     rows = [{"case": case, "source": r.get("source"), "SUV type": r.get("dicom_suv_type", r.get("suv_type")),
              "rule": r.get("rule"), "decay reference": r.get("values", {}).get("reference_time_from", "-"),
              "notes": "; ".join(r.get("notes", [])) or "-"} for case, r in records.items()]
-    counts = pd.DataFrame(rows).groupby(["source", "rule"]).size().rename("cases").reset_index()
+    counts = pd.DataFrame(list(rule_counts(records).items()), columns=["rule", "cases"])
     return ("<h2>SUV conversion of the evaluated PET images</h2>" + _table(counts)
             + "<details><summary>Per case (rule, decay reference time, notes)</summary>"
             + _table(pd.DataFrame(rows)) + "</details>")
