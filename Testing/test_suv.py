@@ -220,6 +220,15 @@ def test_weight_in_grams_is_recognised(dros, tmp_path):
     assert any("taken as grams" in note for note in record["notes"])
 
 
+def test_each_note_is_recorded_once(dros, tmp_path):
+    """Weight and sex are read for body weight and for the SUV type: their notes appear once each."""
+    kg = (NORMALISERS_KG["IBW"]["M"] + NORMALISERS_KG["IBW"]["F"]) / 2
+    folder = build_dro(dros, tmp_path / "g", lambda k, s: s * kg * 1000 / WEIGHT_G, Units="GML", SUVType="IBW",
+                       PatientSex="O", PatientWeight="70000")
+    _, record = read_pet_with_provenance(folder, suv_type="ibw")
+    assert len(record["notes"]) == len(set(record["notes"])) == 2, record["notes"]
+
+
 def test_decay_correction_admin_uses_the_injected_dose(dros, tmp_path):
     folder = build_dro(dros, tmp_path / "admin", bqml_at(0.0), Units="BQML", DecayCorrection="ADMIN")
     assert_targets(folder, dros)

@@ -93,6 +93,12 @@ class _Reading:
     notes: list = field(default_factory=list)
     steps: list = field(default_factory=list)
 
+    def note(self, text: str) -> None:
+        """Record something worth a look, once however often the rule that notices it runs (per slice, per
+        normaliser)."""
+        if text not in self.notes:
+            self.notes.append(text)
+
     def error(self, message: str) -> InputError:
         return InputError(f"{message} ({self.source})", case=self.case)
 
@@ -150,7 +156,7 @@ def _naive(value: datetime, ds, reading: _Reading) -> datetime:
 
         local = DT(f"20000101000000{offset}").tzinfo
         return value.astimezone(local).replace(tzinfo=None)
-    reading.notes.append(f"a date-time carries a UTC offset ({value.isoformat()}) and the series has no "
+    reading.note(f"a date-time carries a UTC offset ({value.isoformat()}) and the series has no "
                          "TimezoneOffsetFromUTC: taken as local time")
     return value.replace(tzinfo=None)
 
@@ -227,7 +233,7 @@ def _reference_time(headers, reading: _Reading, decay_constant: float) -> dateti
         reading.values["reference_time_from"] = "SeriesDate/SeriesTime"
         return series
     # SeriesTime was rewritten (post-processing, anonymisation): back-compute t_ref = t_acq + T_ave - dt per slice.
-    reading.notes.append(f"SeriesTime {series:%H:%M:%S} is after the earliest AcquisitionTime "
+    reading.note(f"SeriesTime {series:%H:%M:%S} is after the earliest AcquisitionTime "
                          f"{min(acquisitions):%H:%M:%S} (post-processed series?)")
     if all(ds.get("FrameReferenceTime") not in (None, "") and ds.get("ActualFrameDuration") for ds in headers):
         starts = [acq + timedelta(seconds=_average_count_time_s(decay_constant, _frame_duration_s(ds, reading))
@@ -263,7 +269,7 @@ def _injection_time(ds, item, anchor: datetime, half_life_s: float, reading: _Re
         injected = _nearest_day(_parse_da_tm(anchor.strftime("%Y%m%d"), time, "RadiopharmaceuticalStartTime",
                                              reading), anchor)
         if injected.date() != anchor.date():
-            reading.notes.append(f"RadiopharmaceuticalStartTime {time} has no date: placed on {injected:%Y-%m-%d}, "
+            reading.note(f"RadiopharmaceuticalStartTime {time} has no date: placed on {injected:%Y-%m-%d}, "
                                  f"the day before the scan (the scan crossed midnight)")
         reading.values["injection_time_from"] = "RadiopharmaceuticalStartTime on the scan's day"
         return injected
@@ -303,7 +309,7 @@ def _half_life_s(item, reading: _Reading) -> float:
         if known is None:
             raise reading.error("DICOM tag RadionuclideHalfLife is missing and RadionuclideCodeSequence names no "
                                 f"radionuclide of known half-life ({sorted(f'{e}-{m}' for m, e in HALF_LIVES_S)})")
-        reading.notes.append(f"RadionuclideHalfLife missing: {known} s of {nuclide[1]}-{nuclide[0]} used "
+        reading.note(f"RadionuclideHalfLife missing: {known} s of {nuclide[1]}-{nuclide[0]} used "
                              "(RadionuclideCodeSequence)")
         reading.values["half_life_from"] = "RadionuclideCodeSequence"
         return known
@@ -318,7 +324,7 @@ def _half_life_s(item, reading: _Reading) -> float:
 def _dose_bq(item, reading: _Reading) -> float:
     value = reading.tag(item, "RadionuclideTotalDose", positive=True)
     if value < MBQ_MAX:
-        reading.notes.append(f"RadionuclideTotalDose {value:g} read as MBq (by its value)")
+        reading.note(f"RadionuclideTotalDose {value:g} read as MBq (by its value)")
         return value * 1e6
     if value >= BQ_MIN:
         return value
@@ -330,7 +336,7 @@ def _dose_bq(item, reading: _Reading) -> float:
 def _weight_kg(ds, reading: _Reading) -> float:
     weight = reading.tag(ds, "PatientWeight", positive=True)
     if weight > WEIGHT_IN_GRAMS_ABOVE:
-        reading.notes.append(f"PatientWeight {weight:g} > {WEIGHT_IN_GRAMS_ABOVE:g}: taken as grams (manual)")
+        reading.note(f"PatientWeight {weight:g} > {WEIGHT_IN_GRAMS_ABOVE:g}: taken as grams (manual)")
         weight /= 1000.0
     return weight
 
@@ -351,7 +357,7 @@ def _by_sex(ds, reading: _Reading, male: float, female: float, what: str) -> flo
     if sex == "F":
         return female
     if sex == "O":
-        reading.notes.append(f"PatientSex O: {what} is the mean of the male and female formulas")
+        reading.note(f"PatientSex O: {what} is the mean of the male and female formulas")
         return (male + female) / 2
     raise reading.error(f"DICOM tag PatientSex={sex!r}: {what} needs M, F or O")
 
