@@ -9,6 +9,19 @@ SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 FAST_RADIOMICS_YAML = Path(__file__).resolve().parent / "fast_radiomics.yaml"
 
 
+def edit_dicom_tags(ds, tags: dict) -> None:
+    """Set DICOM tags by keyword on a pydicom dataset; None deletes one, ``Radio_<keyword>`` edits the
+    RadiopharmaceuticalInformationSequence item."""
+    for keyword, value in tags.items():
+        target = ds.RadiopharmaceuticalInformationSequence[0] if keyword.startswith("Radio_") else ds
+        keyword = keyword.removeprefix("Radio_")
+        if value is None:
+            if keyword in target:
+                delattr(target, keyword)
+        else:
+            setattr(target, keyword, value)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -7,6 +7,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+from conftest import edit_dicom_tags
 
 from DPETResponseLib.core.errors import InputError
 from DPETResponseLib.core.files import atomic_write
@@ -31,16 +32,9 @@ def stored_bqml(path):
 
 
 def edited_copy(src, dst, **tags):
-    """A pydicom-edited copy of one DICOM file; a tag set to None is deleted. ``Radio_<kw>`` edits the
-    RadiopharmaceuticalInformationSequence item."""
+    """A pydicom-edited copy of one DICOM file (`conftest.edit_dicom_tags`)."""
     ds = pydicom.dcmread(str(src))
-    for keyword, value in tags.items():
-        target = ds.RadiopharmaceuticalInformationSequence[0] if keyword.startswith("Radio_") else ds
-        keyword = keyword.removeprefix("Radio_")
-        if value is None:
-            delattr(target, keyword)
-        else:
-            setattr(target, keyword, value)
+    edit_dicom_tags(ds, tags)
     ds.save_as(str(dst))
     return dst
 

@@ -10,6 +10,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+from conftest import edit_dicom_tags
 
 from DPETResponseLib.core.errors import InputError
 from DPETResponseLib.io.images import read_pet, read_pet_with_provenance
@@ -65,14 +66,7 @@ def build_dro(dros, out: Path, values, slice_tags=None, **tags) -> Path:
         slope = float(np.abs(stored).max()) / 30000.0 or 1.0
         ds.PixelData = np.round(stored / slope).astype(np.int16).tobytes()
         ds.RescaleSlope = f"{slope:.10g}"
-        for keyword, value in {"SUVType": None, **tags, **(slice_tags(k) if slice_tags else {})}.items():
-            target = ds.RadiopharmaceuticalInformationSequence[0] if keyword.startswith("Radio_") else ds
-            keyword = keyword.removeprefix("Radio_")
-            if value is None:
-                if keyword in target:
-                    delattr(target, keyword)
-            else:
-                setattr(target, keyword, value)
+        edit_dicom_tags(ds, {"SUVType": None, **tags, **(slice_tags(k) if slice_tags else {})})
         for tag, (vr, value) in private.items():
             ds.add_new(tag, vr, value)
         ds.save_as(str(folder / f.name))
