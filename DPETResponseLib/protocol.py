@@ -98,6 +98,7 @@ def evaluate(bundle, manifest, out, jobs: int = 1, cache_dir=None, progress: boo
     from .io.manifest import read_manifest
     from .reporting.evaluation import evaluate_split
     from .reporting.report import write_report
+    from .study.record import provenance_record, run_record
 
     model = StudyModel.load(bundle)
     cases = read_manifest(manifest)
@@ -119,12 +120,13 @@ def evaluate(bundle, manifest, out, jobs: int = 1, cache_dir=None, progress: boo
                                                        reference_model=reference, n_boot=n_boot)
     predictions = pd.concat([pd.DataFrame({"split": "train_cv", "label": labelled.loc[oof.index, "label"]}),
                              oof[model.model_names]], axis=1)
-    tables = None
+    tables, analysed, errors = None, list(oof.index), pd.DataFrame()
     if len(test_cases):
-        X, _, suv = feature_table(test_cases, model.config.analysis, _cache(cache_dir, manifest), jobs=jobs,
+        X, errors, suv = feature_table(test_cases, model.config.analysis, _cache(cache_dir, manifest), jobs=jobs,
                                   progress=progress)
         metrics["suv_conversion"] = suv
         test_cases = test_cases.loc[X.index]
+        analysed += list(X.index)
         images, masks = _images(test_cases) if model.deep_model_ is not None else ([], [])
         tables = model.complete_tables(X, images, masks)
         probs = model.predict_completed(tables, images, masks)
@@ -141,6 +143,8 @@ def evaluate(bundle, manifest, out, jobs: int = 1, cache_dir=None, progress: boo
         raise DPETError(f"{manifest}: no labelled case to evaluate on")
     if model.manifest_.get("oracle"):
         metrics["oracle"] = model.manifest_["oracle"]
+    metrics["run"] = run_record(model, bundle, manifest, cases, analysed, errors, n_boot)
+    metrics["provenance"] = provenance_record(model, cases)
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -246,8 +246,9 @@ def test_evaluate_split_degenerate_and_bad_input():
     flat = ev.evaluate_split([0, 1, 1, 0], {"flat": [0.4] * 4, "a": [0.1, 0.9, 0.8, 0.3]}, {"flat": 0.5, "a": 0.5})
     assert flat["models"]["flat"]["auc"] == 0.5 and flat["models"]["flat"]["auc_ci"] == [0.5, 0.5]
     assert "same probability" in flat["models"]["flat"]["constant"] and "constant" not in flat["models"]["a"]
-    from DPETResponseLib.reporting.report import _models_table
-    assert "0.500 (every case got the same probability" in _models_table(flat["models"])
+    from DPETResponseLib.reporting.report import _model_card
+    card = _model_card("flat", {"test": flat["models"]["flat"]})
+    assert "AUC test 0.50 (0.50-0.50) constant" in card and "test: every case got the same probability" in card
     with pytest.raises(InputError, match=r"no training threshold given for models \['b'\]"):
         ev.evaluate_split([0, 1], {"a": [0.1, 0.9], "b": [0.2, 0.3]}, {"a": 0.5})
     with pytest.raises(InputError, match="2 probabilities for 3 labels"):

@@ -19,6 +19,7 @@ import pytest
 import SimpleITK as sitk
 from conftest import FAST_RADIOMICS_YAML
 
+from DPETResponseLib.core.files import sha256_file
 from DPETResponseLib.extraction import feature_table
 from DPETResponseLib.io.manifest import clinical_columns, read_manifest
 from DPETResponseLib.protocol import evaluate, train
@@ -90,6 +91,51 @@ def test_report_says_what_each_fusion_rests_on(study):
     assert [decision[n] > 0 for n in decision] == meta.kept_.tolist() and sum(decision.values()) == pytest.approx(1)
     assert (study["root"] / "report" / "fusion_shares.png").stat().st_size > 5000
     assert "What each fusion rests on" in study["report"].read_text()
+
+
+def test_checklist_and_provenance_match_the_run(study):
+    """checklist.json's filled items against what the run used, each read from its own source: cases and events
+    from the manifest and predictions.csv, the bundle's checksum and settings from bundle.json, the radiomics
+    settings from the YAML file given to train; and the report as a browser shows it."""
+    import yaml
+    from browser import CHROMIUM, browser_check
+
+    from DPETResponseLib.reporting.checklist import FILLED, PARTLY, TO_COMPLETE
+
+    root = study["root"]
+    checklist = json.loads((root / "report" / "checklist.json").read_text())
+    tripod = {i["item"]: i for i in checklist["TRIPOD+AI"]["items"]}
+    radiomics_items = {i["item"]: i for i in checklist["METRICS"]["items"]}
+    predictions = pd.read_csv(root / "report" / "predictions.csv")
+    counted = {s: {"n": len(r), "events": int(r["label"].sum())} for s, r in predictions.groupby("split")}
+    assert counted["test"]["n"] == 39 and tripod["10"]["data"] == tripod["21"]["data"] == counted
+    manifest = pd.read_csv(study["manifest"])
+    assert tripod["20a"]["data"] == {s: {"listed": len(r), "labelled": len(r), "analysed": len(r), "failed": 0}
+                                     for s, r in manifest.groupby("split")}
+    clinical = clinical_columns(manifest.set_index("case_id"))
+    missing = {s: {c: int(n) for c, n in r[clinical].isna().sum().items() if n} for s, r in manifest.groupby("split")}
+    assert tripod["11"]["data"]["clinical_missing"] == missing and tripod["11"]["data"]["failed"] == {}
+    bundle = json.loads((root / "bundle" / "bundle.json").read_text())
+    assert tripod["22"]["data"]["content_sha256"] == bundle["content_sha256"]
+    assert tripod["9a"]["data"]["n_input_columns"] == len(bundle["columns"])
+    assert tripod["9a"]["data"]["clinical_columns"] == clinical
+    assert tripod["12a"]["data"] == {"n_folds": 3, "seed": 0, "evaluation_splits": ["test", "test2"]}
+    assert tripod["12c"]["data"]["classifiers"] == ["lr", "nb", "rf"]
+    assert tripod["12c"]["data"]["max_features"] == bundle["config"]["max_features"]
+    assert tripod["27a"]["data"] == {s: {m: 0 for m in bundle["models"]} for s in ("test", "test2")}
+    params = yaml.safe_load(study["params"].read_text())
+    assert radiomics_items["11"]["data"]["binWidth"] == params["setting"]["binWidth"]
+    assert set(radiomics_items["13"]["data"]["image_types"]) == set(params["imageType"])
+    assert set(radiomics_items["13"]["data"]["feature_classes"]) == set(params["featureClass"])
+    metrics = study["metrics"]
+    assert metrics["provenance"]["habitats"]["model"] == bundle["config"]["analysis"]["habitat_model"]
+    assert metrics["run"]["evaluation"]["manifest_sha256"] == sha256_file(study["manifest"])
+    statuses = [i["status"] for block in checklist.values() for i in block["items"]]
+    assert set(statuses) == {FILLED, PARTLY, TO_COMPLETE}
+    print({s: statuses.count(s) for s in (FILLED, PARTLY, TO_COMPLETE)})
+    if CHROMIUM is not None:  # the browser itself is tested in test_report; here: the real report fits the page
+        seen = browser_check(study["report"])
+        assert all(i["loaded"] for i in seen["images"]) and seen["overflowing"] == [], seen["overflowing"]
 
 
 def _pooled_auc(study, model: str) -> float:

@@ -7,12 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
+from browser import CHROMIUM, browser_check
 from matplotlib import image as mpimg
 
 from DPETResponseLib.core.errors import InputError
 from DPETResponseLib.reporting import evaluation as ev
+from DPETResponseLib.reporting.checklist import FILLED, PARTLY, TO_COMPLETE, TRIPOD_AI
 from DPETResponseLib.reporting.figures import gradcam_montage
-from DPETResponseLib.reporting.report import write_report, write_report_from_dir
+from DPETResponseLib.reporting.report import split_sentence, write_report, write_report_from_dir
 
 MODELS = ["clinical", "radiomics", "fusion_decision"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -100,20 +102,21 @@ def test_html_names_every_model_and_split_and_links_only_existing_files(report):
         assert name in text
     assert "Test &lt;report&gt;" in text  # escaped
     links = _links(text)
-    assert len(links) == 2 * 3 + 2  # ROC/calibration/decision for test1 and test2, and the two Grad-CAM montages
+    # the summary's ROC and decision curves of test1 and test2, then ROC/calibration/decision/comparisons of each
+    # split, and the two Grad-CAM montages
+    assert len(links) == 2 * 2 + 2 * 4 + 2 and len(set(links)) == 2 * 4 + 2
     for link in links:
         assert not link.startswith(("/", "http")) and (out / link).is_file(), link
     assert "figures/elsewhere_gradcam.png" in links  # copied into the folder
     assert "gone.png" not in links and "gone.png not found" in text
     assert "2 of 2 cases are positive" in text  # the one-class split says why it was not evaluated
     m = metrics["splits"]["test1"]["models"]["radiomics"]
-    assert f"{m['auc']:.3f}" in text and f"[{m['auc_ci'][0]:.3f}, {m['auc_ci'][1]:.3f}]" in text
+    assert f"{m['auc']:.3f}" in text and f"[{m['auc_ci'][0]:.3f}, {m['auc_ci'][1]:.3f}]" in text  # model card
+    assert f"{m['auc']:.2f} ({m['auc_ci'][0]:.2f}-{m['auc_ci'][1]:.2f})" in text  # summary
     boot = m["auc_ci_bootstrap"]
     assert f"[{boot[0]:.3f}, {boot[1]:.3f}]" in text
     assert "0.812" in text and "auc_by_split.test1" in text  # oracle table
     assert len(metrics["splits"]["test1"]["comparisons"]) == 3
-    p = metrics["splits"]["test1"]["comparisons"][0]["p_value"]
-    assert (f"{p:.3f}" if p >= 0.001 else "&lt;0.001") in text
     assert not [f for f in out.rglob("*") if ".tmp" in f.name]  # no temporary file left behind
 
 
@@ -121,6 +124,7 @@ def test_metrics_and_predictions_round_trip(report):
     path, predictions, metrics = report
     loaded = json.loads((path.parent / "metrics.json").read_text())
     assert set(loaded) == {"splits", "oracle", "settings"}
+    assert (path.parent / "checklist.json").is_file()
     for split in ("test1", "test2"):
         for name in MODELS:
             got, want = loaded["splits"][split]["models"][name], metrics["splits"][split]["models"][name]
@@ -137,7 +141,7 @@ def test_metrics_and_predictions_round_trip(report):
 
 def test_figures_are_valid_pngs_with_content(report):
     out = report[0].parent
-    for kind in ("roc", "calibration", "decision"):
+    for kind in ("roc", "calibration", "decision", "comparisons"):
         for split in ("test1", "test2"):
             px = _png_pixels(out / f"{kind}_{split}.png")
             assert px.shape[0] > 300 and px.shape[1] > 300
@@ -219,7 +223,98 @@ def test_suv_conversion_section_counts_rules_and_lists_each_case(cohort, tmp_pat
     _, nifti = read_pet_with_provenance(shared_data / "sts_pet" / "STS_001" / "PET_image.nii.gz")
     records = {"test1_000": dicom, "test1_001": nifti, "test1_002": nifti}
     text = write_report(tmp_path, predictions, {**metrics, "suv_conversion": records}).read_text()
-    section = text[text.index("<h2>SUV conversion"):text.index("<h2>Settings")]
+    section = text[text.index("<h3>SUV conversion"):text.index("</details>", text.index("<h3>SUV conversion"))]
     assert section.count("<tr") == 1 + 2 + 1 + 3  # rule counts (header + 2 rules), per case (header + 3 cases)
     assert ">2<" in section and ">1<" in section  # two NIfTI cases, one DICOM case
     assert "RadionuclideTotalDose 368.08 read as MBq" in section and "SeriesDate/SeriesTime" in section
+
+
+def _significance_block_probs() -> dict:
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 150)
+    weak = y * 0.4 + rng.normal(size=y.size)
+    return {"weak": weak, "near": weak + rng.normal(0, 0.1, y.size), "strong": y * 2.0 + rng.normal(size=y.size)}
+
+
+def _significance_block():
+    """300 cases where `strong` beats `weak` and `near` by paired DeLong and `near` does not differ from `weak`."""
+    probs = _significance_block_probs()
+    return ev.evaluate_split(np.repeat([0, 1], 150), probs, {m: 0.5 for m in probs}, reference_model="weak",
+                             n_boot=50)
+
+
+def test_split_sentence_says_which_differences_are_significant():
+    block = _significance_block()
+    p = {frozenset((c["model_a"], c["model_b"])): c["p_value"] for c in block["comparisons"]}
+    assert p[frozenset(("strong", "weak"))] < 0.05 and p[frozenset(("strong", "near"))] < 0.05
+    assert p[frozenset(("near", "weak"))] >= 0.05
+    text = split_sentence("test", block)
+    best = block["models"]["strong"]
+    assert text.startswith(f"test (300 cases, 150 pCR): highest AUC strong, {best['auc']:.2f} (95% CI "
+                           f"{best['auc_ci'][0]:.2f}-{best['auc_ci'][1]:.2f}).")
+    assert "2 of 3 paired differences are significant" in text
+    assert "strong above weak (p <0.001), near (p <0.001)" in text
+    assert "the other 1 are not" in text and "Beat the weak" in text
+    probs = _significance_block_probs()
+    none = ev.evaluate_split(np.repeat([0, 1], 150), {m: probs[m] for m in ("weak", "near")},
+                             {"weak": 0.5, "near": 0.5}, n_boot=50)
+    assert "None of the 1 paired differences is significant" in split_sentence("x", none)
+    assert split_sentence("one", ev.evaluate_split([1, 1], {"a": [0.2, 0.3]}, {"a": 0.5})).startswith(
+        "one (2 cases, 2 pCR): not evaluated (2 of 2 cases are positive")
+
+
+def test_summary_comes_first_with_best_and_reference_marked(cohort, tmp_path):
+    predictions, metrics = cohort
+    metrics = {**metrics, "splits": {**metrics["splits"], "sig": _significance_block()}}
+    text = write_report(tmp_path, predictions, metrics).read_text()
+    order = [text.index(f"<section id='{s}'>") for s in ("summary", "models", "splits", "checklists", "provenance",
+                                                          "synthetic")]
+    assert order == sorted(order)  # the answer first, the generator's ground truth last
+    summary = text[order[0]:order[1]]
+    for split in ("test1", "test2"):
+        models = metrics["splits"][split]["models"]
+        best = max(models, key=lambda m: models[m]["auc"])
+        lo, hi = models[best]["auc_ci"]
+        assert f"<td class='best'>&#9733; {models[best]['auc']:.2f} ({lo:.2f}-{hi:.2f})</td>" in summary
+    assert summary.count("<td class='best'>") == 3  # one best per scored split (test1, test2, sig)
+    assert "weak (reference)" in summary and "<tr class='baseline'><td>weak (reference)" in summary
+    assert summary.count("<li>") == 4 and "strong above weak" in summary
+    assert "roc_test1.png" in summary and "decision_test2.png" in summary and "calibration" not in summary
+
+
+def test_checklist_lists_every_item_and_fills_what_the_metrics_know(report):
+    path, predictions, metrics = report
+    checklist = json.loads((path.parent / "checklist.json").read_text())
+    assert list(checklist) == ["TRIPOD+AI", "METRICS"]
+    tripod = {i["item"]: i for i in checklist["TRIPOD+AI"]["items"]}
+    assert list(tripod) == list(TRIPOD_AI) and len(tripod) == 52
+    assert [i["item"] for i in checklist["METRICS"]["items"]] == [str(n) for n in range(1, 31)]
+    for block in checklist.values():
+        for item in block["items"]:
+            assert item["status"] in (FILLED, PARTLY, TO_COMPLETE), item
+    # events per split, counted from predictions.csv (not from metrics)
+    back = pd.read_csv(path.parent / "predictions.csv")
+    counted = {s: {"n": len(r), "events": int(r["label"].sum())} for s, r in back.groupby("split")}
+    assert tripod["10"]["data"] == tripod["21"]["data"] == {**counted, "temporal": {"n": 2, "events": 2}}
+    radiomics = metrics["splits"]["test1"]["models"]["radiomics"]
+    assert tripod["23a"]["data"]["test1"]["radiomics"] == {"auc": radiomics["auc"], "auc_ci": list(radiomics["auc_ci"])}
+    # without the run's record (a bare metrics dict), what only the record knows is left to the authors
+    assert tripod["22"]["status"] == tripod["20a"]["status"] == tripod["1"]["status"] == TO_COMPLETE
+    text = path.read_text()
+    assert "Reporting checklists" in text and "Collins GS et al. BMJ 2024" in text
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium; "
+                                              ".ci/run installs it)")
+def test_report_in_a_real_browser_loads_every_figure_and_fits_1280_px(report):
+    path = report[0]
+    seen = browser_check(path, width=1280)
+    srcs = _links(path.read_text())
+    assert [i["src"] for i in seen["images"]] == srcs
+    assert all(i["loaded"] for i in seen["images"]), [i for i in seen["images"] if not i["loaded"]]
+    assert min(i["shown_width"] for i in seen["images"]) > 250
+    assert seen["client_width"] == 1280 and seen["scroll_width"] <= 1280 and seen["overflowing"] == []
+    wide = path.with_name("wide.html")  # the check sees an element wider than the page
+    wide.write_text(path.read_text().replace("</body>", "<div>" + "x" * 400 + "</div></body>"))
+    seen = browser_check(wide, width=1280)
+    assert seen["scroll_width"] > 1280 and "div: " + "x" * 80 in seen["overflowing"]

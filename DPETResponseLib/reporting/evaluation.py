@@ -18,6 +18,9 @@ from scipy import optimize, special, stats
 
 from ..core.errors import InputError
 
+#: Significance level of every paired comparison the reports state as significant or not (unadjusted).
+ALPHA = 0.05
+
 
 def _check(y, p, name: str = "predictions") -> tuple[np.ndarray, np.ndarray]:
     """``y`` as a 0/1 int array and ``p`` as floats, same length, finite; else InputError naming ``name``."""
@@ -315,7 +318,7 @@ def evaluate_split(y, probs: dict, thresholds: dict, reference_model: str | None
     return out
 
 
-def reference_verdict(block: dict, reference: str, alpha: float = 0.05) -> dict:
+def reference_verdict(block: dict, reference: str, alpha: float = ALPHA) -> dict:
     """Which models beat ``reference`` on a split evaluated by `evaluate_split`: a higher AUC and a paired
     DeLong p below ``alpha``. Returns ``{"beaten_by": [model, ...], "text": one sentence for the report}``."""
     models = block.get("models", {})

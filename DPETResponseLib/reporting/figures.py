@@ -160,3 +160,40 @@ def gradcam_montage(image, mask, cam, path, n_slices: int = 5, case: str | None 
 
 
 # ---------------------------------------------------------------------------------------------------- HTML
+
+
+def plot_comparison_matrix(comparisons: list[dict], models: list[str], path, title: str, alpha: float) -> Path:
+    """Paired comparisons of one split as a matrix: cell (row A, column B) is AUC(A) - AUC(B), coloured by the
+    difference, with the paired DeLong p below it; cells with p < ``alpha`` are outlined."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    if not comparisons:
+        raise InputError("plot_comparison_matrix: no comparisons to draw")
+    index = {m: i for i, m in enumerate(models)}
+    diff = np.full((len(models), len(models)), np.nan)
+    p_value = np.full_like(diff, np.nan)
+    for c in comparisons:
+        a, b = index[c["model_a"]], index[c["model_b"]]
+        diff[a, b], diff[b, a] = c["diff"], -c["diff"]
+        p_value[a, b] = p_value[b, a] = c["p_value"]
+    span = max(float(np.nanmax(np.abs(diff))), 0.05)
+    size = 0.7 * len(models) + 2.2
+    fig = Figure(figsize=(size + 1.0, size))
+    ax = fig.subplots()
+    shown = ax.imshow(diff, cmap="RdBu", vmin=-span, vmax=span)
+    for a in range(len(models)):
+        for b in range(len(models)):
+            if np.isnan(diff[a, b]):
+                continue
+            p = p_value[a, b]
+            ax.text(b, a, f"{diff[a, b]:+.2f}\np {'<0.001' if p < 0.001 else f'{p:.2f}'}", ha="center",
+                    va="center", fontsize=7, fontweight="bold" if p < alpha else "normal",
+                    color="white" if abs(diff[a, b]) > 0.6 * span else "black")
+            if p < alpha:
+                ax.add_patch(Rectangle((b - 0.5, a - 0.5), 1, 1, fill=False, lw=1.6, ec="k"))
+    ax.set_xticks(range(len(models)), models, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(models)), models, fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(shown, ax=ax, fraction=0.04, pad=0.02, label="AUC(row) - AUC(column)")
+    return save_figure(fig, path)

@@ -18,7 +18,9 @@ from ..core.errors import InputError
 from ..core.files import atomic_write, plain, write_text
 from ..io.suv import rule_counts
 from . import evaluation
-from .figures import save_figure
+from .checklist import CHECKLIST_FILE, TO_COMPLETE, build_checklist
+from .evaluation import ALPHA
+from .figures import plot_comparison_matrix, save_figure
 
 FIXED_COLUMNS = ("case_id", "split", "label")
 FIGURES_FILE = "figures.json"  # caption -> relative path of the extra figures, so the report can be rebuilt
@@ -105,6 +107,12 @@ def _split_figures(out_dir: Path, split: str, rows: pd.DataFrame, models: list[s
            ylim=(-0.05, max(top, float(dc["treat_all"].max()), 0.05) + 0.05))
     ax.legend(fontsize=7)
     made["Decision curves"] = save_figure(fig, out_dir / f"decision_{stem}.png")
+
+    comparisons = split_metrics.get("comparisons", [])
+    if comparisons:
+        compared = [m for m in models if any(m in (c["model_a"], c["model_b"]) for c in comparisons)]
+        made["Paired comparisons"] = plot_comparison_matrix(comparisons, compared, out_dir / f"comparisons_{stem}.png",
+                                                            f"Paired DeLong comparisons: {split}", alpha=ALPHA)
     return made
 
 
@@ -126,35 +134,44 @@ def _table(frame: pd.DataFrame) -> str:
     return frame.to_html(index=False, escape=True, border=0, classes="metrics")
 
 
-MODEL_COLUMNS = [("AUC", "auc"), ("DeLong 95% CI", "auc_ci"), ("bootstrap 95% CI", "auc_ci_bootstrap"),
-                 ("threshold", "threshold"), ("sensitivity", "sensitivity"), ("specificity", "specificity"),
-                 ("accuracy", "accuracy"), ("balanced acc.", "balanced_accuracy"), ("PPV", "ppv"), ("NPV", "npv"),
-                 ("Brier", "brier"), ("cal. slope", "calibration_slope"),
-                 ("cal. intercept", "calibration_intercept")]
+MODEL_ROWS = [("cases scored", "n"), ("missing probability", "n_missing"), ("cases with imputed inputs", "n_imputed"),
+              ("AUC", "auc"), ("DeLong 95% CI", "auc_ci"), ("bootstrap 95% CI", "auc_ci_bootstrap"),
+              ("p vs baseline (paired DeLong)", "p_value_vs_reference"), ("threshold", "threshold"),
+              ("sensitivity", "sensitivity"), ("specificity", "specificity"), ("accuracy", "accuracy"),
+              ("balanced accuracy", "balanced_accuracy"), ("PPV", "ppv"), ("NPV", "npv"), ("Brier score", "brier"),
+              ("calibration slope", "calibration_slope"), ("calibration intercept", "calibration_intercept")]
+
+#: What to look at in each kind of figure (by the caption's start).
+GUIDES = {
+    "ROC curves": "Sensitivity against 1 - specificity as the threshold moves; the legend gives each AUC with its "
+                  "DeLong 95% CI. The further a curve bows to the top left, the better it ranks pCR above non-pCR; "
+                  "the dotted diagonal is chance.",
+    "Calibration curves": "Mean predicted probability against the observed pCR fraction in 5 bins. Points on the "
+                          "diagonal are calibrated; above it the model under-predicts pCR, below it over-predicts.",
+    "Decision curves": "Net benefit of acting on the model across threshold probabilities, against acting for "
+                       "everyone (dashed) or no one (grey). A model helps only where its curve lies above both.",
+    "Paired comparisons": "Cell (row, column): AUC of the row model minus AUC of the column model, and the paired "
+                          "DeLong p (unadjusted). Outlined, bold cells differ at p < 0.05; pale cells do not.",
+    "SHAP summary": "One row per input, most important on top; one dot per case. Dots right of 0 push the "
+                    "prediction towards pCR; colour is the input's value (red high, blue low, grey unknown).",
+    "Fusion": "How much of each fusion's mean |SHAP| comes from each input: a fusion resting on one input adds "
+              "little over that input's own model.",
+    "Grad-CAM": "Where the CNN's evidence lies (heat) on the PET (grey) and the tumour contour (green); heat far "
+                "outside the contour means the CNN looks at the surroundings.",
+}
 
 
-def _models_table(models: dict) -> str:
-    rows = []
-    for name, m in models.items():
-        row = {"model": name, "n": _fmt(m.get("n")), "missing": _fmt(m.get("n_missing")),
-               "imputed inputs": _fmt(m.get("n_imputed"))}
-        if "skipped" in m:
-            row["AUC"] = f"not computed: {m['skipped']}"
-        else:
-            row.update({label: _fmt(m.get(key)) for label, key in MODEL_COLUMNS})
-            if "constant" in m:
-                row["AUC"] += f" ({m['constant']})"
-            if "p_value_vs_reference" in m:
-                row["p vs reference"] = _fmt_p(m["p_value_vs_reference"])
-        rows.append(row)
-    return _table(pd.DataFrame(rows).fillna("-"))
+def _guide(caption: str) -> str:
+    return next((text for start, text in GUIDES.items() if caption.startswith(start)), "")
 
 
-def _comparisons_table(comparisons: list) -> str:
-    rows = [{"model A": c["model_a"], "model B": c["model_b"], "n": _fmt(c.get("n")), "AUC A": _fmt(c.get("auc_a")),
-             "AUC B": _fmt(c.get("auc_b")), "difference": _fmt(c.get("diff")), "95% CI": _fmt(c.get("diff_ci")),
-             "z": _fmt(c.get("z"), 2), "p (DeLong)": _fmt_p(c.get("p_value"))} for c in comparisons]
-    return _table(pd.DataFrame(rows))
+def _img(out_dir: Path, path: Path, caption: str) -> str:
+    if not path.is_file():
+        return f"<p class='missing'>{html.escape(caption)}: figure file {html.escape(path.name)} not found.</p>"
+    rel = path.resolve().relative_to(out_dir.resolve()).as_posix()
+    guide = _guide(caption)
+    return (f"<figure><img src='{html.escape(rel)}' alt='{html.escape(caption)}'>"
+            f"<figcaption><b>{html.escape(caption)}.</b> {html.escape(guide)}</figcaption></figure>")
 
 
 def _flat(value, prefix: str = "") -> list[tuple[str, str]]:
@@ -166,21 +183,16 @@ def _flat(value, prefix: str = "") -> list[tuple[str, str]]:
     return [(prefix, _fmt(value))]
 
 
-def _img(out_dir: Path, path: Path, caption: str) -> str:
-    if not path.is_file():
-        return f"<p class='missing'>{html.escape(caption)}: figure file {html.escape(path.name)} not found.</p>"
-    rel = path.resolve().relative_to(out_dir.resolve()).as_posix()
-    return (f"<figure><img src='{html.escape(rel)}' alt='{html.escape(caption)}'>"
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
-
-
-STYLE = """body{font-family:sans-serif;margin:2em;max-width:1300px;color:#222}
+STYLE = """body{font-family:sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222;line-height:1.35}
 table.metrics{border-collapse:collapse;font-size:13px;margin:0.5em 0 1em}
-table.metrics th,table.metrics td{border:1px solid #ccc;padding:3px 7px;text-align:right}
+table.metrics th,table.metrics td{border:1px solid #ccc;padding:3px 7px;text-align:right;overflow-wrap:anywhere}
 table.metrics td:first-child,table.metrics th:first-child{text-align:left}
-figure{display:inline-block;margin:0.5em;vertical-align:top}figure img{max-width:560px}
-figcaption{font-size:12px;color:#555;max-width:560px}.note{font-size:12px;color:#555}.missing{color:#a00}
-pre{background:#f6f6f6;padding:0.7em;font-size:12px;overflow:auto}"""
+table.wide td{text-align:left;max-width:760px}
+td.best{font-weight:bold;background:#eaf4ea}tr.baseline td{font-style:italic;background:#f4f4f4}
+figure{display:inline-block;margin:0.5em;vertical-align:top;max-width:560px}figure img{max-width:100%}
+figcaption{font-size:12px;color:#444}.note{font-size:12px;color:#555}.missing{color:#a00}
+details{margin:0.3em 0}summary{cursor:pointer}ul.verdicts li{margin:0.3em 0}
+pre{background:#f6f6f6;padding:0.7em;font-size:12px;overflow:auto;max-height:30em}"""
 
 NOTES = ("AUC CIs: DeLong (plain Wald interval on the AUC scale, clipped to [0, 1], as pROC) and stratified "
          "percentile bootstrap. Threshold metrics use the threshold fixed on the training data (Youden); "
@@ -189,42 +201,186 @@ NOTES = ("AUC CIs: DeLong (plain Wald interval on the AUC scale, clipped to [0, 
          "fixed at 1; 0 is ideal). Comparisons: paired two-sided DeLong tests, not adjusted for multiplicity.")
 
 
+def _held_out(metrics: dict) -> list[str]:
+    return [s for s, b in metrics["splits"].items() if s != "train_cv" and b.get("models")]
+
+
+def _splits_in_order(metrics: dict) -> list[str]:
+    """Held-out splits first, then the cross-validated training estimates (train_cv)."""
+    return sorted(metrics["splits"], key=lambda s: s == "train_cv")
+
+
+def _best(block: dict) -> str | None:
+    scored = {m: v["auc"] for m, v in block.get("models", {}).items() if v.get("auc") is not None}
+    return max(scored, key=scored.get) if scored else None
+
+
+def _auc_cell(stats: dict | None) -> str:
+    if not stats:
+        return "-"
+    if "skipped" in stats:
+        return "not scored"
+    lo, hi = stats["auc_ci"]
+    return f"{stats['auc']:.2f} ({lo:.2f}-{hi:.2f})" + (" constant" if "constant" in stats else "")
+
+
+def _summary_table(metrics: dict) -> str:
+    """Models x splits: AUC (DeLong 95% CI); the best model of each split and the baseline row marked."""
+    splits = [s for s in _splits_in_order(metrics) if metrics["splits"][s].get("models")]
+    models = list(dict.fromkeys(m for s in splits for m in metrics["splits"][s]["models"]))
+    reference = next((metrics["splits"][s]["reference_model"] for s in splits
+                      if metrics["splits"][s].get("reference_model")), None)
+    best = {s: _best(metrics["splits"][s]) for s in splits}
+    head = "".join(f"<th>{html.escape(s)} (n={metrics['splits'][s]['n']}, pCR {metrics['splits'][s]['n_positive']})"
+                   "</th>" for s in splits)
+    rows = []
+    for m in models:
+        cells = "".join(f"<td class='{'best' if best[s] == m else ''}'>{'&#9733; ' if best[s] == m else ''}"
+                        f"{html.escape(_auc_cell(metrics['splits'][s]['models'].get(m)))}</td>" for s in splits)
+        label = html.escape(m) + (" (reference)" if m == reference else "")
+        rows.append(f"<tr class='{'baseline' if m == reference else ''}'><td>{label}</td>{cells}</tr>")
+    return (f"<table class='metrics summary'><tr><th>model</th>{head}</tr>{''.join(rows)}</table>"
+            "<p class='note'>AUC (DeLong 95% CI). &#9733; highest AUC of the split. train_cv: out-of-fold "
+            "cross-validated estimates on the training cases; the other columns are held-out splits no model saw in "
+            "training." + (f" The {html.escape(reference)} row is the reference every model is tested against."
+                           if reference else "") + "</p>")
+
+
+def split_sentence(split: str, block: dict, alpha: float = ALPHA) -> str:
+    """What the CIs allow on one split: the best model, which paired differences are significant (DeLong) and
+    which are not, and whether any model beats the baseline."""
+    head = f"{split} ({block.get('n')} cases, {block.get('n_positive')} pCR)"
+    if block.get("skipped") or not block.get("models"):
+        return f"{head}: not evaluated ({block.get('skipped', 'no model scored')})."
+    best = _best(block)
+    if best is None:
+        return f"{head}: no model could be scored."
+    b = block["models"][best]
+    text = f"{head}: highest AUC {best}, {b['auc']:.2f} (95% CI {b['auc_ci'][0]:.2f}-{b['auc_ci'][1]:.2f})."
+    comparisons = block.get("comparisons", [])
+    significant = [c for c in comparisons if c["p_value"] < alpha]
+    if not comparisons:
+        text += " No paired comparison could be made."
+    elif not significant:
+        text += (f" None of the {len(comparisons)} paired differences is significant (paired DeLong p >= {alpha:g}, "
+                 "unadjusted): the data do not separate these models.")
+    else:
+        above: dict[str, list[str]] = {}
+        for c in significant:
+            hi, lo = (c["model_a"], c["model_b"]) if c["diff"] > 0 else (c["model_b"], c["model_a"])
+            above.setdefault(hi, []).append(f"{lo} (p {_fmt_p(c['p_value'])})")
+        text += (f" {len(significant)} of {len(comparisons)} paired differences are significant (paired DeLong "
+                 f"p < {alpha:g}, unadjusted): " + "; ".join(f"{hi} above {', '.join(lo)}" for hi, lo in above.items())
+                 + f"; the other {len(comparisons) - len(significant)} are not.")
+    if block.get("reference_verdict"):
+        text += " " + block["reference_verdict"]["text"]
+    return text
+
+
+def _summary(out_dir: Path, metrics: dict, split_figures: dict) -> str:
+    shown = _held_out(metrics) or [s for s in metrics["splits"] if metrics["splits"][s].get("models")]
+    figures = "".join(_img(out_dir, split_figures[s][kind], f"{kind}, {s}") for s in shown
+                      for kind in ("ROC curves", "Decision curves") if kind in split_figures.get(s, {}))
+    sentences = "".join(f"<li>{html.escape(split_sentence(s, metrics['splits'][s]))}</li>"
+                        for s in _splits_in_order(metrics))
+    return ("<section id='summary'><h2>Summary</h2>" + _summary_table(metrics)
+            + f"<ul class='verdicts'>{sentences}</ul><div>{figures}</div></section>")
+
+
+def _model_card(name: str, per_split: dict) -> str:
+    """One model's statistics on every split (rows: statistics, columns: splits), as a collapsible card."""
+    splits = list(per_split)
+    rows = []
+    for label, key in MODEL_ROWS:
+        values = [per_split[s].get(key) for s in splits]
+        if all(v is None for v in values):
+            continue
+        cells = "".join(f"<td>{_fmt_p(v) if key.startswith('p_value') else _fmt(v)}</td>" for v in values)
+        rows.append(f"<tr><td>{label}</td>{cells}</tr>")
+    notes = [f"{s}: {per_split[s][k]}" for s in splits for k in ("skipped", "constant") if k in per_split[s]]
+    head = "".join(f"<th>{html.escape(s)}</th>" for s in splits)
+    aucs = ", ".join(f"{s} {_auc_cell(per_split[s])}" for s in splits)
+    return (f"<details class='model'><summary><b>{html.escape(name)}</b>: AUC {html.escape(aucs)}</summary>"
+            f"<table class='metrics'><tr><th>statistic</th>{head}</tr>{''.join(rows)}</table>"
+            + "".join(f"<p class='note'>{html.escape(n)}</p>" for n in notes) + "</details>")
+
+
+def _model_cards(metrics: dict) -> str:
+    splits = {s: b["models"] for s, b in metrics["splits"].items() if b.get("models")}
+    models = list(dict.fromkeys(m for block in splits.values() for m in block))
+    return "".join(_model_card(m, {s: block[m] for s, block in splits.items() if m in block}) for m in models)
+
+
+def _checklist_section(checklist: dict) -> str:
+    parts = ["<section id='checklists'><h2>Reporting checklists</h2><p class='note'>Filled from this run where it "
+             f"knows the answer; also written to {CHECKLIST_FILE}. Items marked &ldquo;{TO_COMPLETE}&rdquo; need "
+             "what only the authors know.</p>"]
+    for name, block in checklist.items():
+        filled = sum(i["status"] != TO_COMPLETE for i in block["items"])
+        rows = [{"item": i["item"], "topic": i["topic"], "status": i["status"], "value": i.get("value", "")}
+                for i in block["items"]]
+        parts.append(f"<details><summary><b>{html.escape(name)}</b> ({html.escape(block['reference'])}): {filled} "
+                     f"of {len(rows)} items filled or partly filled</summary>"
+                     + pd.DataFrame(rows).to_html(index=False, escape=True, border=0, classes="metrics wide")
+                     + "</details>")
+    return "".join(parts) + "</section>"
+
+
 def _suv_section(records: dict) -> str:
     """How each evaluated case's PET became SUV (IBSI reporting: the SUV conversion and the tags it used)."""
     rows = [{"case": case, "source": r.get("source"), "SUV type": r.get("dicom_suv_type", r.get("suv_type")),
              "rule": r.get("rule"), "decay reference": r.get("values", {}).get("reference_time_from", "-"),
              "notes": "; ".join(r.get("notes", [])) or "-"} for case, r in records.items()]
     counts = pd.DataFrame(list(rule_counts(records).items()), columns=["rule", "cases"])
-    return ("<h2>SUV conversion of the evaluated PET images</h2>" + _table(counts)
+    return ("<h3>SUV conversion of the evaluated PET images</h3>" + _table(counts)
             + "<details><summary>Per case (rule, decay reference time, notes)</summary>"
             + _table(pd.DataFrame(rows)) + "</details>")
 
 
-def _html(out_dir: Path, title: str, metrics: dict, split_figures: dict, extra: dict) -> str:
+def _provenance_section(metrics: dict) -> str:
+    """IBSI reporting: SUV conversion, radiomics settings, segmentation, habitats, CNN input, software versions."""
+    prov, run = metrics.get("provenance") or {}, metrics.get("run") or {}
+    parts = ["<section id='provenance'><h2>Provenance (image processing and software)</h2>"]
+    if metrics.get("suv_conversion"):
+        parts.append(_suv_section(metrics["suv_conversion"]))
+    if prov.get("radiomics"):
+        r = prov["radiomics"]
+        rows = [("parameter file", r.get("parameter_file")), *_flat(r["settings"], "setting"),
+                ("image types", ", ".join(f"{k} {v or ''}".strip() for k, v in r["image_types"].items())),
+                ("feature classes", ", ".join(r["feature_classes"]))]
+        parts.append("<h3>Radiomics (pyradiomics) settings</h3>"
+                     + _table(pd.DataFrame(rows, columns=["setting", "value"]).astype(str)))
+    for key, heading in (("segmentation", "Segmentation"), ("habitats", "Metabolic subregions (habitats)"),
+                         ("ith", "Intratumoural heterogeneity score"), ("deep_input", "CNN input")):
+        if prov.get(key):
+            rows = pd.DataFrame(_flat(prov[key]), columns=["setting", "value"])
+            parts.append(f"<h3>{heading}</h3>" + _table(rows))
+    if run.get("bundle"):
+        trained, now = run["bundle"].get("versions", {}), run["evaluation"].get("versions", {})
+        rows = [{"package": p, "training": trained.get(p, "-"), "this evaluation": now.get(p, "-")}
+                for p in dict.fromkeys([*trained, *now])]
+        parts.append("<h3>Software versions</h3>" + _table(pd.DataFrame(rows).fillna("-"))
+                     + f"<p class='note'>Bundle {html.escape(str(run['bundle'].get('path')))}, content sha256 "
+                     f"{html.escape(str(run['bundle'].get('content_sha256')))}; evaluation manifest sha256 "
+                     f"{html.escape(str(run['evaluation'].get('manifest_sha256')))}; analysis code "
+                     f"{html.escape(str(prov.get('analysis_code')))}.</p>")
+    return "".join(parts) + "</section>"
+
+
+def _html(out_dir: Path, title: str, metrics: dict, split_figures: dict, extra: dict, checklist: dict) -> str:
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
-             f"<p class='note'>{html.escape(NOTES)}</p>"]
-    summary = [{"split": s, "cases": b.get("n"), "pCR": b.get("n_positive"), "models": len(b.get("models", {}))}
-               for s, b in metrics["splits"].items()]
-    parts.append("<h2>Splits</h2>" + _table(pd.DataFrame(summary, columns=["split", "cases", "pCR", "models"])))
-    if metrics.get("oracle"):
-        oracle = pd.DataFrame(_flat(metrics["oracle"]), columns=["quantity", "value"])
-        parts.append("<h2>Oracle (ground truth of the synthetic cohort)</h2>" + _table(oracle))
-    for split, block in metrics["splits"].items():
-        parts.append(f"<h2>Split: {html.escape(str(split))}</h2><p>{_fmt(block.get('n'))} cases, "
-                     f"{_fmt(block.get('n_positive'))} pCR.</p>")
-        if block.get("skipped"):
-            parts.append(f"<p class='missing'>Not evaluated: {html.escape(block['skipped'])}</p>")
-        if block.get("models"):
-            parts.append("<h3>Models</h3>" + _models_table(block["models"]))
-        if block.get("reference_verdict"):
-            parts.append(f"<p class='verdict'><b>{html.escape(block['reference_verdict']['text'])}</b></p>")
-        if block.get("comparisons"):
-            parts.append("<h3>Paired DeLong comparisons</h3>" + _comparisons_table(block["comparisons"]))
+             _summary(out_dir, metrics, split_figures),
+             "<section id='models'><h2>Every model, every statistic</h2>"
+             f"<p class='note'>{html.escape(NOTES)}</p>{_model_cards(metrics)}</section>",
+             "<section id='splits'><h2>Figures per split</h2>"]
+    for split in _splits_in_order(metrics):
+        block = metrics["splits"][split]
+        parts.append(f"<h3>{html.escape(str(split))}</h3><p>{html.escape(split_sentence(split, block))}</p>")
         figures = split_figures.get(split, {})
-        if figures:
-            parts.append("<div>" + "".join(_img(out_dir, p, f"{kind}, {split}") for kind, p in figures.items())
-                         + "</div>")
+        parts.append("<div>" + "".join(_img(out_dir, p, f"{kind}, {split}") for kind, p in figures.items())
+                     + "</div>")
+    parts.append("</section>")
     if metrics.get("choices"):
         chosen_keys = ("feature_set", "classifier", "weights")
         rows = [{"model": model, "chosen": ", ".join(f"{k}: {v}" for k, v in c.items() if k in chosen_keys),
@@ -239,13 +395,20 @@ def _html(out_dir: Path, title: str, metrics: dict, split_figures: dict, extra: 
         parts.append("<h2>What each fusion rests on (share of mean |SHAP|)</h2>"
                      + _table(shares.rename_axis("model").reset_index()))
     if extra:
-        parts.append("<h2>Explanations and other figures</h2><div>"
+        parts.append("<h2>Explanations</h2><div>"
                      + "".join(_img(out_dir, p, caption) for caption, p in extra.items()) + "</div>")
-    if metrics.get("suv_conversion"):
-        parts.append(_suv_section(metrics["suv_conversion"]))
+    parts.append(_checklist_section(checklist))
+    parts.append(_provenance_section(metrics))
+    if metrics.get("oracle"):
+        oracle = pd.DataFrame(_flat(metrics["oracle"]), columns=["quantity", "value"])
+        parts.append("<section id='synthetic'><h2>Synthetic cohort: the generator's ground truth</h2><p class='note'>"
+                     "This cohort was made by the project's generator; the oracle is the best AUC any model can "
+                     "reach on it.</p><details><summary>Oracle and hidden factors</summary>" + _table(oracle)
+                     + "</details></section>")
     if metrics.get("settings"):
         settings = json.dumps(plain(metrics["settings"]), indent=1)
-        parts.append(f"<h2>Settings</h2><pre>{html.escape(settings)}</pre>")
+        parts.append(f"<h2>Settings</h2><details><summary>Study configuration (JSON)</summary>"
+                     f"<pre>{html.escape(settings)}</pre></details>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -257,15 +420,17 @@ def _render(out_dir: Path, predictions: pd.DataFrame, metrics: dict, extra: dict
         rows = predictions[predictions["split"].astype(str) == str(split)]
         if len(rows):
             split_figures[split] = _split_figures(out_dir, split, rows, models, metrics["splits"][split])
+    checklist = build_checklist(metrics)
+    write_text(out_dir / CHECKLIST_FILE, json.dumps(checklist, indent=1, allow_nan=False))
     path = out_dir / "report.html"
-    write_text(path, _html(out_dir, title, metrics, split_figures, extra))
+    write_text(path, _html(out_dir, title, metrics, split_figures, extra, checklist))
     return path
 
 
 def write_report(out_dir, predictions: pd.DataFrame, metrics: dict, figures: dict | None = None,
                  title: str = "DPETResponse evaluation") -> Path:
-    """Write metrics.json, predictions.csv, the ROC/calibration/decision-curve PNGs of every split and
-    report.html to ``out_dir``; returns the report's path.
+    """Write metrics.json, predictions.csv, the ROC/calibration/decision-curve/comparison PNGs of every split,
+    checklist.json (`reporting.checklist`) and report.html to ``out_dir``; returns the report's path.
 
     ``predictions`` has columns case_id, split, label and one probability column per model; ``metrics`` is
     {"splits": {split: evaluate_split(...)}, "oracle": ..., "settings": ...}. ``figures`` maps a caption to an
