@@ -2,8 +2,12 @@
 
 Thin by design: the prediction runs in a separate process (`PythonSlicer -m DPETResponseLib.cli predict`), and the
 scene work is DPETResponseLib.scene (tested outside Slicer with slicer-core). Heavy imports live inside methods.
+Needs 3D Slicer 5.10 or later (Python 3.12): on an older Slicer, loading this file stops with one message saying so.
 """
 
+from __future__ import annotations  # annotations stay text, so an older Slicer's Python gets as far as the check
+
+import contextlib
 import csv
 import importlib.metadata
 import importlib.util
@@ -12,6 +16,7 @@ import os
 import pathlib
 import re
 import shutil
+import sys
 import tempfile
 
 import qt
@@ -26,6 +31,14 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
+
+#: The oldest 3D Slicer this module runs in (its Python is 3.12; Slicer 5.8 has 3.9).
+MINIMUM_SLICER = "5.10"
+if (slicer.app.majorVersion, slicer.app.minorVersion) < tuple(map(int, MINIMUM_SLICER.split("."))):
+    raise ImportError(
+        f"D-PET Response needs 3D Slicer {MINIMUM_SLICER} or later (Python 3.12); this is Slicer "
+        f"{slicer.app.majorVersion}.{slicer.app.minorVersion} with Python {sys.version.split()[0]}. "
+        "Install a newer 3D Slicer.")
 
 #: pip requirements installed on first use (same versions as pyproject.toml). numpy and SimpleITK come with Slicer,
 #: torch with the PyTorch extension, radiomics with SlicerRadiomics; shap is installed apart (see installShap).
@@ -81,7 +94,7 @@ and a model bundle folder made by <code>dpet-response train</code>.<br>
 <b>Outputs</b> (under the PET's study): segments Tumour / Low uptake / High uptake; the Grad-CAM heat map over the
 PET; a table of the pCR probability, threshold and decision of every model, and the PET metrics (SUVmax, SUVmean,
 SUVpeak, MTV, TLG); a SHAP bar chart of the features that moved this prediction.<br>
-For research only; not a medical device.
+Needs 3D Slicer 5.10 or later. For research only; not a medical device.
 """
         self.parent.acknowledgementText = """
 Method: the D-PET pCR study (baseline dedicated breast PET of 147 HER2-positive patients; radiomics, deep
@@ -133,7 +146,8 @@ class DPETResponseParameterNode:
     tumourSegmentation: vtkMRMLSegmentationNode
     tumourSegmentId: str = ""
     seedPoint: vtkMRMLMarkupsFiducialNode
-    bundlePath: pathlib.Path
+    #: Kept in step with bundlePathLineEdit by the widget: bound as a pathlib.Path, an empty field would show "."
+    bundlePath: str = ""
     useGPU: bool = False
     showSegments: bool = True
     showGradCam: bool = True
@@ -166,6 +180,7 @@ class DPETResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.seedPointSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.ui.seedPlaceWidget.setCurrentNode)
         self.ui.tumourSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onSegmentationChanged)
         self.ui.tumourSegmentSelector.connect("currentSegmentChanged(QString)", self.onSegmentChanged)
+        self.ui.bundlePathLineEdit.connect("currentPathChanged(QString)", self.onBundlePathChanged)
         self.ui.convertSuvButton.connect("clicked(bool)", self.onConvertSuv)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
@@ -188,6 +203,8 @@ class DPETResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
 
     def onSceneStartClose(self, caller, event) -> None:
+        if self.logic.isRunning():  # its inputs are being closed: nothing it returns could be shown with them
+            self.onCancel()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -209,16 +226,23 @@ class DPETResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
             self.ui.tumourSegmentSelector.setCurrentNode(self._parameterNode.tumourSegmentation)
             self.ui.tumourSegmentSelector.setCurrentSegmentID(self._parameterNode.tumourSegmentId)
+            if self._parameterNode.bundlePath:
+                self.ui.bundlePathLineEdit.currentPath = self._parameterNode.bundlePath
+            elif self.ui.bundlePathLineEdit.currentPath:  # the bundle used last (the field's history)
+                self._parameterNode.bundlePath = self.ui.bundlePathLineEdit.currentPath
             self._checkCanApply()
 
     def _checkCanApply(self, caller=None, event=None) -> None:
         p = self._parameterNode
         running = self.logic.isRunning()
+        self.ui.cancelButton.enabled = running
+        if p is None:  # a scene is closing
+            self.ui.applyButton.enabled = False
+            return
         tumour = p.seedPoint if p.useSeedPoint else p.tumourSegmentation
-        ready = bool(p.inputVolume and tumour and str(p.bundlePath) not in ("", "."))
+        ready = bool(p.inputVolume and tumour and p.bundlePath)
         self.ui.applyButton.enabled = ready and not running
         self.ui.applyButton.toolTip = "Predict pCR" if ready else "Select a PET, a tumour and a model bundle"
-        self.ui.cancelButton.enabled = running
         self.ui.tumourSegmentationSelector.enabled = not p.useSeedPoint
         self.ui.tumourSegmentSelector.enabled = not p.useSeedPoint
         self.ui.seedPointSelector.enabled = p.useSeedPoint
@@ -230,6 +254,10 @@ class DPETResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSegmentChanged(self, segmentId) -> None:
         if self._parameterNode:
             self._parameterNode.tumourSegmentId = segmentId or ""
+
+    def onBundlePathChanged(self, path) -> None:
+        if self._parameterNode:
+            self._parameterNode.bundlePath = path
 
     def addLog(self, text: str) -> None:
         self.ui.logTextEdit.appendPlainText(text)
@@ -248,6 +276,7 @@ class DPETResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if not self.logic.checkDependencies(askConfirmation=True):
                 return
             p = self._parameterNode
+            self.ui.bundlePathLineEdit.addCurrentPathToHistory()  # offered first next time
             self.ui.logTextEdit.clear()
             self.ui.progressBar.setRange(0, 0)  # busy until the CLI reports steps
             self.logic.processAsync(
@@ -335,7 +364,7 @@ class DPETResponseLogic(ScriptedLoadableModuleLogic):
                                "restart Slicer.") from None
         outdated = self._missing(SLICER_REQUIREMENTS)
         if outdated:
-            raise RuntimeError(f"This Slicer's Python lacks {outdated}: use Slicer 5.8 or later.")
+            raise RuntimeError(f"This Slicer's Python lacks {outdated}: use 3D Slicer {MINIMUM_SLICER} or later.")
         torchLogic = PyTorchUtils.PyTorchUtilsLogic()
         if not torchLogic.torchInstalled() and torchLogic.installTorch(askConfirmation=askConfirmation) is None:
             return False
@@ -409,7 +438,8 @@ class DPETResponseLogic(ScriptedLoadableModuleLogic):
             sitk.WriteImage(scene.segmentation_to_labelmap(tumour, petVolumeNode, segmentId), maskPath)
             args += ["--mask", maskPath]
         elif tumour.IsA("vtkMRMLMarkupsNode"):
-            args += ["--seed", ",".join(f"{v:.4f}" for v in scene.control_point_lps(tumour))]
+            # one token: argparse reads a separate value that starts with "-" (a negative x) as an option
+            args.append("--seed=" + ",".join(f"{v:.4f}" for v in scene.control_point_lps(tumour)))
         else:
             raise ValueError(f"'{tumour.GetName()}' is neither a segmentation nor a point list.")
         return args
@@ -460,6 +490,7 @@ class DPETResponseLogic(ScriptedLoadableModuleLogic):
         """Start the prediction in a QProcess; ``onFinished(result, error)`` runs on the main thread at the end."""
         if self.isRunning():
             raise RuntimeError("A prediction is already running.")
+        program = self.pythonSlicer()
         args, outDir = self._prepare(petVolumeNode, tumour, bundlePath, segmentId)
         process = qt.QProcess()
         environment = qt.QProcessEnvironment()
@@ -477,15 +508,11 @@ class DPETResponseLogic(ScriptedLoadableModuleLogic):
                 lines.append(line)
                 onLog(line)
 
-        def finished(exitCode, exitStatus):
-            if self._process is not process:  # cancelled
-                return
-            readOutput(final=True)
-            result, error = None, None
+        def end(error=None):
+            result = None
             try:
-                if exitStatus != qt.QProcess.NormalExit or exitCode != 0:
-                    raise RuntimeError(_lastError(lines) or f"the prediction process ended with code {exitCode}")
-                result = self.loadResults(petVolumeNode, outDir, outputs)
+                if error is None:
+                    result = self.loadResults(petVolumeNode, outDir, outputs)
             except Exception as exc:  # reported to the GUI, which shows it
                 error = exc
             finally:
@@ -493,19 +520,34 @@ class DPETResponseLogic(ScriptedLoadableModuleLogic):
             if onFinished:
                 onFinished(result, error)
 
+        def finished(exitCode, exitStatus):
+            if self._process is not process:  # cancelled
+                return
+            readOutput(final=True)
+            failed = exitStatus != qt.QProcess.NormalExit or exitCode != 0
+            end(RuntimeError(_lastError(lines) or f"the prediction process ended with code {exitCode}")
+                if failed else None)
+
+        def errorOccurred(error):
+            # a process that never started emits no finished(); the other errors are followed by finished()
+            if error == qt.QProcess.FailedToStart and self._process is process:
+                end(RuntimeError(f"could not start {program}: {process.errorString()}"))
+
         process.connect("readyReadStandardOutput()", readOutput)
         process.connect("finished(int,QProcess::ExitStatus)", finished)
+        process.connect("errorOccurred(QProcess::ProcessError)", errorOccurred)
         self._process = process
-        process.start(self.pythonSlicer(), args)
+        process.start(program, args)
 
     def isRunning(self) -> bool:
         return self._process is not None
 
     def cancel(self) -> None:
-        """Kill a running prediction; nothing is added to the scene."""
+        """Kill a running prediction (the PythonSlicer launcher and the Python under it); nothing is added to the
+        scene and its working folder is removed."""
         if self._process is not None:
             process, self._process = self._process, None
-            process.kill()
+            killProcessTree(process.processId())
             process.waitForFinished(5000)
             self._cleanup()
 
@@ -598,6 +640,28 @@ class DPETResponseLogic(ScriptedLoadableModuleLogic):
         segmentation = scene.labelmap_to_segmentation(mask, slicer.mrmlScene, pet, *scene.TUMOUR_SEGMENTS)
         segmentation.SetName("DPET synthetic tumour")
         return pet, segmentation
+
+
+def killProcessTree(pid: int, timeout: float = 3.0) -> None:
+    """End process ``pid`` and every process under it: PythonSlicer is a launcher, and killing it alone (what
+    QProcess.kill does) leaves the Python it started running. Descendants first, then ``pid``; those still alive
+    after ``timeout`` seconds are killed. ``pid`` itself is left for its owner to reap (QProcess.waitForFinished)."""
+    import psutil
+
+    if pid <= 0:  # not running (QProcess.processId() is 0); psutil would take 0 for every process of the group
+        return
+    try:
+        parent = psutil.Process(pid)
+        descendants = parent.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return
+    for process in [*descendants, parent]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.terminate()
+    _, survivors = psutil.wait_procs(descendants, timeout=timeout)
+    for process in [*survivors, parent]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
 
 
 def _lastError(lines: list[str]) -> str:

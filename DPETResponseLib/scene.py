@@ -31,6 +31,11 @@ def _node_label(node) -> str:
     return f"node '{node.GetName()}'" if node is not None else "node None"
 
 
+def _node_ids(scene, class_name: str) -> set[str]:
+    nodes = scene.GetNodesByClass(class_name)
+    return {nodes.GetItemAsObject(i).GetID() for i in range(nodes.GetNumberOfItems())}
+
+
 def _ijk_to_ras(image: sitk.Image) -> np.ndarray:
     """The 4x4 IJK-to-RAS matrix of an LPS SimpleITK image."""
     direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
@@ -186,6 +191,7 @@ def segmentation_to_labelmap(segmentation_node, reference_volume_node, segment_i
     if len(ids) > 255:
         raise InputError(f"{len(ids)} segments do not fit a UInt8 label image", case=_node_label(segmentation_node))
     scene = segmentation_node.GetScene()
+    colors_before = _node_ids(scene, "vtkMRMLColorTableNode")
     labelmap_node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__dpet_export")
     try:
         if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
@@ -193,7 +199,13 @@ def segmentation_to_labelmap(segmentation_node, reference_volume_node, segment_i
             raise InputError("could not export the segments to a labelmap", case=_node_label(segmentation_node))
         return sitk.Cast(volume_node_to_sitk(labelmap_node), sitk.sitkUInt8)
     finally:
-        scene.RemoveNode(labelmap_node)
+        # the export gives the labelmap a display node and a new "<segmentation>_ColorTable": remove them too
+        displays = [labelmap_node.GetNthDisplayNode(i) for i in range(labelmap_node.GetNumberOfDisplayNodes())]
+        new_colors = [d.GetColorNode() for d in displays
+                      if d is not None and d.GetColorNodeID() and d.GetColorNodeID() not in colors_before]
+        for node in (labelmap_node, *displays, *new_colors):
+            if node is not None and node.GetScene() is not None:
+                scene.RemoveNode(node)
 
 
 def dict_to_table_node(rows: list[dict], scene, node=None):

@@ -33,8 +33,8 @@ CLASS_BY_SUFFIX = {
     "TextEdit": "QPlainTextEdit",
 }
 #: Module-level imports DPETResponse.py may have: the standard library it uses and what Slicer itself provides.
-ALLOWED_TOP_IMPORTS = {"csv", "importlib", "logging", "os", "pathlib", "re", "shutil", "tempfile", "qt", "ctk",
-                       "vtk", "slicer"}
+ALLOWED_TOP_IMPORTS = {"__future__", "contextlib", "csv", "importlib", "logging", "os", "pathlib", "re", "shutil",
+                       "sys", "tempfile", "qt", "ctk", "vtk", "slicer"}
 HEAVY = {"torch", "monai", "radiomics", "shap", "SimpleITK", "numpy", "pandas", "sklearn", "scipy", "dask",
          "matplotlib", "xgboost", "skops", "safetensors", "pydicom", "DPETResponseLib"}
 
@@ -85,17 +85,19 @@ def test_parameter_node_fields_are_bound_to_suitable_widgets(module_tree, ui_wid
     bound = {props["SlicerParameterName"]: (cls, props) for cls, props in ui_widgets.values()
              if "SlicerParameterName" in props}
     assert set(bound) - set(fields) == set(), "widgets bound to parameters that do not exist"
-    # tumourSegmentId follows the segment selector by hand (parameterNodeWrapper has no segment-id connector)
-    assert set(fields) - set(bound) == {"tumourSegmentId"}
-    assert "tumourSegmentId =" in MODULE_PY.read_text()
+    # by hand: tumourSegmentId (parameterNodeWrapper has no segment-id connector) and bundlePath (its connector to
+    # a ctkPathLineEdit takes a pathlib.Path only, whose empty value shows ".")
+    assert set(fields) - set(bound) == {"tumourSegmentId", "bundlePath"}
+    text = MODULE_PY.read_text()
+    assert "tumourSegmentId =" in text and "bundlePath =" in text
+    assert ui_widgets["bundlePathLineEdit"][0] == "ctkPathLineEdit"
+    assert "ctkPathLineEdit::Dirs" in ui_widgets["bundlePathLineEdit"][1]["filters"]
     for name, (cls, props) in bound.items():
         annotation = fields[name]
         if annotation.startswith("vtkMRML"):
             assert cls == "qMRMLNodeComboBox" and props["nodeTypes"] == annotation, name
         elif annotation == "bool":
             assert cls == "QCheckBox", name
-        elif annotation == "pathlib.Path":
-            assert cls == "ctkPathLineEdit" and "ctkPathLineEdit::Dirs" in props["filters"], name
         else:
             pytest.fail(f"no check for parameter {name}: {annotation}")
 

@@ -128,6 +128,20 @@ def test_segmentation_from_labelmap_and_back(scene, oblique_pet):
     assert scene.GetNumberOfNodesByClass("vtkMRMLLabelMapVolumeNode") == 0  # the export's temporary node is gone
 
 
+def test_segmentation_export_leaves_no_node_behind(scene, oblique_pet):
+    """Each export left the labelmap's display node and a `<segmentation>_ColorTable` in the scene: one more colour
+    table per Apply with a segmentation in the module."""
+    pet = S.sitk_to_volume_node(oblique_pet, scene, name="PET")
+    seg = S.labelmap_to_segmentation(subregion_labels(oblique_pet), scene, pet, *S.SUBREGION_SEGMENTS)
+    colors, nodes = scene.GetNumberOfNodesByClass("vtkMRMLColorTableNode"), scene.GetNumberOfNodes()
+    high_id = seg.GetSegmentation().GetSegmentIdBySegmentName("High uptake")
+    for _ in range(2):
+        assert int(sitk.GetArrayFromImage(S.segmentation_to_labelmap(seg, pet)).max()) == 2
+        assert int(sitk.GetArrayFromImage(S.segmentation_to_labelmap(seg, pet, high_id)).sum()) == 29
+    assert scene.GetNumberOfNodesByClass("vtkMRMLColorTableNode") == colors
+    assert scene.GetNumberOfNodes() == nodes
+
+
 def test_segmentation_errors(scene, oblique_pet):
     pet = S.sitk_to_volume_node(oblique_pet, scene, name="PET")
     shifted = subregion_labels(oblique_pet)
