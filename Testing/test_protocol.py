@@ -124,7 +124,8 @@ def test_checklist_and_provenance_match_the_run(study):
     assert tripod["12c"]["data"]["max_features"] == bundle["config"]["max_features"]
     assert tripod["27a"]["data"] == {s: {m: 0 for m in bundle["models"]} for s in ("test", "test2")}
     params = yaml.safe_load(study["params"].read_text())
-    assert radiomics_items["11"]["data"]["binWidth"] == params["setting"]["binWidth"]
+    assert radiomics_items["11"]["data"]["binWidth"] == params["setting"]["binWidth"] == tripod["7"]["data"]["binWidth"]
+    assert sum(tripod["7"]["data"]["suv_rules"].values()) == counted["test"]["n"] + counted["test2"]["n"]
     assert set(radiomics_items["13"]["data"]["image_types"]) == set(params["imageType"])
     assert set(radiomics_items["13"]["data"]["feature_classes"]) == set(params["featureClass"])
     metrics = study["metrics"]

@@ -298,6 +298,13 @@ def test_checklist_lists_every_item_and_fills_what_the_metrics_know(report):
     assert tripod["10"]["data"] == tripod["21"]["data"] == {**counted, "temporal": {"n": 2, "events": 2}}
     radiomics = metrics["splits"]["test1"]["models"]["radiomics"]
     assert tripod["23a"]["data"]["test1"]["radiomics"] == {"auc": radiomics["auc"], "auc_ci": list(radiomics["auc_ci"])}
+    radiomics_items = {i["item"]: i for i in checklist["METRICS"]["items"]}
+    for split in ("test1", "test2"):  # item 24: the models significantly above the clinical-only model
+        block = metrics["splits"][split]
+        clinical_auc = block["models"]["clinical"]["auc"]
+        above = [m for m in MODELS if m != "clinical" and block["models"][m]["auc"] > clinical_auc and any(
+            {c["model_a"], c["model_b"]} == {m, "clinical"} and c["p_value"] < 0.05 for c in block["comparisons"])]
+        assert radiomics_items["24"]["data"][split] == above
     # without the run's record (a bare metrics dict), what only the record knows is left to the authors
     assert tripod["22"]["status"] == tripod["20a"]["status"] == tripod["1"]["status"] == TO_COMPLETE
     text = path.read_text()

@@ -10,7 +10,12 @@ Item numbers and topics are the checklists' own; the requirement texts are short
 
 from __future__ import annotations
 
+from ..io.suv import rule_counts
+from .evaluation import ALPHA
+
 FILLED, PARTLY, TO_COMPLETE = "filled", "partly filled", "to be completed by the authors"
+#: The model on clinical columns alone: METRICS item 24's non-radiomic comparator.
+NON_RADIOMIC = "clinical"
 CHECKLIST_FILE = "checklist.json"
 
 TRIPOD_AI = {
@@ -88,6 +93,22 @@ def _performance(metrics: dict) -> dict:
             for s, b in metrics["splits"].items()}
 
 
+def _above(metrics: dict, reference: str) -> dict[str, list[str]]:
+    """Per split where ``reference`` was compared: the models with a higher AUC and a paired DeLong p < ALPHA."""
+    out = {}
+    for split, block in metrics["splits"].items():
+        pairs = [c for c in block.get("comparisons", []) if reference in (c["model_a"], c["model_b"])]
+        if pairs:
+            out[split] = [c["model_b"] if c["model_a"] == reference else c["model_a"] for c in pairs
+                          if c["p_value"] < ALPHA and (c["diff"] < 0) == (c["model_a"] == reference)]
+    return out
+
+
+def _prevalence(counts: dict) -> str:
+    return "pCR prevalence per split: " + "; ".join(f"{s} {c['events'] / c['n']:.0%}" for s, c in counts.items()
+                                                    if c["n"])
+
+
 def _fmt_counts(counts: dict) -> str:
     return "; ".join(f"{s}: {c['n']} cases, {c['events']} with pCR" for s, c in counts.items())
 
@@ -147,6 +168,20 @@ def _tripod(metrics: dict) -> dict:
                             {"clinical_missing": missing, "failed": failed})
         items["20b"] = _item(PARTLY, "missing clinical values per split are in item 11; the participants' "
                              "characteristics (table 1) are to be given by the authors", {"clinical_missing": missing})
+    if prov.get("radiomics"):
+        r = prov["radiomics"]["settings"]
+        suv = rule_counts(metrics.get("suv_conversion") or {})
+        items["7"] = _item(FILLED, "evaluated PET converted to SUV by " + (", ".join(f"{k} ({n} cases)" for k, n in
+                                                                                  suv.items()) or "no recorded rule")
+                           + "; radiomics " + (f"resampled to {r['resampledPixelSpacing']} mm" if
+                                               r.get("resampledPixelSpacing") else "on each image's own grid")
+                           + f", SUV bins of {r.get('binWidth')}; CNN input "
+                           f"{prov.get('deep_input')}; tumour masks as given",
+                           {"suv_rules": suv, "binWidth": r.get("binWidth"), "deep_input": prov.get("deep_input"),
+                            "resampledPixelSpacing": r.get("resampledPixelSpacing")})
+    if len(counts) > 1:
+        items["16"] = _item(PARTLY, _prevalence(counts) + "; other differences between development and evaluation "
+                            "data are to be described by the authors")
     items["8a"] = _item(PARTLY, "binary outcome from the manifest's label column (1 = pCR); the pCR definition "
                         "(e.g. ypT0/is ypN0) and when it was assessed are to be given by the authors")
     items["10"] = _item(PARTLY, _fmt_counts(counts) + ". No sample-size calculation was made by the tool.",
@@ -163,8 +198,9 @@ def _tripod(metrics: dict) -> dict:
                              f"encoded; {IMPUTATION}; CNN input: PET crop resampled and clipped "
                              f"(see provenance: {prov.get('deep_input')})")
         items["12c"] = _item(FILLED, f"candidate classifiers {settings.get('classifiers')}; radiomics: variance and "
-                             f"correlation filter, mRMR to {settings.get('n_mrmr')} features, then at most "
-                             f"{settings.get('max_features')} features, every step fit inside each training fold; "
+                             f"correlation filters, Mann-Whitney U, mRMR to {settings.get('n_mrmr')} features, LASSO "
+                             f"keeping at most {settings.get('max_features')}, every step fit inside each training "
+                             "fold; "
                              "feature set and classifier chosen by inner cross-validation (choices below); "
                              f"decision fusion weights '{settings.get('decision_weights')}'; CNN "
                              f"{settings.get('deep_preset')} preset; thresholds by Youden's index on out-of-fold "
@@ -178,10 +214,8 @@ def _tripod(metrics: dict) -> dict:
         items["15"] = _item(FILLED, "each model gives a probability of pCR; a decision at the threshold fixed on the "
                             "training data (Youden's index on out-of-fold probabilities)",
                             {"thresholds": metrics["thresholds"]})
-    items["13"] = _item(PARTLY, "pCR prevalence per split: " + "; ".join(
-        f"{s} {c['events'] / c['n']:.0%}" for s, c in counts.items() if c["n"])
-        + ". No resampling of the classes" + ("; the CNN's loss is class-balanced" if deep.get("class_balanced")
-                                              else ""))
+    balanced = "; the CNN's loss is class-balanced" if deep.get("class_balanced") else ""
+    items["13"] = _item(PARTLY, _prevalence(counts) + ". No resampling of the classes" + balanced)
     items["23a"] = _item(FILLED, "every model's AUC with its DeLong 95% CI per split is in the summary",
                          _performance(metrics))
     n_imputed = {s: {m: v.get("n_imputed") for m, v in b.get("models", {}).items() if v.get("n_imputed") is not None}
@@ -201,8 +235,8 @@ def _metrics(metrics: dict) -> dict:
         s = radiomics["settings"]
         keys = ("resampledPixelSpacing", "interpolator", "binWidth", "binCount", "normalize", "resegmentRange",
                 "padDistance", "preCrop")
-        items["11"] = _item(FILLED, "PET converted to SUV (provenance: SUV conversion); "
-                            + ", ".join(f"{k} {s.get(k)}" for k in keys if k in s),
+        items["11"] = _item(FILLED, "PET in SUV (provenance: SUV conversion); pyradiomics settings: "
+                            + ", ".join(f"{k} {'not set' if s.get(k) is None else s.get(k)}" for k in keys if k in s),
                             {k: s.get(k) for k in keys if k in s})
         items["12"] = _item(FILLED, f"pyradiomics {radiomics['versions'].get('pyradiomics')} (an IBSI-"
                             f"benchmarked engine) with SimpleITK {radiomics['versions'].get('SimpleITK')}",
@@ -216,8 +250,8 @@ def _metrics(metrics: dict) -> dict:
                            f"{prov['habitats']['method']} habitats (k={prov['habitats']['k']}); who delineated "
                            "the tumours and how is to be described by the authors", segmentation)
     if settings:
-        items["15"] = _item(FILLED, f"correlation filter and mRMR (to {settings.get('n_mrmr')} features) inside "
-                            "each training fold")
+        items["15"] = _item(FILLED, f"correlation filter, mRMR (to {settings.get('n_mrmr')} features) and LASSO, "
+                            "inside each training fold")
         train = counts.get("train_cv")
         if train:
             items["16"] = _item(FILLED, f"at most {settings.get('max_features')} radiomics features per model for "
@@ -234,13 +268,17 @@ def _metrics(metrics: dict) -> dict:
                              for m, v in b.get("models", {}).items() if "auc" in v}
                          for s, b in metrics["splits"].items()})
     items["23"] = _item(FILLED, "single modality: PET (one image per case)")
+    above_clinical = _above(metrics, NON_RADIOMIC)
+    if above_clinical:
+        items["24"] = _item(FILLED, f"every model compared with the {NON_RADIOMIC} model (clinical columns only) by "
+                            f"paired DeLong; significantly above it (p < {ALPHA:g}, unadjusted): " + "; ".join(
+                                f"{s}: {', '.join(m) or 'none'}" for s, m in above_clinical.items()), above_clinical)
     verdicts = {s: b["reference_verdict"]["text"] for s, b in metrics["splits"].items() if b.get("reference_verdict")}
     if verdicts:
         reference = next(b["reference_model"] for b in metrics["splits"].values() if b.get("reference_model"))
-        for number in ("24", "25"):
-            items[number] = _item(FILLED, f"every model compared with the {reference} (clinical logistic "
-                                  "regression) by paired DeLong: " + " ".join(f"{s}: {t}" for s, t in verdicts.items()),
-                                  verdicts)
+        items["25"] = _item(FILLED, f"every model compared with the {reference} (penalised logistic regression on PET "
+                            "metrics, Original first-order and shape features and the clinical columns) by paired "
+                            "DeLong: " + " ".join(f"{s}: {t}" for s, t in verdicts.items()), verdicts)
     items["26"] = _item(PARTLY, "internal validation by cross-validation (train_cv) and evaluation on "
                         + (", ".join(_evaluation_splits(metrics)) or "no held-out split")
                         + "; whether a split is internal or external is to be stated by the authors")
