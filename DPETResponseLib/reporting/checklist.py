@@ -105,12 +105,12 @@ def _above(metrics: dict, reference: str) -> dict[str, list[str]]:
 
 
 def _prevalence(counts: dict) -> str:
-    return "pCR prevalence per split: " + "; ".join(f"{s} {c['events'] / c['n']:.0%}" for s, c in counts.items()
+    return "events (label 1) per split: " + "; ".join(f"{s} {c['events'] / c['n']:.0%}" for s, c in counts.items()
                                                     if c["n"])
 
 
 def _fmt_counts(counts: dict) -> str:
-    return "; ".join(f"{s}: {c['n']} cases, {c['events']} with pCR" for s, c in counts.items())
+    return "; ".join(f"{s}: {c['n']} cases, {c['events']} events (label 1)" for s, c in counts.items())
 
 
 def _item(status, value, data=None) -> dict:
@@ -221,8 +221,8 @@ def _tripod(metrics: dict) -> dict:
     n_imputed = {s: {m: v.get("n_imputed") for m, v in b.get("models", {}).items() if v.get("n_imputed") is not None}
                  for s, b in metrics["splits"].items() if s != "train_cv"}
     items["27a"] = _item(FILLED, IMPUTATION + "; cases with an imputed input per model and split: "
-                         + "; ".join(f"{s}: " + (", ".join(f"{m} {n}" for m, n in d.items() if n) or "none")
-                                     for s, d in n_imputed.items()), n_imputed)
+                         + ("; ".join(f"{s}: " + (", ".join(f"{m} {n}" for m, n in d.items() if n) or "none")
+                                      for s, d in n_imputed.items()) or "no held-out split"), n_imputed)
     return items
 
 
