@@ -1,301 +1,581 @@
-r"""Render the extension's screenshots headless from the MRML nodes a prediction makes.
+r"""Render the extension's screenshots off-screen with Slicer's own rendering (slicer-core), from a prediction's nodes.
 
-Runs one prediction through the library, builds the real output nodes with ``DPETResponseLib.scene.show_prediction``
-on a slicer-core scene, reads the arrays, geometry, colours and tables back from those nodes and draws them with
-matplotlib:
+Runs one prediction through the library, builds its output nodes with ``DPETResponseLib.scene.show_prediction`` on a
+slicer-core scene and shows them as the module does (``DPETResponseLogic.showResults``: PET as the background layer,
+Grad-CAM as the foreground at 50 % opacity), then renders:
 
-- ``DPETResponse-1.png``: axial, coronal and sagittal slices through the tumour's SUVmax voxel: PET in grey, the
-  segment outlines in the segment colours, Grad-CAM in the overlay's own colour table (transparent at or below the
-  display node's lower threshold), in Slicer's default radiological convention (patient right on screen left);
-- ``DPETResponse-2.png``: the prediction and PET-metrics table nodes next to the SHAP bar chart's table.
+- ``DPETResponse-1.png``: Slicer's Red (axial), Yellow (sagittal) and Green (coronal) slice views through the tumour's
+  SUVmax voxel, with Slicer's default orientation presets (patient right on screen left). Per view a
+  ``vtkMRMLSliceLogic`` reslices and blends the layers (PET by its display node's auto window/level and grey table,
+  Grad-CAM by its colour table and threshold, the composite node's opacity), and the displayable managers that
+  Slicer's slice views load (``qMRMLSliceView``'s and the Segmentations and Colors modules') draw the rest:
+  ``vtkMRMLSegmentationsDisplayableManager2D`` the segments (the display node's defaults: 50 % fill and outline, in
+  segment order, so later segments cover earlier ones), ``vtkMRMLRulerDisplayableManager`` the ruler,
+  ``vtkMRMLOrientationMarkerDisplayableManager`` the axes marker, ``vtkMRMLColorLegendDisplayableManager`` the
+  Grad-CAM colour legend. The blended slice image is the renderer's first prop, a ``vtkImageMapper`` actor (as CTK's
+  vtkLightBoxRendererManager shows it in Slicer, and as trame-slicer drives slice views from Python); each view is an
+  off-screen ``vtkRenderWindow`` read back with ``vtkWindowToImageFilter``.
+  Set here, not by the module: the zoom to the tumour; the ruler, axes marker and colour legend (view options a user
+  switches on; the legend at 0.08 x 0.3 of the view with 3 labels, not its default 0.15 x 0.5 with 5); the lower-left
+  corner text as Slicer's Data Probe writes it (``F:``/``B:`` layers, foreground opacity). Slicer's Qt
+  view-controller bars are not drawn: a strip with each view's label, colour and slice offset stands in their place.
+  slicer-core ships none of Slicer's colour files, so the Grad-CAM map gets the table it gets in Slicer
+  (ColdToHotRainbow) only with ``--color-files``; without it, the first heat table slicer-core has (PET-Heat).
+- ``DPETResponse-2.png``: the SHAP chart, its table, the prediction table and the PET-metrics table. The module's
+  layout shows the chart in the plot view and the prediction table in the table view; the other two are the table
+  nodes a user opens in a table view. Slicer's plot view (``qMRMLPlotView``) and table view (``qMRMLTableView``) are Qt
+  widgets, not in slicer-core. The chart is VTK's ``vtkChartXY``, the chart qMRMLPlotView hosts, filled from the plot
+  chart, series and table nodes by that widget's rules (a ``vtkPlotBar`` per bar series on an indexed x axis, the
+  series colour, the chart node's titles, font sizes and grid, the widget's background colour): so, as in Slicer, the
+  bars are black, numbered from 0, and the feature names are not on the axis (qMRMLPlotView shows them as tooltips
+  only). The tables are drawn with VTK's 2D context by the rules of ``qMRMLTableModel``/``qMRMLTableView`` (column
+  headers A, B, ...; the column names as a bold first row; rows numbered from 1; each cell as ``vtkVariant::ToString``
+  writes it; columns sized to their contents, at least 60 px); fonts, grid and header colours only approximate Qt's.
+  Grey strips naming each view's node stand in for the views' Qt controller bars.
+
+Rendering needs an OpenGL context: an X display or, without one, EGL (Debian: libegl1, libegl-mesa0,
+libgl1-mesa-dri; Mesa renders in software), which is chosen here when ``DISPLAY`` is unset; no Xvfb is needed.
 
 Usage (from the checkout, slicer-core installed)::
 
-    .venv/bin/python Resources/Screenshots/render_screenshots.py --bundle BUNDLE --image PET.nii.gz --mask MASK.nii.gz
+    .venv/bin/python Resources/Screenshots/render_screenshots.py --bundle BUNDLE --image PET.nii.gz --mask MASK.nii.gz \
+        [--color-files SLICER_COLORFILES_FOLDER]
 
-The committed PNGs came from::
+The committed PNGs came from the commands below, /tmp/slicer-colors holding ColdToHotRainbow.txt as Slicer's source has
+it (Base/Logic/Resources/ColorFiles in the Slicer/Slicer repository; a Slicer installation's
+share/Slicer-5.x/ColorFiles folder works the same); about 20 s for the script, 5 min for the training, on 2 cores::
 
     dpet-response synth /tmp/shots/cohort --n 40 --seed 0
     dpet-response train /tmp/shots/cohort/manifest.csv --out /tmp/shots/bundle --fast
     python Resources/Screenshots/render_screenshots.py --bundle /tmp/shots/bundle \
         --image /tmp/shots/cohort/images/DPET003_pet.nii.gz --mask /tmp/shots/cohort/masks/DPET003_mask.nii.gz \
-        --clinical age=29 cT=2 cN=1 grade=2 ki67=53 regimen=TCHP hr_status=positive
+        --clinical age=29 cT=2 cN=1 grade=2 ki67=53 regimen=TCHP hr_status=positive --color-files /tmp/slicer-colors
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
-#: Screen direction -> the RAS letter shown there, per view, as in Slicer's default slice views.
-VIEW_LABELS = {
-    "Axial": {"left": "R", "right": "L", "top": "A", "bottom": "P"},
-    "Coronal": {"left": "R", "right": "L", "top": "S", "bottom": "I"},
-    "Sagittal": {"left": "A", "right": "P", "top": "S", "bottom": "I"},
-}
-#: Overlay opacity of the Grad-CAM map, as the Slicer module sets it (foregroundOpacity=0.5).
+if not os.environ.get("DISPLAY"):
+    os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+
+#: Slice views as in Slicer's layouts: (layout name, orientation, label, colour).
+SLICE_VIEWS = (("Red", "Axial", "R", "#F34A33"), ("Yellow", "Sagittal", "Y", "#EDD54C"),
+               ("Green", "Coronal", "G", "#6EB04B"))
+#: The displayable managers of a Slicer slice view: qMRMLSliceView's own, then the Segmentations and Colors modules'.
+SLICE_DISPLAYABLE_MANAGERS = (
+    "vtkMRMLVolumeGlyphSliceDisplayableManager", "vtkMRMLModelSliceDisplayableManager",
+    "vtkMRMLCrosshairDisplayableManager", "vtkMRMLOrientationMarkerDisplayableManager",
+    "vtkMRMLRulerDisplayableManager", "vtkMRMLScalarBarDisplayableManager",
+    "vtkMRMLSegmentationsDisplayableManager2D", "vtkMRMLColorLegendDisplayableManager",
+)
+#: Foreground opacity of the Grad-CAM layer, as DPETResponseLogic.showResults sets it.
 GRADCAM_OPACITY = 0.5
+#: Colour legend width and height, fractions of the view (the node's default 0.15, 0.5 fills a third of the view).
+LEGEND_SIZE = (0.08, 0.3)
+VIEW_SIZE = 460  # px, each slice view (square)
+STRIP_HEIGHT = 22  # px, the label strip above each view
 #: Field of view around the tumour: its extent plus this margin on each side, at least MIN_HALF_FOV_MM from SUVmax.
 MARGIN_MM = 15.0
 MIN_HALF_FOV_MM = 25.0
 
 
+def _rgb(hex_colour: str) -> tuple[float, float, float]:
+    return tuple(int(hex_colour[i:i + 2], 16) / 255 for i in (1, 3, 5))
 
 
-def axis_aligned_lps(image: sitk.Image, interpolator) -> sitk.Image:
-    """The image on a grid whose axes run L, P, S (identity direction), so that array slices are screen views.
+def application_logic(scene):
+    """The application logic Slicer's views expect (slice logics, crosshair, orientation presets) on ``scene``."""
+    import slicer
+    import vtk
 
-    A signed axis permutation is reordered exactly (DICOMOrient); an oblique grid is resampled onto an axis-aligned
-    grid covering it, as Slicer's slice views reslice it.
+    app = slicer.vtkSlicerApplicationLogic()
+    app.SetMRMLScene(scene)
+    app.SetSliceLogics(vtk.vtkCollection())
+    app.SetViewLogics(vtk.vtkCollection())
+    slicer.vtkMRMLSliceViewDisplayableManagerFactory.GetInstance().SetMRMLApplicationLogic(app)
+    crosshair = slicer.vtkMRMLCrosshairNode()
+    crosshair.SetCrosshairName("default")
+    scene.AddNode(crosshair)
+    slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene, True)  # patient right is screen left
+    scene.RegisterNodeClass(slicer.vtkMRMLColorLegendDisplayNode())  # registered by the Colors module in Slicer
+    return app
+
+
+def load_file_colour_table(scene, path: Path):
+    """A colour-table file as Slicer's Colors module loads its default tables (same singleton tag, so the same ID)."""
+    import slicer
+
+    node = slicer.vtkMRMLColorTableNode()
+    node.SetTypeToFile()
+    node.SaveWithSceneOff()
+    node.HideFromEditorsOn()
+    node.SetScene(scene)
+    storage = slicer.vtkMRMLColorTableStorageNode()
+    storage.SaveWithSceneOff()
+    scene.AddNode(storage)
+    node.SetAndObserveStorageNodeID(storage.GetID())
+    storage.SetFileName(str(path))
+    node.SetName(path.stem)
+    if not storage.ReadData(node):
+        raise SystemExit(f"could not read the colour table {path}")
+    node.SetSingletonTag(slicer.vtkMRMLColorLogic.GetFileColorNodeSingletonTag(str(path)))
+    return scene.AddNode(node)
+
+
+def slicer_heat_tables(scene, color_files: Path | None) -> None:
+    """Load the file colour tables that the module prefers for Grad-CAM (``scene.HEAT_COLOR_NODE_IDS``) from Slicer's
+    ColorFiles folder: slicer-core ships no colour files, the Slicer application loads them at start-up."""
+    from DPETResponseLib import scene as S
+
+    if color_files is None:
+        return
+    prefix = "vtkMRMLColorTableNodeFile"
+    for node_id in S.HEAT_COLOR_NODE_IDS:
+        if node_id.startswith(prefix):
+            path = color_files / node_id.removeprefix(prefix)
+            if not path.is_file():
+                raise SystemExit(f"{path} not found: --color-files wants Slicer's ColorFiles folder")
+            load_file_colour_table(scene, path)
+
+
+def predict_into_scene(bundle, image_path, mask_path, clinical: dict | None = None, color_files: Path | None = None):
+    """Predict with the library, put the PET and every output node into a new scene.
+
+    Returns (application logic, PET node, {role: node}).
     """
-    image = sitk.DICOMOrient(image, "LPS")
-    if np.allclose(image.GetDirection(), np.eye(3).ravel(), atol=1e-6):
-        return image
-    corners = np.array([image.TransformContinuousIndexToPhysicalPoint([c * (s - 1) for c, s in zip(corner, image.GetSize())])
-                        for corner in np.ndindex(2, 2, 2)])
-    spacing = min(image.GetSpacing())
-    low, high = corners.min(axis=0), corners.max(axis=0)
-    size = [int(math.ceil(v)) + 1 for v in (high - low) / spacing]
-    return sitk.Resample(image, size, sitk.Transform(), interpolator, low.tolist(), [spacing] * 3,
-                         np.eye(3).ravel().tolist(), 0.0, image.GetPixelID())
-
-
-def predict_into_scene(bundle, image_path, mask_path, clinical: dict | None = None):
-    """Predict with the library, put the PET and every output node into a new scene; returns (pet node, nodes)."""
     from DPETResponseLib import scene as S
     from DPETResponseLib.io import read_pet
     from DPETResponseLib.protocol import predict_files
 
     result = predict_files(bundle, image_path, mask=mask_path, clinical=clinical)
     scene = S.standalone_scene()
+    app = application_logic(scene)
+    slicer_heat_tables(scene, color_files)
     pet_node = S.sitk_to_volume_node(read_pet(image_path, case=result.case_id), scene, name=result.case_id)
     nodes = S.show_prediction(result, scene, pet_node)
-    return pet_node, nodes
+    return app, pet_node, nodes
 
 
-def colormap_of(display_node):
-    """The display node's colour table as a matplotlib colormap over its window (0..1 for Grad-CAM)."""
-    from matplotlib.colors import ListedColormap
+class SliceView:
+    """One off-screen Slicer slice view: a slice logic, the slice displayable managers and a render window."""
 
-    lookup = display_node.GetColorNode().GetScalarsToColors()
-    low, high = lookup.GetRange()
-    rgb = [0.0, 0.0, 0.0]
-    colours = []
-    for value in np.linspace(low, high, 256):
-        lookup.GetColor(value, rgb)
-        colours.append(tuple(rgb))
-    return ListedColormap(colours, name=display_node.GetColorNode().GetName())
+    def __init__(self, app, layout_name: str, orientation: str, label: str, colour: str, size: tuple[int, int]):
+        import slicer
+        import vtk
+
+        scene = app.GetMRMLScene()
+        self.window = vtk.vtkRenderWindow()
+        self.window.SetOffScreenRendering(1)
+        self.window.SetSize(*size)
+        self.renderer = vtk.vtkRenderer()
+        self.renderer.GetActiveCamera().ParallelProjectionOn()
+        self.window.AddRenderer(self.renderer)
+        # the blended slice image (8-bit RGBA from the slice logic) as the renderer's first prop, before any manager
+        # adds its actors: 2D actors are drawn in the order they were added, so the managers' translucent segment
+        # fills blend over the image (added after them, it would be drawn over them)
+        self.mapper = vtk.vtkImageMapper()
+        self.mapper.SetColorWindow(255)
+        self.mapper.SetColorLevel(127.5)
+        self.actor = vtk.vtkActor2D()
+        self.actor.SetMapper(self.mapper)
+        self.actor.GetProperty().SetDisplayLocationToBackground()
+        self.renderer.AddViewProp(self.actor)
+        self.interactor = vtk.vtkRenderWindowInteractor()  # the managers need one (they crash without it)
+        self.interactor.SetRenderWindow(self.window)
+        self.interactor.Initialize()
+        factory = slicer.vtkMRMLSliceViewDisplayableManagerFactory.GetInstance()
+        for name in SLICE_DISPLAYABLE_MANAGERS:
+            if not factory.IsDisplayableManagerRegistered(name):
+                factory.RegisterDisplayableManager(name)
+        self.managers = slicer.vtkMRMLDisplayableManagerGroup()
+        self.managers.Initialize(factory, self.renderer)
+        self.logic = slicer.vtkMRMLSliceLogic()
+        self.logic.SetMRMLApplicationLogic(app)
+        self.logic.SetMRMLScene(scene)
+        app.GetSliceLogics().AddItem(self.logic)
+        self.node = self.logic.AddSliceNode(layout_name)
+        self.node.SetOrientation(orientation)
+        self.node.SetLayoutLabel(label)
+        self.node.SetLayoutColor(*_rgb(colour))
+        self.managers.SetMRMLDisplayableNode(self.node)
+        self.logic.ResizeSliceNode(*size)
+
+    def show(self, background, foreground, foreground_opacity: float) -> None:
+        """Set the layers as ``slicer.util.setSliceViewerLayers`` does."""
+        composite = self.logic.GetSliceCompositeNode()
+        composite.SetBackgroundVolumeID(background.GetID() if background is not None else None)
+        composite.SetForegroundVolumeID(foreground.GetID() if foreground is not None else None)
+        composite.SetForegroundOpacity(foreground_opacity)
+
+    def centre_on(self, ras, half_fov_mm: float, bounds) -> None:
+        """Slice through ``ras``, a square field of view around it, shifted to stay inside RAS ``bounds`` if it fits."""
+        centre = []
+        for value, low, high in zip(ras, bounds[0::2], bounds[1::2]):
+            if high - low <= 2 * half_fov_mm:
+                centre.append((low + high) / 2)
+            else:
+                centre.append(min(max(value, low + half_fov_mm), high - half_fov_mm))
+        self.node.JumpSliceByCentering(*centre)
+        self.node.JumpSliceByOffsetting(*ras)  # the slice plane through ras, the view's centre kept
+        self.node.SetFieldOfView(2 * half_fov_mm, 2 * half_fov_mm, self.node.GetFieldOfView()[2])
+
+    def corner_text(self, text: str):
+        """Lower-left corner text in the font Slicer's Data Probe uses for its slice annotations (Times, 14)."""
+        import vtk
+
+        annotation = vtk.vtkCornerAnnotation()
+        annotation.SetMaximumFontSize(14)
+        annotation.SetMinimumFontSize(14)
+        annotation.SetNonlinearFontScaleFactor(1)
+        annotation.GetTextProperty().SetFontFamilyToTimes()
+        annotation.SetText(0, text)
+        self.renderer.AddViewProp(annotation)
+        self.annotation = annotation
+
+    def strip(self) -> np.ndarray:
+        """The label strip: view label, orientation and slice offset as Slicer's controller bar writes them."""
+        matrix = self.node.GetSliceToRAS()
+        normal = [matrix.GetElement(row, 2) for row in range(3)]
+        text = (f"{self.node.GetLayoutLabel()}   {self.node.GetOrientation()}   "
+                f"{self.node.GetDirectionLabel(normal, True)}: {self.logic.GetSliceOffset():.1f} mm")
+        return label_strip(text, self.window.GetSize()[0], self.node.GetLayoutColor())
+
+    def image(self) -> np.ndarray:
+        """The rendered view as an (rows, columns, 3) uint8 array, top row first."""
+        # the slice logic's output changes with the layers: connect it now (trame-slicer follows its Modified events)
+        self.mapper.SetInputConnection(self.logic.GetImageDataConnection())
+        self.window.Render()
+        return _read_window(self.window)
 
 
-def read_nodes(pet_node, nodes) -> dict:
-    """Arrays (axis-aligned LPS), segment names/colours and display settings, as the nodes hold them."""
+def _read_window(window) -> np.ndarray:
+    import vtk
+    from vtkmodules.util import numpy_support
+
+    grab = vtk.vtkWindowToImageFilter()
+    grab.SetInput(window)
+    grab.SetInputBufferTypeToRGB()
+    grab.ReadFrontBufferOff()
+    grab.Update()
+    image = grab.GetOutput()
+    columns, rows, _ = image.GetDimensions()
+    array = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(rows, columns, 3)
+    return array[::-1].copy()
+
+
+def label_strip(text: str, width: int, rgb, height: int = STRIP_HEIGHT) -> np.ndarray:
+    """A strip in the view's colour with its label (stands in for Slicer's Qt view-controller bar)."""
+    import vtk
+
+    window = vtk.vtkRenderWindow()
+    window.SetOffScreenRendering(1)
+    window.SetSize(width, height)
+    renderer = vtk.vtkRenderer()
+    renderer.SetBackground(*rgb)
+    window.AddRenderer(renderer)
+    actor = vtk.vtkTextActor()
+    actor.SetInput(text)
+    prop = actor.GetTextProperty()
+    prop.SetFontFamilyToArial()
+    prop.SetFontSize(14)
+    prop.SetColor(0, 0, 0)
+    prop.SetVerticalJustificationToCentered()
+    actor.SetPosition(6, height / 2)
+    renderer.AddViewProp(actor)
+    window.Render()
+    return _read_window(window)
+
+
+def suvmax_ras(pet_node, segmentation_node) -> tuple[np.ndarray, float]:
+    """RAS of the Tumour segment's SUVmax voxel centre and the half field of view around it (mm)."""
+    import SimpleITK as sitk
+
     from DPETResponseLib import scene as S
+    from DPETResponseLib.core import names
 
     pet = S.volume_node_to_sitk(pet_node)
-    segmentation_node = nodes["segmentation"]
-    segmentation = segmentation_node.GetSegmentation()
-    segments = []
-    for segment_id in segmentation.GetSegmentIDs():
-        segment = segmentation.GetSegment(segment_id)
-        # one segment at a time: Tumour overlaps its subregions, a joint labelmap would hide it
-        mask = S.segmentation_to_labelmap(segmentation_node, pet_node, segment_id=segment_id)
-        segments.append({"name": segment.GetName(), "color": tuple(segment.GetColor()),
-                         "mask": sitk.GetArrayFromImage(axis_aligned_lps(mask, sitk.sitkNearestNeighbor))})
-    out = {"pet": axis_aligned_lps(pet, sitk.sitkLinear), "segments": segments, "gradcam": None}
-    if "gradcam" in nodes:
-        cam_node = nodes["gradcam"]
-        display = cam_node.GetDisplayNode()
-        out["gradcam"] = sitk.GetArrayFromImage(axis_aligned_lps(S.volume_node_to_sitk(cam_node), sitk.sitkLinear))
-        out["gradcam_display"] = {"cmap": colormap_of(display), "vmin": display.GetWindowLevelMin(),
-                                  "vmax": display.GetWindowLevelMax(), "below": display.GetLowerThreshold(),
-                                  "name": display.GetColorNode().GetName()}
-    return out
-
-
-def table_rows(table_node) -> list[dict]:
-    """A table node's rows as dicts (numbers for numeric columns, text otherwise)."""
-    table = table_node.GetTable()
-    rows = []
-    for r in range(table.GetNumberOfRows()):
-        row = {}
-        for c in range(table.GetNumberOfColumns()):
-            column = table.GetColumn(c)
-            value = column.GetValue(r)
-            row[column.GetName()] = float(value) if column.IsNumeric() else str(value)
-        rows.append(row)
-    return rows
-
-
-def _views(pet: sitk.Image, tumour: np.ndarray):
-    """Per view through the tumour's SUVmax voxel: (name, 2D slicer of a (k, j, i) array that puts screen-up rows
-    last and screen-right columns last, (column, row) spacing in mm, (column, row) of the SUVmax voxel)."""
+    tumour_id = segmentation_node.GetSegmentation().GetSegmentIdBySegmentName(names.TUMOUR_SEGMENT)
+    tumour = sitk.GetArrayFromImage(S.segmentation_to_labelmap(segmentation_node, pet_node, segment_id=tumour_id)) > 0
     array = sitk.GetArrayViewFromImage(pet)
-    k, j, i = np.unravel_index(np.argmax(np.where(tumour > 0, array, -np.inf)), array.shape)
-    sx, sy, sz = pet.GetSpacing()
-    n_j = array.shape[1]
-    # axis-aligned LPS: i runs to the patient's left (screen right in all but sagittal), j to posterior, k to
-    # superior. Rows are flipped where needed so that every 2D array is drawn with origin="lower" (row 0 at bottom).
-    return [
-        ("Axial", lambda a: a[k, ::-1, :], (sx, sy), (i, n_j - 1 - j)),  # anterior (small j) up
-        ("Coronal", lambda a: a[:, j, :], (sx, sz), (i, k)),  # superior up
-        ("Sagittal", lambda a: a[:, :, i], (sy, sz), (j, k)),  # anterior (small j) on the left, superior up
-    ]
+    k, j, i = np.unravel_index(np.argmax(np.where(tumour, array, -np.inf)), array.shape)
+    index_to_lps = np.asarray(pet.GetDirection()).reshape(3, 3) * np.asarray(pet.GetSpacing())
+    lps = np.asarray(pet.GetOrigin()) + index_to_lps @ np.array([i, j, k], dtype=float)
+    points = np.asarray(pet.GetOrigin()) + np.argwhere(tumour)[:, ::-1] @ index_to_lps.T
+    half = max(MIN_HALF_FOV_MM, float(np.abs(points - lps).max()) + MARGIN_MM)
+    half = min(half, min(np.asarray(pet.GetSize()) * pet.GetSpacing()) / 2)  # no wider than the image
+    return lps * np.array([-1.0, -1.0, 1.0]), half
 
 
-def _half_fov_mm(pet: sitk.Image, tumour: np.ndarray, suvmax_kji) -> float:
-    """Half the side of the square field of view: the tumour's farthest voxel from SUVmax plus a margin."""
-    spacing_kji = np.asarray(pet.GetSpacing())[::-1]
-    offsets = (np.argwhere(tumour > 0) - np.asarray(suvmax_kji)) * spacing_kji
-    return max(MIN_HALF_FOV_MM, float(np.abs(offsets).max()) + MARGIN_MM)
+def show_colour_legend(volume_node, title: str) -> None:
+    """Switch on the volume's colour legend, as the Colors module's "Show color legend" does."""
+    import slicer
+
+    legend = slicer.vtkSlicerColorLogic.AddDefaultColorLegendDisplayNode(volume_node)
+    legend.SetTitleText(title)
+    legend.SetSize(*LEGEND_SIZE)
+    legend.SetNumberOfLabels(3)  # 0, 0.5, 1: the default five labels at "%.1f" print 0.25 as 0.2
+    legend.SetVisibility(True)
 
 
-def _window(low: float, high: float, half: float) -> tuple[float, float]:
-    """A 2*half mm window around 0 (the SUVmax voxel), shifted to stay inside the image [low, high] if it fits."""
-    if high - low <= 2 * half:
-        centre = (low + high) / 2
-    else:
-        centre = min(max(0.0, low + half), high - half)
-    return centre - half, centre + half
+def render_slice_views(app, pet_node, nodes: dict, path: Path) -> None:
+    """DPETResponse-1.png: Red, Yellow and Green slice views through SUVmax, layers as the module sets them."""
+    gradcam = nodes.get("gradcam")
+    centre, half = suvmax_ras(pet_node, nodes["segmentation"])
+    bounds = [0.0] * 6
+    pet_node.GetRASBounds(bounds)
+    views = []
+    for layout_name, orientation, label, colour in SLICE_VIEWS:
+        view = SliceView(app, layout_name, orientation, label, colour, (VIEW_SIZE, VIEW_SIZE))
+        view.node.SetRulerType(view.node.RulerTypeThin)
+        view.node.SetOrientationMarkerType(view.node.OrientationMarkerTypeAxes)
+        view.node.SetOrientationMarkerSize(view.node.OrientationMarkerSizeSmall)
+        view.show(pet_node, gradcam, GRADCAM_OPACITY)
+        view.centre_on(centre, half, bounds)
+        lines = []
+        if gradcam is not None:
+            lines.append(f"F: {gradcam.GetName()} ({GRADCAM_OPACITY * 100:.0f}%)")
+        lines.append(f"B: {pet_node.GetName()}")
+        view.corner_text("\n".join(lines))
+        views.append(view)
+    if gradcam is not None:  # after the views: the legend's manager makes its actor when the legend node is added
+        show_colour_legend(gradcam, "Grad-CAM")
+    panels = [np.vstack([view.strip(), view.image()]) for view in views]
+    gap = np.full((panels[0].shape[0], 3, 3), 90, dtype=np.uint8)
+    write_png(np.hstack([panels[0], gap, panels[1], gap, panels[2]]), path)
 
 
-def _scale_bar(ax, length_mm=10.0):
-    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
-    x = x0 + 0.06 * (x1 - x0)
-    y = y0 + 0.06 * (y1 - y0)
-    ax.plot([x, x + length_mm], [y, y], color="white", linewidth=3, solid_capstyle="butt")
-    ax.text(x + length_mm / 2, y + 0.02 * (y1 - y0), f"{length_mm:g} mm", color="white", ha="center", va="bottom",
-            fontsize=10)
+# --- DPETResponse-2.png: plot view and table views -------------------------------------------------------------------
 
 
-def _orientation_labels(ax, labels):
-    style = {"color": "#ffd54a", "fontsize": 13, "fontweight": "bold", "transform": ax.transAxes}
-    ax.text(0.02, 0.5, labels["left"], ha="left", va="center", **style)
-    ax.text(0.98, 0.5, labels["right"], ha="right", va="center", **style)
-    ax.text(0.5, 0.98, labels["top"], ha="center", va="top", **style)
-    ax.text(0.5, 0.02, labels["bottom"], ha="center", va="bottom", **style)
+def chart_from_nodes(chart_node):
+    """A vtkChartXY filled from a plot chart node by qMRMLPlotView's rules (bar and line series, titles, axes)."""
+    import slicer
+    import vtk
+
+    chart = vtk.vtkChartXY()
+    chart.GetBackgroundBrush().SetColor(255, 253, 246, 255)  # qMRMLPlotView's background
+    for n in range(chart_node.GetNumberOfPlotSeriesNodes()):
+        series = chart_node.GetNthPlotSeriesNode(n)
+        table = series.GetTableNode().GetTable()
+        y_name = series.GetYColumnName()
+        is_bar = series.GetPlotType() in (slicer.vtkMRMLPlotSeriesNode.PlotTypeBar,
+                                          slicer.vtkMRMLPlotSeriesNode.PlotTypeScatterBar)
+        plot = vtk.vtkPlotBar() if is_bar else vtk.vtkPlotLine()
+        plot.SetWidth(series.GetLineWidth())
+        plot.SetColorF(*series.GetColor())
+        plot.SetOpacity(series.GetOpacity())
+        plot.GetPen().SetOpacityF(series.GetOpacity())
+        if is_bar:
+            plot.GetPen().SetLineType(vtk.vtkPen.SOLID_LINE)
+        labels = table.GetColumnByName(series.GetLabelColumnName()) if series.GetLabelColumnName() else None
+        plot.SetIndexedLabels(labels if isinstance(labels, vtk.vtkStringArray) else None)
+        if series.IsXColumnRequired():
+            plot.SetUseIndexForXSeries(False)
+            plot.SetInputData(table, series.GetXColumnName(), y_name)
+        else:
+            plot.SetUseIndexForXSeries(True)
+            plot.SetInputData(table, y_name, y_name)
+        plot.SetLabel(series.GetName() or y_name)
+        chart.AddPlot(plot)
+    chart.SetTitle(chart_node.GetTitle() if chart_node.GetTitleVisibility() else "")
+    font = chart.GetTitleProperties().GetFontFamilyFromString(chart_node.GetFontType() or "Arial")
+    chart.GetTitleProperties().SetFontFamily(font)
+    chart.GetTitleProperties().SetFontSize(chart_node.GetTitleFontSize())
+    chart.SetShowLegend(chart_node.GetLegendVisibility())
+    for axis_id in (vtk.vtkAxis.BOTTOM, vtk.vtkAxis.TOP, vtk.vtkAxis.LEFT, vtk.vtkAxis.RIGHT):
+        axis = chart.GetAxis(axis_id)
+        is_x = axis_id in (vtk.vtkAxis.BOTTOM, vtk.vtkAxis.TOP)
+        visible = chart_node.GetXAxisTitleVisibility() if is_x else chart_node.GetYAxisTitleVisibility()
+        title = chart_node.GetXAxisTitle() if is_x else chart_node.GetYAxisTitle()
+        axis.SetTitle(title if visible and title else "")
+        axis.SetBehavior(vtk.vtkAxis.AUTO)
+        axis.SetGridVisible(chart_node.GetGridVisibility())
+        for prop, size in ((axis.GetTitleProperties(), chart_node.GetAxisTitleFontSize()),
+                           (axis.GetLabelProperties(), chart_node.GetAxisLabelFontSize())):
+            prop.SetFontFamily(font)
+            prop.SetFontSize(size)
+            prop.SetBold(False)
+    return chart
 
 
-def render_slices(data: dict, case_id: str, suvmax: float, path: Path) -> None:
-    """DPETResponse-1.png: three orthogonal views through SUVmax with outlines and Grad-CAM."""
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
+def table_cells(table_node) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a table node as qMRMLTableModel shows them with the node's default settings.
 
-    pet = data["pet"]
-    array = sitk.GetArrayFromImage(pet)
-    tumour = next(s["mask"] for s in data["segments"] if s["name"] == "Tumour")
-    suvmax_kji = np.unravel_index(np.argmax(np.where(tumour > 0, array, -np.inf)), array.shape)
-    half = _half_fov_mm(pet, tumour, suvmax_kji)
-    fig = Figure(figsize=(14.4, 4.6), dpi=100, facecolor="black")
-    cam_display = data.get("gradcam_display")
-    cam_image = None
-    for n, (name, cut, (sc, sr), (c0, r0)) in enumerate(_views(pet, tumour)):
-        ax = fig.add_axes((0.008 + n * 0.272, 0.02, 0.265, 0.265 * 14.4 / 4.6))
-        pet2d = cut(array)
-        n_rows, n_cols = pet2d.shape
-        # mm from the SUVmax voxel's centre, outer pixel edges (as imshow's extent wants them)
-        extent = ((-0.5 - c0) * sc, (n_cols - 0.5 - c0) * sc, (-0.5 - r0) * sr, (n_rows - 0.5 - r0) * sr)
-        style = {"origin": "lower", "extent": extent}
-        ax.set_facecolor("black")
-        ax.imshow(pet2d, cmap="gray", vmin=0.0, vmax=suvmax, interpolation="bilinear", **style)
-        if data["gradcam"] is not None:
-            cam = np.ma.masked_less_equal(cut(data["gradcam"]), cam_display["below"])
-            cam_image = ax.imshow(cam, cmap=cam_display["cmap"], vmin=cam_display["vmin"], vmax=cam_display["vmax"],
-                                  alpha=GRADCAM_OPACITY, interpolation="bilinear", **style)
-        for segment in data["segments"]:
-            mask2d = cut(segment["mask"])
-            if mask2d.any():
-                # the whole tumour drawn wider underneath, so its edge shows around the subregions it contains
-                width = 4.5 if segment["name"] == "Tumour" else 1.8
-                ax.contour(mask2d.astype(float), levels=[0.5], colors=[segment["color"]], linewidths=width, **style)
-        ax.set_xlim(*_window(extent[0], extent[1], half))
-        ax.set_ylim(*_window(extent[2], extent[3], half))
-        ax.set_aspect("equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for spine in ax.spines.values():
-            spine.set_color("#555555")
-        ax.text(0.02, 0.98, name, color="white", fontsize=13, ha="left", va="top", transform=ax.transAxes)
-        _scale_bar(ax)
-        _orientation_labels(ax, VIEW_LABELS[name])
-    handles = [Line2D([], [], color=s["color"], linewidth=3, label=s["name"]) for s in data["segments"]]
-    if cam_image is not None:
-        handles.append(Patch(facecolor=cam_display["cmap"](0.75), alpha=GRADCAM_OPACITY,
-                             label=f"Grad-CAM > {cam_display['below']:g} (50%)"))
-    legend = fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.822, 0.84), frameon=False, fontsize=11)
-    for text in legend.get_texts():
-        text.set_color("white")
-    if cam_image is not None:
-        cax = fig.add_axes((0.835, 0.06, 0.016, 0.4))
-        bar = fig.colorbar(cam_image, cax=cax)
-        bar.solids.set_alpha(1.0)
-        bar.set_label("Grad-CAM", color="white", fontsize=11)
-        bar.ax.tick_params(colors="white")
-    fig.suptitle(f"{case_id}: through the tumour's SUVmax voxel; PET 0-{suvmax:.1f} SUV; "
-                 "radiological convention (patient's right on screen left)", color="white", fontsize=12, y=0.97)
-    _save(fig, path)
+    Column headers A, B, ...; the column names as the first row; each value as vtkVariant::ToString writes it.
+    """
+    table = table_node.GetTable()
+    n_columns = table.GetNumberOfColumns()
+    headers = []
+    for c in range(n_columns):
+        name, index = "", c
+        while index >= 0:
+            name = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[index % 26] + name
+            index = index // 26 - 1
+        headers.append(name)
+    rows = [[table.GetColumnName(c) for c in range(n_columns)]]
+    rows += [[table.GetValue(r, c).ToString() for c in range(n_columns)] for r in range(table.GetNumberOfRows())]
+    return headers, rows
 
 
-def render_tables(prediction: list[dict], metrics: list[dict], shap_title: str, shap: list[dict], path: Path) -> None:
-    """DPETResponse-2.png: the prediction and PET-metrics tables next to the SHAP bar chart."""
-    from matplotlib.figure import Figure
+class TableItem:
+    """A vtkPythonItem painter: a table node in the layout of Slicer's table view (see the module docstring)."""
 
-    fig = Figure(figsize=(14.4, 7.2), dpi=100, facecolor="white")
-    top, bottom, gap = 0.87, 0.04, 0.09  # gap: room for the second table's title
-    row_height = min(0.05, (top - bottom - gap) / (len(prediction) + len(metrics) + 2))
-    height = row_height * (len(prediction) + 1)
-    _draw_table(fig.add_axes((0.02, top - height, 0.44, height)), "pCR prediction per model",
-                ["model", "pCR probability", "threshold", "decision"],
-                [[r["model"], f"{r['pCR probability']:.3f}",
-                  "" if math.isnan(r["threshold"]) else f"{r['threshold']:.3f}", r["decision"]] for r in prediction],
-                highlight=[r["decision"] == "pCR" for r in prediction], col_widths=(0.34, 0.24, 0.2, 0.22))
-    top -= height + gap
-    height = row_height * (len(metrics) + 1)
-    units = {"pet_MTV": "ml", "pet_TLG": "SUV·ml"}
-    _draw_table(fig.add_axes((0.02, top - height, 0.44, height)), "PET metrics of the tumour", ["metric", "value"],
-                [[r["metric"].removeprefix("pet_"), f"{r['value']:.2f} {units.get(r['metric'], '')}".strip()]
-                 for r in metrics])
-    ax = fig.add_axes((0.64, 0.1, 0.34, 0.77))
-    names = [r["name"] for r in shap][::-1]
-    values = np.array([r["value"] for r in shap][::-1])
-    ax.barh(range(len(values)), values, height=0.6, color=np.where(values >= 0, "#d62728", "#1f77b4"))
-    ax.set_yticks(range(len(values)), names, fontsize=9)
-    for y, value in enumerate(values):
-        ax.annotate(f"{value:+.3f}", (value, y), xytext=(4 if value >= 0 else -4, 0), textcoords="offset points",
-                    ha="left" if value >= 0 else "right", va="center", fontsize=9)
-    ax.margins(x=0.15)
-    ax.axvline(0.0, color="black", linewidth=0.8)
-    ax.set_xlabel("SHAP value (log-odds): > 0 towards pCR, < 0 away from it")
-    ax.set_title(shap_title, fontsize=12, loc="right")
-    ax.grid(axis="x", alpha=0.3)
-    fig.suptitle("pCR probability per model (decision at the bundle's thresholds), PET metrics, and the features "
-                 "that moved this patient's prediction", fontsize=12, y=0.97)
-    _save(fig, path)
+    ROW_HEIGHT = 24
+    FONT_SIZE = 13
+    MIN_COLUMN_WIDTH = 60
+    PADDING = 8
+
+    def __init__(self, table_node, x: float, top: float, pane_width: float, pane_height: float):
+        self.headers, self.rows = table_cells(table_node)
+        self.x, self.top, self.pane_width, self.pane_height = x, top, pane_width, pane_height
+
+    def Initialize(self, vtk_self):
+        return True
+
+    def _text(self, context, bold=False, grey=False):
+        prop = context.GetTextProp()
+        prop.SetFontFamilyToArial()
+        prop.SetFontSize(self.FONT_SIZE)
+        prop.SetBold(bold)
+        prop.SetColor(*((0.35, 0.35, 0.35) if grey else (0.0, 0.0, 0.0)))
+        prop.SetVerticalJustificationToCentered()
+        prop.SetJustificationToLeft()
+
+    def _width(self, context, text, bold=False):
+        self._text(context, bold)
+        bounds = [0.0, 0.0, 0.0, 0.0]
+        context.ComputeStringBounds(text, bounds)
+        return bounds[2]
+
+    def Paint(self, vtk_self, context):
+        row_labels = [str(n + 1) for n in range(len(self.rows))]
+        label_width = max(30, max(self._width(context, t) for t in row_labels) + 2 * self.PADDING)
+        widths = [max(self.MIN_COLUMN_WIDTH, self._width(context, h) + 2 * self.PADDING,
+                      *(self._width(context, row[c], bold=(r == 0)) + 2 * self.PADDING
+                        for r, row in enumerate(self.rows)))
+                  for c, h in enumerate(self.headers)]
+        h = self.ROW_HEIGHT
+        lefts = np.concatenate([[self.x + label_width], self.x + label_width + np.cumsum(widths)])
+        total_width = lefts[-1] - self.x
+        n_lines = len(self.rows) + 1
+        bottom = self.top - n_lines * h
+        pen, brush = context.GetPen(), context.GetBrush()
+        pen.SetColor(255, 255, 255)
+        brush.SetColor(255, 255, 255)  # the view's empty area
+        context.DrawRect(self.x, self.top - self.pane_height, self.pane_width, self.pane_height)
+        pen.SetColor(205, 205, 205)
+        brush.SetColor(239, 239, 239)  # header row and row-number column
+        context.DrawRect(self.x, self.top - h, total_width, h)
+        context.DrawRect(self.x, bottom, label_width, n_lines * h)
+        for line in range(n_lines + 1):
+            context.DrawLine(self.x, bottom + line * h, self.x + total_width, bottom + line * h)
+        for left in [self.x, *lefts]:
+            context.DrawLine(left, bottom, left, self.top)
+        for c, header in enumerate(self.headers):
+            self._text(context, grey=True)
+            context.GetTextProp().SetJustificationToCentered()
+            context.DrawString((lefts[c] + lefts[c + 1]) / 2, self.top - h / 2, header)
+        for r, row in enumerate(self.rows):
+            y = self.top - (r + 1.5) * h
+            self._text(context, grey=True)
+            context.GetTextProp().SetJustificationToCentered()
+            context.DrawString(self.x + label_width / 2, y, row_labels[r])
+            for c, cell in enumerate(row):
+                self._text(context, bold=(r == 0))
+                context.DrawString(lefts[c] + self.PADDING, y, cell)
+        return True
 
 
-def _draw_table(ax, title, header, cells, highlight=None, col_widths=None):
-    ax.axis("off")
-    ax.set_title(title, fontsize=12, loc="left")
-    table = ax.table(cellText=cells, colLabels=header, colWidths=col_widths, bbox=(0.0, 0.0, 1.0, 1.0),
-                     cellLoc="center")
-    table.auto_set_font_size(False)
-    table.set_fontsize(11)
-    for (row, _), cell in table.get_celld().items():
-        if row == 0:
-            cell.set_facecolor("#e6e6e6")
-            cell.set_text_props(fontweight="bold")
-        elif highlight is not None and highlight[row - 1]:
-            cell.set_facecolor("#e3f2e1")
+class StripItem:
+    """A vtkPythonItem painter: a grey strip naming what a view shows (stands in for Slicer's Qt controller bar)."""
+
+    def __init__(self, text: str, x: float, y: float, width: float, height: float = STRIP_HEIGHT):
+        self.text, self.x, self.y, self.width, self.height = text, x, y, width, height
+
+    def Initialize(self, vtk_self):
+        return True
+
+    def Paint(self, vtk_self, context):
+        context.GetPen().SetColor(200, 200, 200)
+        context.GetBrush().SetColor(225, 225, 225)
+        context.DrawRect(self.x, self.y, self.width, self.height)
+        prop = context.GetTextProp()
+        prop.SetFontFamilyToArial()
+        prop.SetFontSize(13)
+        prop.SetBold(False)
+        prop.SetColor(0, 0, 0)
+        prop.SetJustificationToLeft()
+        prop.SetVerticalJustificationToCentered()
+        context.DrawString(self.x + 6, self.y + self.height / 2, self.text)
+        return True
 
 
-def _save(fig, path: Path) -> None:
+def render_plot_and_tables(nodes: dict, path: Path) -> None:
+    """DPETResponse-2.png: the SHAP plot view beside its table, the prediction table beside the PET-metrics table."""
+    import vtk
+    from vtkmodules.vtkPythonContext2D import vtkPythonItem
+
+    chart_node = nodes["shap_chart"]
+    shap_table = chart_node.GetPlotSeriesNode().GetTableNode()
+    width, left_width, gap, chart_height = 1440, 820, 10, 400
+    right_width = width - left_width - 3 * gap
+
+    def lines(table_node):
+        return table_node.GetTable().GetNumberOfRows() + 2  # header, names row, values
+
+    top_height = max(chart_height, lines(shap_table) * TableItem.ROW_HEIGHT)
+    bottom_height = max(lines(nodes["prediction_table"]), lines(nodes["metrics_table"])) * TableItem.ROW_HEIGHT + 2
+    height = 3 * gap + 2 * STRIP_HEIGHT + top_height + bottom_height
+    view = vtk.vtkContextView()
+    view.GetRenderWindow().SetOffScreenRendering(1)
+    view.GetRenderWindow().SetSize(width, height)
+    view.GetRenderer().SetBackground(0.35, 0.35, 0.35)  # the layout's splitters
+    keep = []  # the painters must outlive the render
+
+    def add(painter):
+        item = vtkPythonItem()
+        item.SetPythonObject(painter)
+        view.GetScene().AddItem(item)
+        keep.append((item, painter))
+
+    top = height - gap
+    add(StripItem(f"P   {chart_node.GetName()}", gap, top - STRIP_HEIGHT, left_width))
+    chart = chart_from_nodes(chart_node)
+    chart.SetAutoSize(False)
+    chart.SetSize(vtk.vtkRectf(gap, top - STRIP_HEIGHT - top_height, left_width, top_height))
+    view.GetScene().AddItem(chart)
+    right = 2 * gap + left_width
+    add(StripItem(f"T   {shap_table.GetName()}", right, top - STRIP_HEIGHT, right_width))
+    add(TableItem(shap_table, right, top - STRIP_HEIGHT, right_width, top_height))
+    top -= STRIP_HEIGHT + top_height + gap
+    for table_node, x, pane_width in ((nodes["prediction_table"], gap, left_width),
+                                      (nodes["metrics_table"], right, right_width)):
+        add(StripItem(f"T   {table_node.GetName()}", x, top - STRIP_HEIGHT, pane_width))
+        add(TableItem(table_node, x, top - STRIP_HEIGHT, pane_width, bottom_height))
+    view.GetRenderWindow().Render()
+    write_png(_read_window(view.GetRenderWindow()), path)
+
+
+def write_png(rgb: np.ndarray, path: Path) -> None:
+    """Write an (rows, columns, 3) uint8 array as PNG (temporary name, then renamed)."""
+    import vtk
+    from vtkmodules.util import numpy_support
+
+    rows, columns, _ = rgb.shape
+    image = vtk.vtkImageData()
+    image.SetDimensions(columns, rows, 1)
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(np.ascontiguousarray(rgb[::-1]).reshape(-1, 3),
+                                                               deep=True))
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100, facecolor=fig.get_facecolor())
+    writer = vtk.vtkPNGWriter()
+    writer.SetFileName(str(tmp))
+    writer.SetInputData(image)
+    writer.Write()
     os.replace(tmp, path)
 
 
@@ -316,23 +596,21 @@ def main(argv=None) -> None:
     parser.add_argument("--mask", required=True, help="tumour mask on the PET's grid")
     parser.add_argument("--clinical", nargs="*", default=[], type=_clinical_pair, metavar="NAME=VALUE",
                         help="the patient's clinical values by manifest column (as `dpet-response predict`)")
+    parser.add_argument("--color-files", type=Path,
+                        help="Slicer's ColorFiles folder (share/Slicer-5.x/ColorFiles of an installation, or "
+                             "Base/Logic/Resources/ColorFiles of Slicer's source), so that Grad-CAM gets the colour "
+                             "table it gets in Slicer; without it slicer-core's built-in tables are all there is")
     parser.add_argument("--out-dir", default=Path(__file__).resolve().parent, type=Path,
                         help="where the PNGs go (default: Resources/Screenshots)")
     args = parser.parse_args(argv)
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    pet_node, nodes = predict_into_scene(args.bundle, args.image, args.mask, dict(args.clinical))
-    case_id = pet_node.GetName()
-    data = read_nodes(pet_node, nodes)
-    metrics = table_rows(nodes["metrics_table"])
-    suvmax = next(r["value"] for r in metrics if r["metric"] == "pet_SUVmax")
+    app, pet_node, nodes = predict_into_scene(args.bundle, args.image, args.mask, dict(args.clinical),
+                                              args.color_files)
+    if "gradcam" in nodes:
+        print(f"Grad-CAM colour table: {nodes['gradcam'].GetDisplayNode().GetColorNode().GetName()}")
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    render_slices(data, case_id, suvmax, args.out_dir / "DPETResponse-1.png")
-    chart = nodes["shap_chart"]
-    render_tables(table_rows(nodes["prediction_table"]), metrics, chart.GetTitle(),
-                  table_rows(chart.GetPlotSeriesNode().GetTableNode()), args.out_dir / "DPETResponse-2.png")
+    render_slice_views(app, pet_node, nodes, args.out_dir / "DPETResponse-1.png")
+    render_plot_and_tables(nodes, args.out_dir / "DPETResponse-2.png")
     print(f"wrote {args.out_dir / 'DPETResponse-1.png'} and {args.out_dir / 'DPETResponse-2.png'}")
 
 
