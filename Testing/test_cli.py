@@ -277,13 +277,15 @@ def test_report_rebuilds_the_html_from_metrics_json(runs, tmp_path):
     assert run.returncode == 0, run.stderr
     assert run.stdout == f"report: {report / 'report.html'}\n"
     html = (report / "report.html").read_text()
-    sections = dict(re.findall(r"<h2>Split: (\w+)</h2>(.*?)(?=<h2>)", html, flags=re.S))
-    assert set(sections) == set(metrics["splits"])
+    cards = dict(re.findall(r"<details class='model'><summary><b>(\w+)</b>(.*?)</details>", html, flags=re.S))
+    assert set(cards) == {m for block in metrics["splits"].values() for m in block["models"]}
     for split, block in metrics["splits"].items():
+        assert f"<h3>{split}</h3>" in html
         for name, m in block["models"].items():
-            assert re.search(rf"<td>{name}</td>(\s*<td>[^<]*</td>){{3}}\s*<td>{m['auc']:.3f}", sections[split]), (
-                split, name)
-    assert "<td>0.123" in sections["test"]
+            column = list(metrics["splits"]).index(split)  # the card's columns follow metrics.json's splits
+            row = re.search(r"<tr><td>AUC</td>((?:<td>[^<]*</td>)+)</tr>", cards[name]).group(1)
+            assert re.findall(r"<td>([^<]*)</td>", row)[column] == f"{m['auc']:.3f}", (split, name)
+    assert "<td>0.123</td>" in cards["clinical"]
     assert (report / "roc_test.png").stat().st_size > 5000 and "src='roc_test.png'" in html
     shown = set(re.findall(r"<img src='([^']+)'", html))
     assert {"shap_radiomics.png", "shap_fusion_decision.png", "fusion_shares.png"} <= shown
@@ -321,7 +323,8 @@ def test_settings_variants_give_the_models_they_ask_for(runs, cohort, name):
     assert any(f.startswith("tensors/e2e_") for f in files) == ("fusion_feature_e2e" in expected)
     model = StudyModel.load(run["bundle"])
     fused = set(model.fusion_decision_.coef_.index)
-    assert fused == {"baseline", "clinical", "radiomics", "ith"} | ({"deep"} if "deep" in expected else set())
+    assert fused == {"baseline", "clinical", "radiomics", "peritumoural", "ith"} | ({"deep"} if "deep" in expected
+                                                                                  else set())
     assert any(c.startswith("dl_") for c in model.background_.columns) == ("deep" in expected)
     if name == "e2e_off":
         assert model.e2e_model_ is None and model.deep_model_ is not None
@@ -341,7 +344,8 @@ def test_decision_weights_learned_vs_auto(runs, cohort):
     auto = StudyModel.load(runs.get("deep_off")["bundle"]).fusion_decision_
     assert runs.get("deep_off")["manifest"]["config"]["decision_weights"] == "auto"
     assert (auto.coef_[~auto.meta_.kept_] == 0).all() and (auto.coef_[auto.meta_.kept_] > 0).all()
-    assert list(learned.coef_.index) == list(auto.coef_.index) == ["baseline", "clinical", "radiomics", "ith"]
+    assert list(learned.coef_.index) == list(auto.coef_.index) == ["baseline", "clinical", "radiomics", "peritumoural",
+                                                                   "ith"]
     choices = runs.get("deep_off")["manifest"]["choices"]["fusion_decision"]
     assert choices["weights"] == auto.meta_.weights_ and set(choices["inner_cv_auc"]) == {"equal", "learned", "best"}
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from ..core.errors import ConfigError, InputError, unknown_names_error
-from ..core.names import REGION_LABELS
+from ..core.names import PERITUMOURAL, REGION_LABELS
 from ..core.provenance import package_versions
 from ..core.settings import check_value
 
@@ -43,13 +43,15 @@ def default_settings() -> dict:
         "habitat_seed": 0,
         "ith_dims": [2, 3],
         "ith_seed": 0,
+        # width (mm) of the peritumoural shell whose PET metrics and radiomics are the `peri_` features; 0: none
+        "peritumoural_mm": 5.0,
     }
 
 
 #: The type of each analysis setting (`core.settings.check_value` checks them).
 SETTING_TYPES = {"radiomics_params": str | None, "habitat_method": str, "habitat_model": dict | None,
                  "habitat_k": int, "habitat_radius_mm": float, "habitat_seed": int, "ith_dims": list[int],
-                 "ith_seed": int, "radiomics_params_text": str, "analysis_code": str}
+                 "ith_seed": int, "peritumoural_mm": float, "radiomics_params_text": str, "analysis_code": str}
 
 
 def check_settings(settings: dict | None) -> dict:
@@ -66,6 +68,9 @@ def check_settings(settings: dict | None) -> dict:
     if merged["habitat_method"] not in HABITAT_METHODS:
         raise ConfigError(f"unknown habitat_method {merged['habitat_method']!r}; choose from "
                           f"{', '.join(HABITAT_METHODS)}")
+    if merged["peritumoural_mm"] < 0:
+        raise ConfigError(f"peritumoural_mm={merged['peritumoural_mm']!r}: a width in mm, or 0 for no peritumoural "
+                          "features")
     if merged["habitat_k"] != 2:
         raise ConfigError(f"habitat_k={merged['habitat_k']!r}: only 2 habitats (low and high uptake) are supported; "
                           "the radiomics pathway, the subregion features (sub_*) and the Slicer segments are built "
@@ -136,6 +141,8 @@ def analyse_image(image: sitk.Image, mask: sitk.Image, settings: dict, case_id: 
     region_masks = {"whole": mask}
     for region, label in REGION_LABELS.items():
         region_masks[region] = sitk.Cast(labels == label, sitk.sitkUInt8)
+    if settings["peritumoural_mm"] > 0:
+        region_masks[PERITUMOURAL] = _peritumoural(image, mask, settings["peritumoural_mm"], features, case_id)
 
     radiomics_features, radiomics_warnings = _extractor(settings["radiomics_params_text"]).extract_with_warnings(
         image, region_masks, case=case_id
@@ -146,6 +153,25 @@ def analyse_image(image: sitk.Image, mask: sitk.Image, settings: dict, case_id: 
     for dims in settings["ith_dims"]:
         features.update(ith_score(image, mask, dims=dims, seed=settings["ith_seed"], case=case_id))
     return features, labels, warnings
+
+
+def _peritumoural(image: sitk.Image, mask: sitk.Image, width_mm: float, features: dict, case_id: str) -> sitk.Image:
+    """The peritumoural shell; its PET metrics (``peri_pet_SUVmax``, ``peri_pet_SUVmean``, ``peri_pet_volume``
+    in ml) are added to ``features``."""
+    import numpy as np
+
+    from .peritumoural import peritumoural_shell
+    from .petmetrics import pet_metrics
+
+    shell = peritumoural_shell(mask, width_mm, case=case_id)
+    if not np.isfinite(sitk.GetArrayViewFromImage(image)[sitk.GetArrayViewFromImage(shell) != 0]).all():
+        raise InputError(f"the PET has NaN or infinite values in the {width_mm:g} mm peritumoural shell (set "
+                         "analysis.peritumoural_mm to 0 to leave the shell out)", case=case_id)
+    metrics = pet_metrics(image, shell, case=case_id)
+    features.update({f"{PERITUMOURAL}_pet_SUVmax": metrics["pet_SUVmax"],
+                     f"{PERITUMOURAL}_pet_SUVmean": metrics["pet_SUVmean"],
+                     f"{PERITUMOURAL}_pet_volume": metrics["pet_MTV"]})
+    return shell
 
 
 def population_habitats(settings: dict):

@@ -406,7 +406,8 @@ class FeatureFusion(ClassifierMixin, BaseEstimator):
     """Feature-level fusion: one logistic regression on every pathway's inputs side by side, scaled: the
     clinical columns (``clinical``: a ClinicalPathway giving the columns and their encoding; None leaves them
     out), the ITH score(s) (``ith_columns``), the radiomics pathway's selected features (its selection chain fit
-    inside) and the PCA-reduced deep embeddings (``embedding_prefix`` columns, ``n_components``; None leaves
+    inside), the peritumoural pathway's selected features (``peritumoural``, its own selection chain; None leaves
+    them out) and the PCA-reduced deep embeddings (``embedding_prefix`` columns, ``n_components``; None leaves
     them out, for a study without the CNN). The study fused radiomics and DL alone; the clinical and ITH inputs
     are here so that this fusion sees what the decision-level one sees.
 
@@ -418,6 +419,8 @@ class FeatureFusion(ClassifierMixin, BaseEstimator):
         Gives the clinical columns (its ``input_columns``); None leaves them out.
     ith_columns : sequence of str, default ()
         ITH score columns, median-imputed and scaled; empty leaves them out.
+    peritumoural : RadiomicsPathway or None, default None
+        The peritumoural shell's pathway (its regions and selection chain); None leaves the shell out.
     embedding_prefix : str or None, default "dl_emb_"
         Prefix of the deep-embedding columns; None leaves them out.
     n_components : int, default 8
@@ -434,13 +437,16 @@ class FeatureFusion(ClassifierMixin, BaseEstimator):
     feature_names_ : list of str
         The names of the classifier's inputs (embedding PCs as ``<prefix>pc<k>``).
     feature_groups_ : dict of str to list of str
-        Those names per group (``"clinical"``, ``"ith"``, ``"radiomics"``, ``"deep"``; groups left out absent).
+        Those names per group (``"clinical"``, ``"ith"``, ``"radiomics"``, ``"peritumoural"``, ``"deep"``; groups
+        left out absent).
     """
 
     def __init__(self, radiomics: RadiomicsPathway | None = None, clinical: ClinicalPathway | None = None,
-                 ith_columns=(), embedding_prefix: str | None = "dl_emb_", n_components: int = 8, random_state=0):
+                 ith_columns=(), embedding_prefix: str | None = "dl_emb_", n_components: int = 8, random_state=0,
+                 peritumoural: RadiomicsPathway | None = None):
         self.radiomics = radiomics
         self.clinical = clinical
+        self.peritumoural = peritumoural
         self.ith_columns = ith_columns
         self.embedding_prefix = embedding_prefix
         self.n_components = n_components
@@ -460,6 +466,11 @@ class FeatureFusion(ClassifierMixin, BaseEstimator):
             groups.append(("ith", make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True),
                                                 StandardScaler()), list(self.ith_columns)))
         groups.append(("radiomics", radiomics.make_selection(), rad_columns))
+        if self.peritumoural is not None:
+            peri_columns = radiomics_columns(X, self.peritumoural.regions)
+            if not peri_columns:
+                raise InputError(f"FeatureFusion: no column for region(s) {', '.join(self.peritumoural.regions)}")
+            groups.append(("peritumoural", self.peritumoural.make_selection(), peri_columns))
         if self.embedding_prefix is not None:
             emb_columns = [c for c in X.columns if str(c).startswith(self.embedding_prefix)]
             if not emb_columns:

@@ -73,6 +73,11 @@ def radiomics_columns(table: pd.DataFrame, regions=("whole", "high", "low")) -> 
     return [c for c in table.columns if str(c).startswith(tuple(f"{r}_" for r in regions))]
 
 
+#: Columns of the radiomics regions' tables that pyradiomics did not make (habitat composition, the peritumoural
+#: shell's PET metrics): in every feature set.
+NOT_PYRADIOMICS = ("sub_", "peri_pet_")
+
+
 def feature_set_columns(columns, feature_set: str) -> list[str]:
     """The radiomics ``columns`` in ``feature_set`` (a `FEATURE_SETS` name)."""
     if feature_set not in FEATURE_SETS:
@@ -80,7 +85,8 @@ def feature_set_columns(columns, feature_set: str) -> list[str]:
     image_types = FEATURE_SETS[feature_set]
     if image_types is None:
         return list(columns)
-    return [c for c in columns if str(c).startswith("sub_") or str(c).split("_")[1].startswith(image_types)]
+    return [c for c in columns if str(c).startswith(NOT_PYRADIOMICS)
+            or str(c).split("_")[1].startswith(image_types)]
 
 
 def make_classifier(name: str, random_state=0):

@@ -12,14 +12,15 @@ import numpy as np
 import pandas as pd
 
 from ..core.errors import ConfigError, unknown_names_error
+from ..core.names import PERITUMOURAL
 from ..core.settings import check_field_types
 from ..features.analysis import check_settings, default_settings
 
-PATHWAYS = ("baseline", "clinical", "radiomics", "radiomics_whole", "ith", "deep")
+PATHWAYS = ("baseline", "clinical", "radiomics", "radiomics_whole", "peritumoural", "ith", "deep")
 #: The comparator every model is tested against (reported first).
 BASELINE = "baseline"
 FUSIONS = ("fusion_feature", "fusion_decision", "fusion_feature_e2e")
-DECISION_FUSION_INPUTS = ("baseline", "clinical", "radiomics", "ith", "deep")
+DECISION_FUSION_INPUTS = ("baseline", "clinical", "radiomics", "peritumoural", "ith", "deep")
 DEEP_READERS = ("deep", "fusion_decision", "fusion_feature")  # the table models that read the CNN's columns
 SCHEMA_NAME = "dpetresponse-study"
 #: StudyConfig fields that set one CNN (DeepConfig) setting each.
@@ -139,6 +140,8 @@ class StudyModel:
             "radiomics_whole": RadiomicsPathway(regions=("whole",), **radiomics),
             "ith": ITHPathway(columns=tuple(c for c in ("ith_score2d", "ith_score3d") if c in self._columns)),
         }
+        if any(str(c).startswith(f"{PERITUMOURAL}_") for c in self._columns):  # analysis.peritumoural_mm > 0
+            pathways["peritumoural"] = RadiomicsPathway(regions=(PERITUMOURAL,), **radiomics)
         if self.config.deep:
             pathways["deep"] = ColumnProbability(column="dl_prob")
         return pathways
@@ -183,6 +186,8 @@ class StudyModel:
         fusion_feature = FeatureFusion(radiomics=clone(self.pathways_["radiomics"]),
                                        clinical=clone(self.pathways_["clinical"]),
                                        ith_columns=self.pathways_["ith"].columns,
+                                       peritumoural=(clone(self.pathways_["peritumoural"])
+                                                     if "peritumoural" in self.pathways_ else None),
                                        embedding_prefix="dl_emb_" if self.config.deep else None,
                                        n_components=self.config.embedding_components, random_state=self.config.seed)
         oof["fusion_feature"] = cross_val_predict(clone(fusion_feature), X, y, cv=folds, method="predict_proba")[:, 1]
