@@ -11,6 +11,7 @@ import contextlib
 import csv
 import importlib.metadata
 import importlib.util
+import json
 import logging
 import os
 import pathlib
@@ -42,6 +43,8 @@ if (slicer.app.majorVersion, slicer.app.minorVersion) < tuple(map(int, MINIMUM_S
 
 #: pip requirements installed on first use (same versions as pyproject.toml). numpy and SimpleITK come with Slicer,
 #: torch with the PyTorch extension, radiomics with SlicerRadiomics; shap is installed apart (see installShap).
+#: xgboost-cpu has no macOS wheel; there the plain xgboost wheel is the CPU build (elsewhere it is a CUDA build that
+#: pulls NVIDIA NCCL on Linux).
 PIP_REQUIREMENTS = [
     "scipy>=1.11",
     "pandas>=2.1",
@@ -51,7 +54,8 @@ PIP_REQUIREMENTS = [
     "PyWavelets>=1.4",
     "PyYAML>=6",
     "scikit-learn>=1.4",
-    "xgboost-cpu>=2.0",
+    'xgboost-cpu>=2.0; sys_platform != "darwin"',
+    'xgboost>=2.0; sys_platform == "darwin"',
     "monai>=1.4",
     "safetensors>=0.4",
     "skops>=0.10",
@@ -64,6 +68,9 @@ PIP_REQUIREMENTS = [
 SLICER_REQUIREMENTS = ["numpy>=1.26", "SimpleITK>=2.3"]
 #: Provided by the extensions this one depends on (EXTENSION_DEPENDS): package -> extension.
 EXTENSION_REQUIREMENTS = {"torch": "PyTorch", "pyradiomics-bhklab": "SlicerRadiomics"}
+#: The oldest torch the PyTorch extension may install or leave in place: that of MONAI 1.5, the oldest MONAI that
+#: takes numpy 2 (MONAI 1.4 needs numpy < 2; Slicer 5.10 ships numpy 2.0), which pip picks while torch < 2.8.
+TORCH_REQUIREMENT = "torch>=2.4.1"
 #: shap, installed with --no-deps: its dependencies without the PyPI `slicer` package, which would shadow Slicer's.
 SHAP_REQUIREMENT = "shap>=0.46"
 SHAP_DEPENDENCIES = ["numba", "cloudpickle", "packaging>20.9", "typing-extensions"]
@@ -71,6 +78,10 @@ SHAP_DEPENDENCIES = ["numba", "cloudpickle", "packaging>20.9", "typing-extension
 SHAP_SLICER_PACKAGE = "slicer==0.0.8"
 #: Size of the synthetic cohort behind the sample data case (and the self-test's bundle).
 SYNTHETIC_CASES = 40
+#: What a clinical field shows, and the prediction does, for a value not known.
+CLINICAL_UNKNOWN = "unknown"
+CLINICAL_HELP = ("A value left unknown is imputed from the training cases (their median, or most frequent "
+                 "category); the results table names each model that used one under 'imputed inputs'.")
 
 
 #
@@ -90,7 +101,8 @@ Predicts pathological complete response (pCR) to neoadjuvant chemotherapy from a
 the D-PET study did: radiomics of the whole tumour and of its low- and high-uptake subregions, a 3D CNN, an
 intratumoural heterogeneity score, clinical data, and their fusion.<br>
 <b>Inputs:</b> a PET volume in SUV (or a DICOM PET to convert), the tumour as a segmentation or one seed point,
-and a model bundle folder made by <code>dpet-response train</code>.<br>
+a model bundle folder made by <code>dpet-response train</code>, and the patient's clinical values that the bundle's
+models take (a value left unknown is imputed from the training cases; the table names the models that used one).<br>
 <b>Outputs</b> (under the PET's study): segments Tumour / Low uptake / High uptake; the Grad-CAM heat map over the
 PET; a table of the pCR probability, threshold and decision of every model, and the PET metrics (SUVmax, SUVmean,
 SUVpeak, MTV, TLG); a SHAP bar chart of the features that moved this prediction.<br>
@@ -148,11 +160,94 @@ class DPETResponseParameterNode:
     seedPoint: vtkMRMLMarkupsFiducialNode
     #: Kept in step with bundlePathLineEdit by the widget: bound as a pathlib.Path, an empty field would show "."
     bundlePath: str = ""
+    #: JSON {PET volume node ID: {clinical column: value}}: the values belong to the patient, kept by hand (the
+    #: form's fields come from the bundle)
+    clinicalValues: str = ""
     useGPU: bool = False
     showSegments: bool = True
     showGradCam: bool = True
     showTable: bool = True
     showShapChart: bool = True
+
+
+#
+# Clinical form: one field per clinical column of the bundle (DPETResponseLib.scene.clinical_schema)
+#
+
+
+def _numberStep(spec: dict) -> float:
+    return 10.0 ** -spec["decimals"]
+
+
+def _numberUnknown(spec: dict) -> float:
+    """The value of a number field that reads "unknown": one step below the training range (0 without one)."""
+    return spec["min"] - _numberStep(spec) if spec["min"] is not None else 0.0
+
+
+def clinicalField(spec: dict, value=None):
+    """A spin box over the training range whose lowest value, one step below it, reads "unknown"; or a combo box
+    of "unknown" and the training categories. Shows ``value`` (None: unknown). Built with setters only, which every
+    Qt binding has (Testing/render_clinical_form.py builds it with PySide6)."""
+    if spec["kind"] == "number":
+        field = qt.QDoubleSpinBox()
+        field.setDecimals(spec["decimals"])
+        field.setSingleStep(_numberStep(spec))
+        known = spec["min"] is not None
+        field.setRange(_numberUnknown(spec), spec["max"] if known else 0.0)
+        field.setSpecialValueText(CLINICAL_UNKNOWN)
+        field.setToolTip(f"Training cases: {spec['min']:g} to {spec['max']:g}; {CLINICAL_UNKNOWN}: their median"
+                         if known else "No training case had a value: always imputed.")
+    else:
+        field = qt.QComboBox()
+        field.addItems([CLINICAL_UNKNOWN, *spec["values"]])
+        field.setToolTip(f"Training categories: {', '.join(spec['values'])}; {CLINICAL_UNKNOWN}: the most frequent")
+    setClinicalField(field, spec, value)
+    return field
+
+
+def setClinicalField(field, spec: dict, value) -> None:
+    """Show ``value`` (a valid one, see validClinicalValues; None: unknown) in a field made by clinicalField."""
+    if spec["kind"] == "number":
+        field.setValue(_numberUnknown(spec) if value is None else value)
+    else:
+        field.setCurrentIndex(0 if value is None else 1 + spec["values"].index(value))
+
+
+def clinicalFieldValue(field, spec: dict):
+    """The value a field shows (a float or a category), None for unknown (PythonQt reads Qt properties)."""
+    if spec["kind"] == "number":
+        return None if field.value <= field.minimum else field.value
+    return None if field.currentIndex <= 0 else field.currentText
+
+
+def clinicalForm(schema: dict, values: dict):
+    """A widget with one labelled field per column of ``schema`` showing ``values``; returns it and the fields."""
+    form = qt.QWidget()
+    layout = qt.QFormLayout(form)
+    fields = {column: clinicalField(spec, values.get(column)) for column, spec in schema.items()}
+    for column, field in fields.items():
+        layout.addRow(f"{column}:", field)
+    return form, fields
+
+
+def validClinicalValues(schema: dict, values: dict) -> dict:
+    """The values a form of ``schema`` can show, in its order: numbers in the training range (to the field's
+    rounding), training categories."""
+    valid = {}
+    for column, spec in schema.items():
+        value = values.get(column)
+        if spec["kind"] == "number":
+            if (isinstance(value, (int, float)) and not isinstance(value, bool) and spec["min"] is not None
+                    and spec["min"] - _numberStep(spec) / 2 <= value <= spec["max"] + _numberStep(spec) / 2):
+                valid[column] = float(value)
+        elif value in spec["values"]:
+            valid[column] = value
+    return valid
+
+
+def clinicalArguments(values: dict) -> list[str]:
+    """`dpet-response predict --clinical NAME=VALUE ...` for ``values`` (nothing for none)."""
+    return ["--clinical", *(f"{column}={value}" for column, value in values.items())] if values else []
 
 
 #
@@ -167,6 +262,10 @@ class DPETResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
+        self._clinicalBundle = None  # the bundle path the clinical form was built for
+        self._clinicalSchema, self._clinicalFields, self._clinicalForm = {}, {}, None
+        self._clinicalNeedsPackages = False
+        self._showingClinicalValues = False
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -175,6 +274,7 @@ class DPETResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = DPETResponseLogic()
+        self._clinicalLayout = qt.QVBoxLayout(self.ui.clinicalFrame)
 
         self.ui.seedPlaceWidget.placeMultipleMarkups = slicer.qSlicerMarkupsPlaceWidget.ForcePlaceSingleMarkup
         self.ui.seedPointSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.ui.seedPlaceWidget.setCurrentNode)
@@ -200,7 +300,7 @@ class DPETResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
 
     def onSceneStartClose(self, caller, event) -> None:
         if self.logic.isRunning():  # its inputs are being closed: nothing it returns could be shown with them
@@ -219,18 +319,22 @@ class DPETResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def setParameterNode(self, inputParameterNode) -> None:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
             self.ui.tumourSegmentSelector.setCurrentNode(self._parameterNode.tumourSegmentation)
             self.ui.tumourSegmentSelector.setCurrentSegmentID(self._parameterNode.tumourSegmentId)
             if self._parameterNode.bundlePath:
                 self.ui.bundlePathLineEdit.currentPath = self._parameterNode.bundlePath
             elif self.ui.bundlePathLineEdit.currentPath:  # the bundle used last (the field's history)
                 self._parameterNode.bundlePath = self.ui.bundlePathLineEdit.currentPath
-            self._checkCanApply()
+            self.onParameterNodeModified()
+
+    def onParameterNodeModified(self, caller=None, event=None) -> None:
+        self._updateClinicalForm()
+        self._checkCanApply()
 
     def _checkCanApply(self, caller=None, event=None) -> None:
         p = self._parameterNode
@@ -259,6 +363,87 @@ class DPETResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode:
             self._parameterNode.bundlePath = path
 
+    # clinical values
+
+    def _volumeKey(self) -> str:
+        volume = self._parameterNode.inputVolume
+        return volume.GetID() if volume else ""
+
+    def _storedClinicalValues(self) -> dict:
+        """{PET volume node ID: {column: value}} from the parameter node ({} if it does not hold that)."""
+        try:
+            stored = json.loads(self._parameterNode.clinicalValues or "{}")
+        except json.JSONDecodeError:
+            return {}
+        return stored if isinstance(stored, dict) else {}
+
+    def clinicalValues(self) -> dict:
+        """The clinical values entered for the selected PET that the form's bundle takes."""
+        if self._parameterNode is None:
+            return {}
+        return validClinicalValues(self._clinicalSchema, self._storedClinicalValues().get(self._volumeKey(), {}))
+
+    def _updateClinicalForm(self) -> None:
+        """The form of the bundle's clinical columns (rebuilt when the bundle changes) with the selected PET's
+        values; enabled once a PET is selected."""
+        if self._parameterNode is None:
+            return
+        if self._parameterNode.bundlePath != self._clinicalBundle:
+            self._clinicalBundle = self._parameterNode.bundlePath
+            self._buildClinicalForm()
+        values = self.clinicalValues()
+        self._showingClinicalValues = True
+        try:
+            for column, field in self._clinicalFields.items():
+                setClinicalField(field, self._clinicalSchema[column], values.get(column))
+                field.enabled = bool(self._parameterNode.inputVolume)
+        finally:
+            self._showingClinicalValues = False
+
+    def _buildClinicalForm(self) -> None:
+        if self._clinicalForm is not None:
+            self._clinicalLayout.removeWidget(self._clinicalForm)
+            self._clinicalForm.deleteLater()
+        self._clinicalSchema, self._clinicalFields, self._clinicalForm = {}, {}, None
+        self._clinicalNeedsPackages = False
+        path = self._parameterNode.bundlePath
+        if not path or not os.path.isdir(path):
+            self.ui.clinicalStatusLabel.text = "Choose a model bundle: the clinical values its models take appear here."
+            return
+        if self.logic.packagesMissing():
+            self._clinicalNeedsPackages = True
+            self.ui.clinicalStatusLabel.text = ("The clinical form needs the module's Python packages: Apply "
+                                                "installs them (it asks first), then shows the form.")
+            return
+        from DPETResponseLib import scene
+        from DPETResponseLib.core.errors import DPETError
+
+        try:
+            self._clinicalSchema = scene.clinical_schema(path)
+        except DPETError as error:
+            self.ui.clinicalStatusLabel.text = f"No clinical values can be entered: {error}"
+            return
+        if not self._clinicalSchema:
+            self.ui.clinicalStatusLabel.text = "This bundle's models take no clinical values."
+            return
+        self.ui.clinicalStatusLabel.text = CLINICAL_HELP
+        self._clinicalForm, self._clinicalFields = clinicalForm(self._clinicalSchema, {})
+        for column, field in self._clinicalFields.items():
+            number = self._clinicalSchema[column]["kind"] == "number"
+            field.connect("valueChanged(double)" if number else "currentIndexChanged(int)", self.onClinicalFieldChanged)
+        self._clinicalLayout.addWidget(self._clinicalForm)
+
+    def onClinicalFieldChanged(self, *_) -> None:
+        """Save the fields' values for the selected PET (values of columns this bundle lacks are kept)."""
+        if self._showingClinicalValues or self._parameterNode is None or not self._parameterNode.inputVolume:
+            return
+        stored = self._storedClinicalValues()
+        kept = {c: v for c, v in stored.get(self._volumeKey(), {}).items() if c not in self._clinicalSchema}
+        shown = {column: clinicalFieldValue(field, self._clinicalSchema[column])
+                 for column, field in self._clinicalFields.items()}
+        stored[self._volumeKey()] = {**kept, **{c: v for c, v in shown.items() if v is not None}}
+        self._parameterNode.clinicalValues = json.dumps(stored, sort_keys=True)
+
     def addLog(self, text: str) -> None:
         self.ui.logTextEdit.appendPlainText(text)
         # "[dpet-response] k/n step" lines of the CLI and tqdm's "| k/n [" move the bar
@@ -275,14 +460,26 @@ class DPETResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay("Could not predict pCR.", waitCursor=True):
             if not self.logic.checkDependencies(askConfirmation=True):
                 return
+            if self._clinicalNeedsPackages:  # installed now: the form can be shown, and filled before the run
+                self._clinicalBundle = None
+                self._updateClinicalForm()
+                if self._clinicalFields:
+                    self.addLog("Enter the patient's clinical values (or leave them unknown), then Apply again.")
+                    return
             p = self._parameterNode
             self.ui.bundlePathLineEdit.addCurrentPathToHistory()  # offered first next time
             self.ui.logTextEdit.clear()
+            clinical = self.clinicalValues()
+            unknown = [column for column in self._clinicalSchema if column not in clinical]
+            if self._clinicalSchema:
+                self.addLog("Clinical values: " + (", ".join(f"{c}={v:g}" if isinstance(v, float) else f"{c}={v}"
+                                                             for c, v in clinical.items()) or "none")
+                            + (f"; unknown, imputed from the training data: {', '.join(unknown)}" if unknown else ""))
             self.ui.progressBar.setRange(0, 0)  # busy until the CLI reports steps
             self.logic.processAsync(
                 p.inputVolume, p.seedPoint if p.useSeedPoint else p.tumourSegmentation, p.bundlePath,
                 segmentId=p.tumourSegmentId or None, useGPU=p.useGPU, outputs=self._outputs(),
-                onLog=self.addLog, onFinished=self.onProcessFinished)
+                onLog=self.addLog, onFinished=self.onProcessFinished, clinical=clinical)
             self._checkCanApply()
 
     def _outputs(self) -> dict:
@@ -335,11 +532,14 @@ class DPETResponseLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def _missing(requirements: list[str]) -> list[str]:
+        """Those of ``requirements`` not met here (a requirement whose marker excludes this platform never is)."""
         from packaging.requirements import Requirement
 
         missing = []
         for text in requirements:
             requirement = Requirement(text)
+            if requirement.marker is not None and not requirement.marker.evaluate():
+                continue
             try:
                 version = importlib.metadata.version(requirement.name)
             except importlib.metadata.PackageNotFoundError:
@@ -348,6 +548,52 @@ class DPETResponseLogic(ScriptedLoadableModuleLogic):
             if not requirement.specifier.contains(version, prereleases=True):
                 missing.append(text)
         return missing
+
+    @classmethod
+    def packagesMissing(cls) -> bool:
+        """Whether a pip requirement is still to install (the library cannot be imported in Slicer before)."""
+        return bool(cls._missing(PIP_REQUIREMENTS))
+
+    @staticmethod
+    def _downgrades(requirements: list[str]) -> list[str]:
+        """Those of ``requirements`` that only an older version than the one installed would meet."""
+        from packaging.requirements import Requirement
+        from packaging.version import InvalidVersion, Version
+
+        found = []
+        for text in requirements:
+            requirement = Requirement(text)
+            try:
+                installed = Version(importlib.metadata.version(requirement.name))
+                # an upper bound it exceeds: "<", "<=", or "==" / "~=" a lower version
+                if any(not s.contains(installed, prereleases=True) and (s.operator in ("<", "<=") or (
+                        s.operator in ("==", "~=") and installed > Version(s.version.removesuffix(".*"))))
+                       for s in requirement.specifier):
+                    found.append(f"{text} (installed: {installed})")
+            except (importlib.metadata.PackageNotFoundError, InvalidVersion):
+                continue
+        return found
+
+    @staticmethod
+    def pipConstraints() -> list[str]:
+        """pip constraints that keep every installed package at its version or newer, so that nothing installed
+        here downgrades a package Slicer (or another extension) brought, and torch at its version (the PyTorch
+        extension installs the build for the GPU; a dependency must not swap it for PyPI's)."""
+        from packaging.utils import canonicalize_name
+        from packaging.version import InvalidVersion, Version
+
+        importlib.invalidate_caches()  # torch may have been installed a moment ago
+        constraints = {}
+        for distribution in importlib.metadata.distributions():  # in import order: the first of a name is used
+            name = canonicalize_name(distribution.metadata["Name"] or "")
+            if not name or name in constraints:
+                continue
+            try:
+                Version(distribution.version)
+            except (InvalidVersion, TypeError):
+                continue
+            constraints[name] = f"{name}{'==' if name == 'torch' else '>='}{distribution.version}"
+        return sorted(constraints.values())
 
     @staticmethod
     def shapSlicerDir() -> str:
@@ -365,9 +611,11 @@ class DPETResponseLogic(ScriptedLoadableModuleLogic):
         outdated = self._missing(SLICER_REQUIREMENTS)
         if outdated:
             raise RuntimeError(f"This Slicer's Python lacks {outdated}: use 3D Slicer {MINIMUM_SLICER} or later.")
-        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-        if not torchLogic.torchInstalled() and torchLogic.installTorch(askConfirmation=askConfirmation) is None:
-            return False
+        if self._missing([TORCH_REQUIREMENT]):  # absent, or older than the minimum
+            torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+            if torchLogic.installTorch(askConfirmation=askConfirmation,
+                                       torchVersionRequirement=TORCH_REQUIREMENT.removeprefix("torch")) is None:
+                return False
         if importlib.util.find_spec("radiomics") is None:
             raise RuntimeError(f"pyradiomics is missing: install the {EXTENSION_REQUIREMENTS['pyradiomics-bhklab']} "
                                "extension from the Extension Manager, then restart Slicer.")
@@ -376,21 +624,42 @@ class DPETResponseLogic(ScriptedLoadableModuleLogic):
             os.path.join(self.shapSlicerDir(), "slicer"))
         if not missing and not shapMissing:
             return True
+        downgrades = self._downgrades(missing)
+        if downgrades:
+            raise RuntimeError("D-PET Response would have to downgrade Python packages already installed (Slicer or "
+                               "another extension may need them), so nothing was installed: " + "; ".join(downgrades))
         wanted = missing + ([SHAP_REQUIREMENT] if shapMissing else [])
         if askConfirmation and not slicer.util.confirmOkCancelDisplay(
-                "D-PET Response needs these Python packages, which will be downloaded and installed now:\n"
-                + "\n".join(wanted), "Install Python packages"):
+                "D-PET Response needs these Python packages, which will be downloaded and installed now (no package "
+                "already installed is downgraded):\n" + "\n".join(wanted), "Install Python packages"):
             return False
-        if missing:
-            slicer.util.pip_install(missing)
-        if shapMissing:
-            self.installShap()
+        with tempfile.TemporaryDirectory(dir=slicer.app.temporaryPath) as folder:
+            constraints = os.path.join(folder, "constraints.txt")
+            with open(constraints, "w") as f:
+                f.write("\n".join(self.pipConstraints()) + "\n")
+            if missing:
+                self.pipInstall(missing, constraints)
+            if shapMissing:
+                self.installShap(constraints)
         return True
 
-    def installShap(self) -> None:
+    @staticmethod
+    def pipInstall(requirements: list[str], constraints: str) -> None:
+        """pip install under a constraints file: slicer.packaging.pip_ensure where this Slicer has it (5.12: a
+        progress dialog, and a restart offered when a package already imported was updated), else
+        slicer.util.pip_install."""
+        try:
+            import slicer.packaging as slicerPackaging
+        except ImportError:  # Slicer 5.10
+            slicer.util.pip_install([*requirements, "-c", constraints])
+        else:
+            slicerPackaging.pip_ensure(requirements, constraints=constraints, prompt_install=False,
+                                       requester="D-PET Response", skip_in_testing=False)
+
+    def installShap(self, constraints: str) -> None:
         """shap without its `slicer` dependency (which would shadow Slicer's), that package in a private folder."""
-        slicer.util.pip_install(["--no-deps", SHAP_REQUIREMENT])
-        slicer.util.pip_install(SHAP_DEPENDENCIES)
+        slicer.util.pip_install(["--no-deps", SHAP_REQUIREMENT, "-c", constraints])
+        slicer.util.pip_install([*SHAP_DEPENDENCIES, "-c", constraints])
         slicer.util.pip_install(["--target", self.shapSlicerDir(), "--no-deps", "--upgrade", SHAP_SLICER_PACKAGE])
 
     # running the prediction
@@ -444,14 +713,15 @@ class DPETResponseLogic(ScriptedLoadableModuleLogic):
             raise ValueError(f"'{tumour.GetName()}' is neither a segmentation nor a point list.")
         return args
 
-    def _prepare(self, petVolumeNode, tumour, bundlePath, segmentId) -> tuple[list[str], str]:
+    def _prepare(self, petVolumeNode, tumour, bundlePath, segmentId, clinical=None) -> tuple[list[str], str]:
         bundlePath = pathlib.Path(bundlePath)
         if not bundlePath.is_dir():
             raise ValueError(f"Model bundle folder not found: {bundlePath}")
         self._workDir = tempfile.mkdtemp(prefix="DPETResponse-", dir=slicer.app.temporaryPath)
         outDir = os.path.join(self._workDir, "result")
         inputs = self.writeInputs(petVolumeNode, tumour, self._workDir, segmentId)
-        return ["-m", "DPETResponseLib.cli", "predict", str(bundlePath), *inputs, "--out", outDir], outDir
+        return (["-m", "DPETResponseLib.cli", "predict", str(bundlePath), *inputs, *clinicalArguments(clinical or {}),
+                 "--out", outDir], outDir)
 
     def _cleanup(self) -> None:
         if self._workDir:
@@ -471,27 +741,29 @@ class DPETResponseLogic(ScriptedLoadableModuleLogic):
             raise RuntimeError(_lastError(lines) or f"the prediction process ended with code {proc.returncode}")
 
     def process(self, petVolumeNode, tumour, bundlePath, segmentId=None, useGPU: bool = False,
-                outputs: dict | None = None):
-        """Predict pCR (blocking). ``tumour``: segmentation node (+ ``segmentId``) or markups point list.
+                outputs: dict | None = None, clinical: dict | None = None):
+        """Predict pCR (blocking). ``tumour``: segmentation node (+ ``segmentId``) or markups point list;
+        ``clinical``: {column: value} (the others are imputed from the training data).
 
         Returns the PredictionResult; the output nodes are created or updated in the scene.
         """
         if self.isRunning():
             raise RuntimeError("A prediction is already running.")
         try:
-            args, outDir = self._prepare(petVolumeNode, tumour, bundlePath, segmentId)
+            args, outDir = self._prepare(petVolumeNode, tumour, bundlePath, segmentId, clinical)
             self.runCli(args, useGPU)
             return self.loadResults(petVolumeNode, outDir, outputs)
         finally:
             self._cleanup()
 
     def processAsync(self, petVolumeNode, tumour, bundlePath, segmentId=None, useGPU: bool = False,
-                     outputs: dict | None = None, onLog=logging.info, onFinished=None) -> None:
+                     outputs: dict | None = None, onLog=logging.info, onFinished=None,
+                     clinical: dict | None = None) -> None:
         """Start the prediction in a QProcess; ``onFinished(result, error)`` runs on the main thread at the end."""
         if self.isRunning():
             raise RuntimeError("A prediction is already running.")
         program = self.pythonSlicer()
-        args, outDir = self._prepare(petVolumeNode, tumour, bundlePath, segmentId)
+        args, outDir = self._prepare(petVolumeNode, tumour, bundlePath, segmentId, clinical)
         process = qt.QProcess()
         environment = qt.QProcessEnvironment()
         for key, value in self.environment(useGPU).items():
@@ -581,7 +853,8 @@ class DPETResponseLogic(ScriptedLoadableModuleLogic):
 
     # batch use and helpers
 
-    def processFiles(self, petPath, maskPath, bundlePath, useGPU: bool = False, outputs: dict | None = None):
+    def processFiles(self, petPath, maskPath, bundlePath, useGPU: bool = False, outputs: dict | None = None,
+                     clinical: dict | None = None):
         """Load a PET (SUV) and tumour mask from files into the scene and predict; for loops over a folder."""
         import SimpleITK as sitk
 
@@ -592,7 +865,7 @@ class DPETResponseLogic(ScriptedLoadableModuleLogic):
         segmentation = scene.labelmap_to_segmentation(sitk.Cast(mask > 0, sitk.sitkUInt8), slicer.mrmlScene, pet,
                                                       *scene.TUMOUR_SEGMENTS)
         segmentation.SetName(f"{pet.GetName()} tumour")
-        return self.process(pet, segmentation, bundlePath, useGPU=useGPU, outputs=outputs)
+        return self.process(pet, segmentation, bundlePath, useGPU=useGPU, outputs=outputs, clinical=clinical)
 
     def convertDicomPetToSuv(self, volumeNode):
         """A new volume in body-weight SUV from the DICOM PET series the node was loaded from."""

@@ -20,14 +20,29 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
-def _clinical_pair(item: str) -> tuple[str, object]:
-    name, sep, value = item.partition("=")
-    if not sep:
-        raise DPETError(f"--clinical expects NAME=VALUE, got {item!r}")
-    try:
-        return name, float(value)
-    except ValueError:
-        return name, value
+def _clinical_values(bundle, items: list[str]) -> dict[str, object]:
+    """``--clinical NAME=VALUE`` typed by the bundle's training data: a number for a number column, the text for a
+    category (a category such as cT "2" beside "4d" stays "2": as 2.0 it would be a category the model never saw)."""
+    pairs = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise DPETError(f"--clinical expects NAME=VALUE, got {item!r}")
+        pairs.append((name, value))
+    if not pairs:
+        return {}
+    from .scene import clinical_schema
+
+    schema = clinical_schema(bundle)
+    values = {}
+    for name, value in pairs:
+        if schema.get(name, {}).get("kind") == "number":
+            try:
+                value = float(value)
+            except ValueError:
+                raise DPETError(f"--clinical {name}: expected a number, got {value!r}") from None
+        values[name] = value  # a name the bundle lacks is refused by predict, with the bundle's columns
+    return values
 
 
 def _cmd_synth(args) -> int:
@@ -113,7 +128,7 @@ def _cmd_predict(args) -> int:
             dicom_pet_datasets(args.image)
         except InputError as err:
             raise DPETError(f"--dicom-out needs a DICOM PET as --image: {err}") from None
-    clinical = dict(_clinical_pair(item) for item in args.clinical)
+    clinical = _clinical_values(args.bundle, args.clinical)
     result = predict_files(args.bundle, args.image, mask=args.mask, seed_xyz=args.seed, out_dir=args.out,
                            clinical=clinical, dicom_out=args.dicom_out)
     json.dump(result.to_json_dict(), sys.stdout, indent=2)

@@ -1,4 +1,5 @@
-"""MRML <-> SimpleITK adapters: volumes, segmentations, tables, plots and the Grad-CAM overlay.
+"""MRML <-> SimpleITK adapters: volumes, segmentations, tables, plots and the Grad-CAM overlay; and what the module's
+clinical form offers for a bundle (`clinical_schema`).
 
 Every function takes the MRML scene or nodes as arguments and imports Slicer's ``slicer``/VTK inside itself, so the
 library stays importable without Slicer; the same code runs inside 3D Slicer and with the slicer-core wheel.
@@ -8,11 +9,14 @@ direction vector change sign. Passing an existing ``node`` updates it instead of
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import SimpleITK as sitk
 
 from .core import names
-from .core.errors import InputError
+from .core.errors import BundleError, InputError
 from .io.geometry import require_same_grid, same_grid
 
 #: Colour tables for the Grad-CAM overlay, by preference; the first one the scene holds is used.
@@ -394,3 +398,47 @@ def show_prediction(result, scene, pet_node, segments: bool = True, gradcam: boo
         placed += [series, series.GetTableNode()]
     place_under_study(scene, pet_node, placed, folder_name=f"{name} pCR prediction")
     return out
+
+
+#: The most decimals a clinical number is entered with (fewer where every training value has fewer).
+CLINICAL_MAX_DECIMALS = 3
+
+
+def clinical_schema(bundle) -> dict[str, dict]:
+    """The clinical columns of a model bundle as the values a form may offer, from its training cases: a number
+    column as ``{"kind": "number", "min", "max", "decimals"}`` (range of the training values; None and None where no
+    training case had one; the decimals every training value fits in, at most `CLINICAL_MAX_DECIMALS`), any
+    other column as ``{"kind": "category", "values": [...]}`` (the training categories as text, sorted). In the
+    bundle's column order.
+
+    Reads bundle.json and the training table StudyModel.save wrote beside it (no estimator, no torch); the bundle's
+    checksums are verified when it is loaded to predict.
+    """
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    path = Path(bundle)
+    if not (path / "bundle.json").is_file():
+        raise BundleError(f"{path}: not a model bundle (no bundle.json)")
+    try:
+        manifest = json.loads((path / "bundle.json").read_text(encoding="utf-8"))
+        columns, background = manifest["clinical_columns"], manifest["background"]
+        numeric = load_file(path / manifest["tensors"]["background"])["values"]
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as err:
+        raise BundleError(f"{path}: cannot read its clinical columns ({type(err).__name__}: {err})") from None
+    schema = {}
+    for column in columns:
+        if column in background["numeric_columns"]:
+            values = numeric[:, background["numeric_columns"].index(column)]
+            values = values[np.isfinite(values)]
+            decimals = next((d for d in range(CLINICAL_MAX_DECIMALS) if np.allclose(values, values.round(d),
+                                                                                    rtol=0, atol=1e-9)),
+                            CLINICAL_MAX_DECIMALS)
+            schema[column] = {"kind": "number", "min": float(values.min()) if len(values) else None,
+                              "max": float(values.max()) if len(values) else None, "decimals": decimals}
+        elif column in background["other"]:
+            values = {str(v) for v in background["other"][column] if v is not None}
+            schema[column] = {"kind": "category", "values": sorted(values)}
+        else:
+            raise BundleError(f"{path}: clinical column {column!r} is not in its training table")
+    return schema

@@ -1,6 +1,8 @@
 """DPETResponse/DPETResponse.py loaded as Slicer loads it (importlib, under its module name), outside Slicer: its
-`qt`, `ctk`, `vtk` and `slicer` are the stand-ins of Testing/standins."""
+`qt`, `ctk`, `vtk` and `slicer` are the stand-ins of Testing/standins (and `PyTorchUtils`, the PyTorch extension's
+module, which it imports when it runs)."""
 
+import contextlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -8,7 +10,7 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MODULE_PY = PROJECT_ROOT / "DPETResponse" / "DPETResponse.py"
 STANDINS = Path(__file__).resolve().parent / "standins"
-STANDIN_PACKAGES = ("qt", "ctk", "vtk", "slicer")
+STANDIN_PACKAGES = ("qt", "ctk", "vtk", "slicer", "PyTorchUtils")
 
 #: The same steps as Slicer's qSlicerScriptedUtils::loadSourceAsModule; argv[1] is the file. For other interpreters.
 LOAD_SOURCE = """
@@ -48,3 +50,19 @@ def load_module():
             del sys.modules[name]
         sys.modules.update(saved)
     return module, standins
+
+
+@contextlib.contextmanager
+def standin_imports(standins: dict):
+    """The stand-ins as what the module imports while it runs (``import PyTorchUtils``, ``import
+    slicer.packaging``), added to ``standins``; the modules those names had before are put back afterwards."""
+    saved = {name: sys.modules.pop(name) for name in _standin_names()}
+    sys.modules.update(standins)
+    sys.path.insert(0, str(STANDINS))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(STANDINS))
+        for name in _standin_names():
+            standins[name] = sys.modules.pop(name)
+        sys.modules.update(saved)

@@ -1,6 +1,9 @@
 """The Slicer module's logic outside Slicer (stand-ins for qt and slicer, Testing/standins): the arguments it gives
 the CLI, a process that cannot start, and Cancel, with real processes."""
 
+import importlib
+import importlib.metadata
+import os
 import subprocess
 import sys
 
@@ -8,7 +11,10 @@ import numpy as np
 import psutil
 import pytest
 import SimpleITK as sitk
-from module_standins import load_module
+from module_standins import load_module, standin_imports
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from DPETResponseLib import scene as S
 from DPETResponseLib.cli import build_parser
@@ -128,3 +134,110 @@ def test_cancel_ends_the_whole_tree_removes_the_work_and_loads_nothing(module, t
     logic.cancel()
     assert [p.pid for p in found if alive(p)] == []
     assert not logic.isRunning() and not work.exists() and ended == []
+
+
+
+# ------------------------------------------------------------------------------------------------ dependencies
+ABSENT = "dpet-response-absent-package>=1.0"
+#: A requirement for a platform other than this one.
+ELSEWHERE = "dpet-response-elsewhere>=1.0; sys_platform == " + ('"win32"' if sys.platform != "win32" else '"linux"')
+
+
+def check_dependencies(monkeypatch, version: str, requirements: list[str], decline_torch=False, **attributes):
+    """checkDependencies(askConfirmation=True) on the stand-ins of Slicer ``version``, with PIP_REQUIREMENTS =
+    ``requirements`` and the module's other ``attributes`` (the user declines PyTorch's installation with
+    ``decline_torch``): (its answer or the RuntimeError it raised, the stand-ins, with those it imported while
+    running)."""
+    monkeypatch.setenv("SLICER_STANDIN_VERSION", version)
+    module, standins = load_module()
+    monkeypatch.setattr(module, "PIP_REQUIREMENTS", requirements)
+    for name, value in attributes.items():
+        monkeypatch.setattr(module, name, value)
+    with standin_imports(standins):
+        if decline_torch:
+            importlib.import_module("PyTorchUtils").declines.append(True)
+        try:
+            answer = module.DPETResponseLogic().checkDependencies(askConfirmation=True)
+        except RuntimeError as error:
+            answer = error
+    return answer, standins
+
+
+@pytest.mark.parametrize("version", ["5.10", "5.12"])
+def test_packages_install_with_slicer_packaging_on_5_12_and_pip_install_on_5_10(monkeypatch, version):
+    """After one confirmation, Slicer 5.12's slicer.packaging.pip_ensure installs (Slicer 5.10 has no
+    slicer.packaging: slicer.util.pip_install); a requirement whose marker excludes this platform is not asked
+    for; every pip call but the private-folder one carries constraints that keep installed packages from
+    downgrades."""
+    answer, standins = check_dependencies(monkeypatch, version, [ABSENT, ELSEWHERE])
+    assert answer is True
+    util = standins["slicer.util"]
+    assert len(util.confirmations) == 1
+    assert ABSENT in util.confirmations[0] and "elsewhere" not in util.confirmations[0]
+    *installs, private = util.pip_installs  # the last: the PyPI `slicer` package into shap's private folder
+    assert private[:2] == ["--target", shap_private_dir(standins)] and "-c" not in private
+    if version == "5.12":
+        assert "slicer.packaging" in standins
+        [(requirements, keywords, constraints)] = standins["slicer.packaging"].ensured
+        assert requirements == [ABSENT]
+        assert (keywords["prompt_install"], keywords["skip_in_testing"]) == (False, False)
+        assert keywords["constraints"] and keywords["requester"] == "D-PET Response"
+    else:
+        assert "slicer.packaging" not in standins
+        assert installs[0][:-2] == [ABSENT] and installs.pop(0)[-2] == "-c"
+        constraints = util.constraints.pop(0)
+    assert [call[:2] for call in installs] == [["--no-deps", "shap>=0.46"], ["numba", "cloudpickle"]]
+    assert all(call[-2] == "-c" for call in installs) and util.constraints == [constraints] * 2
+    assert f"numpy>={importlib.metadata.version('numpy')}" in constraints.splitlines()
+
+
+def shap_private_dir(standins) -> str:
+    settings = standins["slicer"].app.slicerRevisionUserSettingsFilePath
+    return os.path.join(os.path.dirname(settings), "DPETResponse", "shap-slicer")
+
+
+def test_constraints_hold_every_installed_package_at_its_version_or_newer_and_torch_at_its_own(module):
+    """Constraints met by what is installed (pip changes nothing to meet them), one per installed package:
+    ``>=`` its version, torch ``==`` (the PyTorch extension chose its build)."""
+    constraints = {Requirement(line).name: Requirement(line) for line in module.DPETResponseLogic.pipConstraints()}
+    installed = {}
+    for distribution in importlib.metadata.distributions():  # the first of a name is the one imported
+        installed.setdefault(canonicalize_name(distribution.metadata["Name"]), distribution.version)
+    assert set(constraints) == set(installed)
+    for name, requirement in constraints.items():
+        [specifier] = requirement.specifier
+        assert specifier.operator == ("==" if name == "torch" else ">=") and specifier.version == installed[name]
+        assert requirement.specifier.contains(installed[name], prereleases=True)
+    assert "numpy" in constraints and "torch" in constraints
+
+
+def test_a_requirement_that_would_downgrade_an_installed_package_is_refused(module, monkeypatch):
+    """numpy older than the installed one (Slicer's): refused, naming it, before any dialog or pip call."""
+    numpy = importlib.metadata.version("numpy")
+    answer, standins = check_dependencies(monkeypatch, "5.12", [ABSENT, f"numpy<{numpy}"])
+    assert isinstance(answer, RuntimeError)
+    assert f"numpy<{numpy} (installed: {numpy})" in str(answer) and ABSENT not in str(answer)
+    assert standins["slicer.util"].confirmations == standins["slicer.util"].pip_installs == []
+    assert "slicer.packaging" not in standins  # refused before an installer was reached
+    downgrades = [f"numpy<{numpy}", f"numpy<={numpy}.dev0", "numpy==1.0", "numpy==1.*", "numpy~=1.0"]
+    others = [f"numpy>={numpy}", f"numpy=={numpy}", "numpy>99", "numpy==99.0", "numpy~=99.0", "absent-package<1"]
+    assert module.DPETResponseLogic._downgrades(downgrades + others) == [
+        f"{r} (installed: {numpy})" for r in downgrades]
+
+
+def test_torch_below_the_minimum_is_installed_by_the_pytorch_extension(monkeypatch):
+    """torch older than TORCH_REQUIREMENT (here: a minimum above the installed one) goes to the PyTorch
+    extension's installTorch with the minimum; declined, nothing else is installed. The installed torch meets
+    the module's own minimum."""
+    torch = Version(importlib.metadata.version("torch"))
+    above = f">={torch.major + 1}.0"
+    answer, standins = check_dependencies(monkeypatch, "5.12", [ABSENT], TORCH_REQUIREMENT="torch" + above)
+    assert answer is True
+    assert [(i["askConfirmation"], i["torchVersionRequirement"]) for i in standins["PyTorchUtils"].installs] == [
+        (True, above)]
+    answer, standins = check_dependencies(monkeypatch, "5.12", [ABSENT], decline_torch=True,
+                                          TORCH_REQUIREMENT="torch" + above)
+    assert answer is False and len(standins["PyTorchUtils"].installs) == 1
+    assert standins["slicer.util"].confirmations == standins["slicer.util"].pip_installs == []
+    answer, standins = check_dependencies(monkeypatch, "5.12", [])
+    assert answer is True and standins["PyTorchUtils"].installs == []

@@ -31,10 +31,12 @@ CLASS_BY_SUFFIX = {
     "Button": "QPushButton",
     "ProgressBar": "QProgressBar",
     "TextEdit": "QPlainTextEdit",
+    "Label": "QLabel",
+    "Frame": "QFrame",
 }
 #: Module-level imports DPETResponse.py may have: the standard library it uses and what Slicer itself provides.
-ALLOWED_TOP_IMPORTS = {"__future__", "contextlib", "csv", "importlib", "logging", "os", "pathlib", "re", "shutil",
-                       "sys", "tempfile", "qt", "ctk", "vtk", "slicer"}
+ALLOWED_TOP_IMPORTS = {"__future__", "contextlib", "csv", "importlib", "json", "logging", "os", "pathlib", "re",
+                       "shutil", "sys", "tempfile", "qt", "ctk", "vtk", "slicer"}
 HEAVY = {"torch", "monai", "radiomics", "shap", "SimpleITK", "numpy", "pandas", "sklearn", "scipy", "dask",
          "matplotlib", "xgboost", "skops", "safetensors", "pydicom", "DPETResponseLib"}
 
@@ -85,11 +87,13 @@ def test_parameter_node_fields_are_bound_to_suitable_widgets(module_tree, ui_wid
     bound = {props["SlicerParameterName"]: (cls, props) for cls, props in ui_widgets.values()
              if "SlicerParameterName" in props}
     assert set(bound) - set(fields) == set(), "widgets bound to parameters that do not exist"
-    # by hand: tumourSegmentId (parameterNodeWrapper has no segment-id connector) and bundlePath (its connector to
-    # a ctkPathLineEdit takes a pathlib.Path only, whose empty value shows ".")
-    assert set(fields) - set(bound) == {"tumourSegmentId", "bundlePath"}
+    # by hand: tumourSegmentId (parameterNodeWrapper has no segment-id connector), bundlePath (its connector to
+    # a ctkPathLineEdit takes a pathlib.Path only, whose empty value shows ".") and clinicalValues (JSON of the
+    # fields the bundle's clinical columns make)
+    assert set(fields) - set(bound) == {"tumourSegmentId", "bundlePath", "clinicalValues"}
+    assert fields["clinicalValues"] == "str"
     text = MODULE_PY.read_text()
-    assert "tumourSegmentId =" in text and "bundlePath =" in text
+    assert "tumourSegmentId =" in text and "bundlePath =" in text and "clinicalValues =" in text
     assert ui_widgets["bundlePathLineEdit"][0] == "ctkPathLineEdit"
     assert "ctkPathLineEdit::Dirs" in ui_widgets["bundlePathLineEdit"][1]["filters"]
     for name, (cls, props) in bound.items():
@@ -187,17 +191,61 @@ def _literal(tree, name):
     raise AssertionError(f"{name} not assigned at module level")
 
 
-def test_module_requirements_match_pyproject(module_tree):
-    pyproject = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
-    declared = {Requirement(r).name.lower(): Requirement(r) for r in pyproject["project"]["dependencies"]}
+#: Environment markers' variables for each platform 3D Slicer is released on.
+PLATFORMS = {"linux": {"sys_platform": "linux", "platform_system": "Linux"},
+             "win32": {"sys_platform": "win32", "platform_system": "Windows"},
+             "darwin": {"sys_platform": "darwin", "platform_system": "Darwin"}}
+
+
+def _applicable(requirements, platform):
+    """{name: Requirement} of those whose marker holds on ``platform``."""
+    found = {}
+    for text in requirements:
+        requirement = Requirement(text)
+        if requirement.marker is None or requirement.marker.evaluate(PLATFORMS[platform]):
+            assert requirement.name.lower() not in found, f"two requirements of {requirement.name} on {platform}"
+            found[requirement.name.lower()] = requirement
+    return found
+
+
+def _pyproject_dependencies():
+    return tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+
+
+@pytest.mark.parametrize("platform", ["linux", "win32"])
+def test_module_requirements_match_pyproject(module_tree, platform):
+    declared = _applicable(_pyproject_dependencies(), platform)
     checked = [*_literal(module_tree, "PIP_REQUIREMENTS"), *_literal(module_tree, "SLICER_REQUIREMENTS"),
                _literal(module_tree, "SHAP_REQUIREMENT")]
-    module = {Requirement(r).name.lower(): Requirement(r) for r in checked}
+    module = _applicable(checked, platform)
     extensions = {name.lower() for name in _literal(module_tree, "EXTENSION_REQUIREMENTS")}
     assert set(module) | extensions == set(declared)
     assert not set(module) & extensions
     for name, requirement in module.items():
         assert (requirement.specifier, requirement.extras) == (declared[name].specifier, declared[name].extras), name
+
+
+def test_xgboost_is_the_cpu_build_on_every_platform(module_tree):
+    """xgboost-cpu has wheels for Linux and Windows only (none for macOS: `pip download xgboost-cpu --platform
+    macosx_12_0_arm64 --only-binary=:all:` finds no version); macOS's plain xgboost wheel is the CPU build, elsewhere
+    the plain wheel is a CUDA build (Linux: with NVIDIA NCCL). One of them applies on each platform, with
+    pyproject's version range."""
+    declared = Requirement(next(r for r in _pyproject_dependencies() if Requirement(r).name == "xgboost-cpu"))
+    for platform, expected in (("linux", "xgboost-cpu"), ("win32", "xgboost-cpu"), ("darwin", "xgboost")):
+        found = [r for n, r in _applicable(_literal(module_tree, "PIP_REQUIREMENTS"), platform).items()
+                 if n.startswith("xgboost")]
+        assert [r.name for r in found] == [expected], platform
+        assert found[0].specifier == declared.specifier, platform
+
+
+def test_torch_minimum_admits_the_tested_torch(module_tree):
+    """The module asks the PyTorch extension for torch >= its minimum (a version range, never a pin: the extension
+    picks the build for the GPU driver); the torch the tests run on (pyproject's pin) must meet it."""
+    minimum = Requirement(_literal(module_tree, "TORCH_REQUIREMENT"))
+    pinned = Requirement(next(r for r in _pyproject_dependencies() if Requirement(r).name == "torch"))
+    assert minimum.name == "torch" and [s.operator for s in minimum.specifier] == [">="]
+    assert [s.operator for s in pinned.specifier] == ["=="]
+    assert minimum.specifier.contains(next(iter(pinned.specifier)).version)
 
 
 def test_library_modules_import_no_qt_ctk_slicer_or_vtk():

@@ -1,5 +1,5 @@
 """Stand-in for ``slicer.util``: a .ui file read into stand-in widgets; errors are raised to the test instead of
-being shown in a dialog."""
+being shown in a dialog; pip_install and the confirmation dialog are recorded (and answered by ``answers``)."""
 
 import contextlib
 import os
@@ -11,6 +11,10 @@ import qt
 
 #: Messages errorDisplay would have shown.
 errors = []
+#: pip_install's arguments, call by call, and the text of each constraints file (-c) when it was called.
+pip_installs, constraints = [], []
+#: Texts of the confirmation dialogs shown; the answers they get, in turn (OK when none is left).
+confirmations, answers = [], []
 
 
 def loadUI(path):
@@ -36,6 +40,21 @@ def tryWithErrorDisplay(message=None, show=True, waitCursor=False):
 
 def errorDisplay(text, *args, **kwargs):
     errors.append(text)
+
+
+def confirmOkCancelDisplay(text, windowTitle=None, parent=None, **kwargs):
+    confirmations.append(text)
+    return answers.pop(0) if answers else True
+
+
+def pip_install(requirements):
+    """Slicer 5.10's signature: a string or a list of pip's command-line arguments."""
+    if not isinstance(requirements, (str, list)):
+        raise ValueError("pip_install requirement input must be string or list")
+    pip_installs.append(requirements)
+    if "-c" in requirements:
+        with open(requirements[requirements.index("-c") + 1]) as f:
+            constraints.append(f.read())
 
 
 def startupEnvironment():
