@@ -203,10 +203,17 @@ def predict(bundle, image, mask=None, seed_xyz=None, case_id: str = "case", clin
 
     ``clinical`` holds the patient's clinical values by manifest column name; columns left out are imputed with
     the training medians/modes (said in the result's warnings)."""
-    from .features.analysis import analyse_image
+    from .features.analysis import analyse_image, resolve_settings
+    from .features.radiomics import RadiomicsExtractor, check_engine
     from .results import PredictionResult
 
     model = model or StudyModel.load(bundle)
+    # A loaded bundle's radiomics engine: refused if this one does not reproduce its features, else any difference
+    # noted (features.radiomics.check_engine). A model fit in this process (no manifest_) used this very engine.
+    manifest = getattr(model, "manifest_", None)
+    engine_notes = [] if manifest is None else check_engine(
+        manifest.get("radiomics_engine"),
+        RadiomicsExtractor.from_text(resolve_settings(model.config.analysis)["radiomics_params_text"]))
     if mask is None:
         if seed_xyz is None:
             raise InputError("give a tumour mask or a seed point", case=case_id)
@@ -214,6 +221,7 @@ def predict(bundle, image, mask=None, seed_xyz=None, case_id: str = "case", clin
 
         mask = segment_from_seed(image, seed_xyz=seed_xyz, case=case_id)
     features, subregions, warnings = analyse_image(image, mask, model.config.analysis, case_id)
+    warnings = engine_notes + warnings
     X = pd.DataFrame([features], index=[case_id]).apply(pd.to_numeric, errors="coerce")
     clinical = clinical or {}
     unknown = set(clinical) - set(model.clinical_columns)

@@ -198,3 +198,118 @@ def test_skops_file_is_data_not_pickle(bundle):
     with zipfile.ZipFile(bundle / "estimators" / "fusion_feature.skops") as z:
         names = z.namelist()
     assert "schema.json" in names and not any(n.endswith((".pkl", ".pickle")) for n in names)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The radiomics engine a study bundle records, and predict's check of the engine it runs with.
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, shared_data):
+    """A study bundle without CNN (fast radiomics settings, per-tumour habitats), fit on a random table with the
+    analysis' own columns, and one real STS PET with its mask to predict."""
+    import pandas as pd
+    from conftest import FAST_RADIOMICS_YAML
+
+    from DPETResponseLib.features.analysis import analyse_image
+    from DPETResponseLib.io.images import read_mask, read_pet
+    from DPETResponseLib.study.model import StudyConfig, StudyModel
+
+    folder = shared_data / "sts_pet" / "STS_025"
+    image = read_pet(folder / "PET_image.nii.gz")
+    mask = read_mask(folder / "PET_mask.nii.gz", image)
+    config = StudyConfig(n_folds=3, deep=False, classifiers=("lr",),
+                         analysis={"radiomics_params": str(FAST_RADIOMICS_YAML), "habitat_method": "tumour"})
+    features, _, _ = analyse_image(image, mask, config.analysis, "STS_025")
+    rng = np.random.default_rng(0)
+    y = np.arange(30) % 2
+    X = pd.DataFrame(rng.normal(size=(30, len(features))) + y[:, None] * 0.5, columns=list(features),
+                     index=[f"c{i}" for i in range(30)])
+    X["age"] = rng.normal(55, 10, 30)
+    path = tmp_path_factory.mktemp("study") / "bundle"
+    StudyModel(config, ["age"]).fit(X, y, [], [], progress=False).save(path)
+    return {"bundle": path, "image": image, "mask": mask, "config": config}
+
+
+def _engine_probe(study):
+    from DPETResponseLib.features.analysis import resolve_settings
+    from DPETResponseLib.features.radiomics import RadiomicsExtractor, engine_probe
+
+    settings = resolve_settings(study["config"].analysis)
+    return engine_probe(RadiomicsExtractor.from_text(settings["radiomics_params_text"]))
+
+
+def test_bundle_records_the_radiomics_engine(study):
+    from importlib import metadata
+
+    import radiomics
+    import SimpleITK
+
+    recorded = json.loads((study["bundle"] / "bundle.json").read_text())["radiomics_engine"]
+    assert recorded["distribution"] == "pyradiomics-bhklab"
+    assert recorded["version"] == metadata.version("pyradiomics-bhklab") == radiomics.__version__.lstrip("v")
+    assert recorded["revision"] == radiomics._version.get_versions()["full-revisionid"]
+    assert recorded["SimpleITK"] == SimpleITK.__version__ and recorded["numpy"] == np.__version__
+    probe = _engine_probe(study)
+    assert recorded["probe"] == probe  # the bundle's parameters: Original image, shape to GLSZM
+    assert len(probe) == 14 + 18 + 24 + 16 + 16
+
+
+def _predict(study, **kwargs):
+    from DPETResponseLib.protocol import predict
+
+    return predict(study["bundle"], study["image"], mask=study["mask"], case_id="STS_025", **kwargs)
+
+
+def test_predict_with_the_training_engine_notes_nothing(study):
+    result = _predict(study)
+    assert not [w for w in result.warnings if "radiomics engine" in w]
+    assert set(result.probabilities) >= {"radiomics", "fusion_decision"}
+
+
+def test_predict_refuses_an_engine_that_computes_other_features(study, monkeypatch):
+    """A probe feature off by 1e-6 (relative): refused, naming both engines and the feature."""
+    from DPETResponseLib.core.errors import DPETError
+    from DPETResponseLib.features import radiomics as engine
+
+    probe = _engine_probe(study)
+    name = "whole_original_glcm_Contrast"
+    changed = {**probe, name: probe[name] * (1 + 1e-6)}
+    identity = {**engine.engine_identity(), "distribution": "pyradiomics", "version": "3.0.1a1", "revision": None}
+    monkeypatch.setattr(engine, "engine_probe", lambda extractor: changed)
+    monkeypatch.setattr(engine, "engine_identity", lambda: identity)
+    with pytest.raises(DPETError) as refused:
+        _predict(study)
+    recorded = json.loads((study["bundle"] / "bundle.json").read_text())["radiomics_engine"]
+    message = str(refused.value)
+    assert "the radiomics engine here, pyradiomics 3.0.1a1 (SimpleITK" in message
+    assert f"trained with, pyradiomics-bhklab {recorded['version']}, revision {recorded['revision'][:10]}" in message
+    assert f"1 of 88 probe features differ by more than 1e-09 (relative), {name} by 1e-06" in message
+    assert f"Install the bundle's engine (pip install pyradiomics-bhklab=={recorded['version']})" in message
+    monkeypatch.setattr(engine, "engine_probe", lambda extractor: {k: v for k, v in probe.items() if k != name})
+    with pytest.raises(DPETError, match=r"computes other features \(87\) than the bundle's"):
+        _predict(study)
+
+
+def test_predict_notes_another_engine_that_reproduces_the_features(study, monkeypatch):
+    """Another version (or build) whose probe features differ only by rounding (1e-12): predicted, and noted in the
+    result's warnings."""
+    from DPETResponseLib.features import radiomics as engine
+
+    probe = _engine_probe(study)
+    rounded = {name: value * (1 + 1e-12) for name, value in probe.items()}
+    identity = {**engine.engine_identity(), "version": "3.1.5", "SimpleITK": "9.9.9"}
+    monkeypatch.setattr(engine, "engine_probe", lambda extractor: rounded)
+    monkeypatch.setattr(engine, "engine_identity", lambda: identity)
+    notes = [w for w in _predict(study).warnings if "radiomics engine" in w]
+    assert len(notes) == 1
+    assert "pyradiomics-bhklab 3.1.5" in notes[0] and "training's pyradiomics-bhklab 3.1.4" in notes[0]
+    assert "(version, SimpleITK)" in notes[0] and "reproduces its probe features" in notes[0]
+
+
+def test_a_bundle_without_engine_record_predicts_with_a_note(study, tmp_path):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(study["bundle"], old)
+    _rewrite_manifest(old, lambda content: content.pop("radiomics_engine"))
+    notes = [w for w in _predict({**study, "bundle": old}).warnings if "radiomics engine" in w]
+    assert len(notes) == 1 and "does not record the radiomics engine" in notes[0]

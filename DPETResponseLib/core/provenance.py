@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from importlib import metadata
+from pathlib import Path
 
 #: Recorded packages: name -> the distributions that may provide it (the first installed one is recorded).
 PACKAGES = {
@@ -32,3 +33,16 @@ def package_versions(names=None) -> dict[str, str | None]:
     if "DPETResponse" in found:
         found["DPETResponse"] = found["DPETResponse"] or __version__
     return found
+
+
+def module_distribution(module) -> tuple[str, str] | None:
+    """(name, version) of the installed distribution that holds the imported package ``module``: where several
+    provide the same import name (SlicerRadiomics' pyradiomics beside a pip-installed one), the one Python imported.
+    None where no distribution in the package's folder lists it (a source tree on the path)."""
+    init = Path(module.__file__).resolve()
+    top = module.__name__.split(".")[0]
+    for dist in metadata.distributions(path=[str(init.parents[1])]):
+        for path in dist.files or []:
+            if path.parts == (top, "__init__.py") and Path(dist.locate_file(path)).resolve() == init:
+                return dist.metadata["Name"], dist.version
+    return None

@@ -5,7 +5,11 @@ pyradiomics' ``RadiomicsFeatureExtractor.execute`` handles one mask per call and
 (``imageoperations`` checks, resampling, crops and filter generators; the extractor's ``computeShape`` and
 ``computeFeatures``) but filters each image once per case and reuses it for every region mask. Each filter runs on
 a crop around the union of the regions, padded by what that filter needs so that its values inside the regions are
-the values it gives on the whole image (see `_crop_padding`); the features are then those of ``execute`` per region.
+the values it gives on the whole image (see `_filter_jobs`); the features are then those of ``execute`` per region.
+
+The engine (`engine_identity`: the pyradiomics distribution imported, its revision, the filter libraries) and its
+features on a fixed synthetic probe (`engine_probe`) are stored in a bundle; `check_engine` is the rule a prediction
+applies to the engine it runs with.
 """
 
 from __future__ import annotations
@@ -20,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..core.errors import ConfigError, InputError
+from ..core.errors import ConfigError, DPETError, InputError
 from ..core.files import plain
-from ..core.provenance import package_versions
+from ..core.provenance import module_distribution, package_versions
 from ..io.validation import require_case
 
 logger = logging.getLogger(__name__)
@@ -298,3 +302,121 @@ def _subset(enabled: dict, keep, what: str) -> dict:
     if unknown:
         raise ConfigError(f"{what}(s) {unknown} not enabled in the radiomics parameters (enabled: {sorted(enabled)})")
     return {name: value for name, value in enabled.items() if name in keep}
+
+
+# ---- the engine: what computes the features, and whether this process computes the training's ----------------------
+#: The probe (`probe_case`): grid size (x, y, z) and spacing in mm.
+PROBE_SIZE = (30, 28, 24)
+PROBE_SPACING = (2.0, 2.0, 2.5)
+#: Largest relative difference between a probe feature recomputed here and the bundle's for the engines to count as
+#: equal. Rounding alone stays far below it: on 128,415 STS features (benchmarks/radiomics_engines.py), other builds
+#: and commits of pyradiomics 3.1 (SlicerRadiomics' included), SimpleITK 2.3-2.5, PyWavelets 1.6-1.9 and numpy 1.26
+#: differed from this environment's by at most 3e-13; a LoG filter off by 1e-6 fails (test_radiomics_engine.py).
+ENGINE_TOLERANCE = 1e-9
+#: The identity fields `check_engine` compares (a difference with equal probe features is a note, not a refusal).
+IDENTITY_FIELDS = ("distribution", "version", "revision", "SimpleITK", "PyWavelets", "numpy")
+
+
+def engine_identity() -> dict:
+    """The radiomics engine this process imports: the distribution that installed the imported ``radiomics`` package
+    and its version (`core.provenance.module_distribution`; None for both where none lists it), the package's own
+    version string and source revision (versioneer's, where it has one), and the versions of the libraries its
+    filters and resampling run in."""
+    import radiomics
+
+    distribution, version = module_distribution(radiomics) or (None, None)
+    try:
+        revision = radiomics._version.get_versions().get("full-revisionid")
+    except AttributeError:  # setuptools-scm builds (pyradiomics after 3.1.0) have no get_versions
+        revision = None
+    return {"distribution": distribution, "version": version, "module_version": str(radiomics.__version__),
+            "revision": revision, **package_versions(("SimpleITK", "PyWavelets", "numpy"))}
+
+
+def probe_case() -> tuple[sitk.Image, dict]:
+    """A fixed PET-like image (float32 SUV) and whole-tumour mask made by integer arithmetic only, so every
+    platform builds the same voxels: an ellipsoid tumour whose uptake rises towards an off-centre core, over a
+    textured background, every value an odd multiple of 1/128 (never on a 0.25-SUV bin edge)."""
+    z, y, x = np.indices(PROBE_SIZE[::-1], dtype=np.int64)
+    radius2 = 9 * (x - 14) ** 2 + 16 * (y - 13) ** 2 + 25 * (z - 11) ** 2  # ellipsoid, semi-axes 10 x 7.5 x 6 voxels
+    inside = radius2 <= 900
+    core = 4 * (x - 17) ** 2 + 4 * (y - 12) ** 2 + 9 * (z - 12) ** 2
+    texture = (7 * x + 11 * y + 13 * z + x * y * z) % 23
+    uptake = np.where(inside, 128 + np.maximum(0, 600 - core) + 16 * texture, 64 + 4 * ((3 * x + 5 * y + 2 * z) % 9))
+    image = sitk.GetImageFromArray(((2 * uptake + 1) / 128).astype(np.float32))
+    mask = sitk.GetImageFromArray(inside.astype(np.uint8))
+    for item in (image, mask):
+        item.SetSpacing(PROBE_SPACING)
+    return image, {WHOLE: mask}
+
+
+def engine_probe(extractor: RadiomicsExtractor) -> dict[str, float]:
+    """The features ``extractor`` computes on `probe_case`: stored in a bundle at training, recomputed before a
+    prediction to show that this process's engine gives the training's values."""
+    image, masks = probe_case()
+    return extractor.extract(image, masks, case="radiomics engine probe")
+
+
+def engine_record(extractor: RadiomicsExtractor) -> dict:
+    """What a bundle stores about its radiomics engine: `engine_identity` and the `engine_probe` features (a
+    non-finite value as its text, "nan" or "inf": bundle.json holds no NaN)."""
+    probe = {name: value if math.isfinite(value) else str(value) for name, value in engine_probe(extractor).items()}
+    return {**engine_identity(), "probe": probe}
+
+
+def describe_engine(identity: dict) -> str:
+    """One line naming an engine (distribution, version, revision) and the filter libraries."""
+    revision = f", revision {identity['revision'][:10]}" if identity.get("revision") else ""
+    return (f"{identity.get('distribution') or 'radiomics'} {identity.get('version') or identity.get('module_version')}"
+            f"{revision} (SimpleITK {identity.get('SimpleITK')}, PyWavelets {identity.get('PyWavelets')}, "
+            f"numpy {identity.get('numpy')})")
+
+
+def check_engine(recorded: dict | None, extractor: RadiomicsExtractor) -> list[str]:
+    """Whether this process's radiomics engine computes the features a bundle was trained with.
+
+    The rule: the bundle's probe features (`engine_record`) are recomputed here with ``extractor`` (the bundle's
+    parameters). A different feature list, or a value differing by more than `ENGINE_TOLERANCE` (relative), raises
+    DPETError naming both engines: the model would be fed features it was not trained on. Equal probe features with
+    another distribution, version, revision or filter-library version give a note. A bundle without a record (written
+    before engines were recorded) gives a note that the engine could not be checked. Returns the notes.
+    """
+    installed = engine_identity()
+    if not recorded:
+        return [f"the bundle does not record the radiomics engine it was trained with; this one, "
+                f"{describe_engine(installed)}, could not be checked against it"]
+    probe = engine_probe(extractor)
+    trained = {name: float(value) for name, value in (recorded.get("probe") or {}).items()}
+    if set(probe) != set(trained):
+        raise DPETError(f"the radiomics engine here, {describe_engine(installed)}, computes other features "
+                        f"({len(probe)}) than the bundle's, {describe_engine(recorded)} ({len(trained)}): install the "
+                        f"bundle's engine{_install_hint(recorded)}")
+    differences = {name: _relative_difference(probe[name], trained[name]) for name in trained}
+    worst = max(differences, key=differences.get)
+    if differences[worst] > ENGINE_TOLERANCE:
+        n_over = sum(value > ENGINE_TOLERANCE for value in differences.values())
+        raise DPETError(f"the radiomics engine here, {describe_engine(installed)}, does not reproduce the features "
+                        f"of the engine the bundle was trained with, {describe_engine(recorded)}: {n_over} of "
+                        f"{len(trained)} probe features differ by more than {ENGINE_TOLERANCE:g} (relative), "
+                        f"{worst} by {differences[worst]:.2g}. Install the bundle's engine{_install_hint(recorded)}, "
+                        "or retrain the bundle with this one")
+    changed = [field for field in IDENTITY_FIELDS if recorded.get(field) != installed.get(field)]
+    if not changed:
+        return []
+    return [f"radiomics engine {describe_engine(installed)} differs from the training's {describe_engine(recorded)} "
+            f"({', '.join(changed)}) but reproduces its probe features (largest relative difference "
+            f"{differences[worst]:.1g})"]
+
+
+def _install_hint(recorded: dict) -> str:
+    if not recorded.get("distribution"):
+        return ""
+    return f" (pip install {recorded['distribution']}=={recorded['version']})"
+
+
+def _relative_difference(a: float, b: float) -> float:
+    if a == b or (math.isnan(a) and math.isnan(b)):
+        return 0.0
+    if math.isnan(a) or math.isnan(b):
+        return math.inf
+    return abs(a - b) / max(abs(a), abs(b))

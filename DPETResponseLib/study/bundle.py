@@ -32,6 +32,9 @@ from ..core.provenance import package_versions
 # 2: the clinical pathway encodes through models.ClinicalEncoder and the feature fusion always exists (version 1's
 # clinical pipelines expected text-converted categories from a method that is gone: refused, not mispredicted).
 # 3: training_oof_thresholds (nested train_cv thresholds); the fusions are run once per CNN fold model.
+# 4: each pathway stored once, the decision fusion rebuilt from its meta-learner. A study bundle's `radiomics_engine`
+# (features.radiomics.engine_record) came later within 4: it only adds a check, so a bundle without it still loads
+# and predicts, with a note that its engine could not be checked (features.radiomics.check_engine).
 SCHEMA_VERSION = 4
 MANIFEST = "bundle.json"
 RESERVED_KEYS = ("schema_version", "created", "versions", "estimators", "tensors", "files", "content_sha256")
@@ -49,6 +52,7 @@ TRUSTED_TYPES = (
     "DPETResponseLib.learn.pathways.ClinicalEncoder",
     "DPETResponseLib.learn.pathways.ClinicalPathway",
     "DPETResponseLib.learn.pathways.ColumnProbability",
+    "DPETResponseLib.learn.pathways.DeepFeaturePathway",
     "DPETResponseLib.learn.pathways.ITHPathway",
     "DPETResponseLib.learn.pathways.RadiomicsPathway",
     "DPETResponseLib.learn.selection.LassoSelector",

@@ -338,6 +338,8 @@ class StudyModel:
     def save(self, path, overwrite: bool = False, extra_manifest: dict | None = None):
         import torch
 
+        from ..features.analysis import resolve_settings
+        from ..features.radiomics import RadiomicsExtractor, engine_record
         from .bundle import write_bundle
 
         # Each pathway once: the decision fusion is stored as its meta-learner and rebuilt on the pathways at load.
@@ -355,6 +357,9 @@ class StudyModel:
                              **{c: self.oof_[c].tolist() for c in self.oof_.columns}},
             "training_oof_thresholds": {c: self.oof_thresholds_[c].tolist() for c in self.oof_thresholds_.columns},
             "choices": self.choices(),
+            # The engine that computed the training features and its probe features: predict checks them.
+            "radiomics_engine": engine_record(RadiomicsExtractor.from_text(
+                resolve_settings(self.config.analysis)["radiomics_params_text"])),
             **(extra_manifest or {}),
         }
         tensors = {}
