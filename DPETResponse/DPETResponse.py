@@ -42,7 +42,7 @@ if (slicer.app.majorVersion, slicer.app.minorVersion) < tuple(map(int, MINIMUM_S
         "Install a newer 3D Slicer.")
 
 #: pip requirements installed on first use (same versions as pyproject.toml). numpy and SimpleITK come with Slicer,
-#: torch with the PyTorch extension, radiomics with SlicerRadiomics; shap is installed apart (see installShap).
+#: torch with the PyTorch extension; radiomics and shap are installed apart (RADIOMICS_REQUIREMENT, installShap).
 #: xgboost-cpu has no macOS wheel; there the plain xgboost wheel is the CPU build (elsewhere it is a CUDA build that
 #: pulls NVIDIA NCCL on Linux).
 PIP_REQUIREMENTS = [
@@ -67,7 +67,15 @@ PIP_REQUIREMENTS = [
 #: Shipped with Slicer: checked, never installed here.
 SLICER_REQUIREMENTS = ["numpy>=1.26", "SimpleITK>=2.3"]
 #: Provided by the extensions this one depends on (EXTENSION_DEPENDS): package -> extension.
-EXTENSION_REQUIREMENTS = {"torch": "PyTorch", "pyradiomics-bhklab": "SlicerRadiomics"}
+EXTENSION_REQUIREMENTS = {"torch": "PyTorch"}
+#: pyradiomics, installed only where no `radiomics` can be imported: SlicerRadiomics' copy is used where it is
+#: installed (not a dependency: it does not exist for macOS), since a bundle checks its engine by recomputing its
+#: probe features before every prediction. No pyradiomics wheel exists for Python 3.12, so pip builds this sdist.
+RADIOMICS_REQUIREMENT = "pyradiomics-bhklab==3.1.4"
+#: What to install when that build fails, per sys.platform.
+COMPILER_HINTS = {"darwin": "the Xcode Command Line Tools (run `xcode-select --install` in a terminal)",
+                  "win32": "Microsoft's Build Tools for Visual Studio (C++ build tools), or the SlicerRadiomics "
+                           "extension", "linux": "a C compiler (e.g. gcc), or the SlicerRadiomics extension"}
 #: The oldest torch the PyTorch extension may install or leave in place: that of MONAI 1.5, the oldest MONAI that
 #: takes numpy 2 (MONAI 1.4 needs numpy < 2; Slicer 5.10 ships numpy 2.0), which pip picks while torch < 2.8.
 TORCH_REQUIREMENT = "torch>=2.4.1"
@@ -616,10 +624,9 @@ class DPETResponseLogic(ScriptedLoadableModuleLogic):
             if torchLogic.installTorch(askConfirmation=askConfirmation,
                                        torchVersionRequirement=TORCH_REQUIREMENT.removeprefix("torch")) is None:
                 return False
-        if importlib.util.find_spec("radiomics") is None:
-            raise RuntimeError(f"pyradiomics is missing: install the {EXTENSION_REQUIREMENTS['pyradiomics-bhklab']} "
-                               "extension from the Extension Manager, then restart Slicer.")
         missing = self._missing(PIP_REQUIREMENTS)
+        if importlib.util.find_spec("radiomics") is None:
+            missing.append(RADIOMICS_REQUIREMENT)
         shapMissing = bool(self._missing([SHAP_REQUIREMENT])) or not os.path.isdir(
             os.path.join(self.shapSlicerDir(), "slicer"))
         if not missing and not shapMissing:
@@ -638,7 +645,15 @@ class DPETResponseLogic(ScriptedLoadableModuleLogic):
             with open(constraints, "w") as f:
                 f.write("\n".join(self.pipConstraints()) + "\n")
             if missing:
-                self.pipInstall(missing, constraints)
+                try:
+                    self.pipInstall(missing, constraints)
+                except Exception as err:
+                    if RADIOMICS_REQUIREMENT in missing and importlib.util.find_spec("radiomics") is None:
+                        hint = COMPILER_HINTS.get(sys.platform, "a C compiler")
+                        raise RuntimeError(f"Installing {RADIOMICS_REQUIREMENT} failed ({err}): no pyradiomics wheel "
+                                           f"exists for Python 3.12, so it is built here, which needs {hint}. "
+                                           "Install that, restart Slicer and Apply again.") from err
+                    raise
             if shapMissing:
                 self.installShap(constraints)
         return True

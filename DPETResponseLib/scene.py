@@ -83,10 +83,11 @@ def _vtk_image_data(image: sitk.Image, target=None):
 
 def standalone_scene():
     """A scene outside the Slicer application (slicer-core: tests, headless rendering) set up as the application
-    sets it up for what this module uses: colour tables and the segmentations logic."""
+    sets it up for what this module uses: colour tables, colour legends and the segmentations logic."""
     import slicer
 
     scene = slicer.vtkMRMLScene()
+    scene.RegisterNodeClass(slicer.vtkMRMLColorLegendDisplayNode())  # the Colors module registers it in Slicer
     colors = slicer.vtkMRMLColorLogic()
     colors.SetMRMLScene(scene)
     segmentations = slicer.vtkSlicerSegmentationsModuleLogic()
@@ -244,6 +245,10 @@ def dict_to_table_node(rows: list[dict], scene, node=None):
     return node
 
 
+#: Bar colour of charts (Slicer's default series colour is black).
+BAR_COLOR = (0.2, 0.45, 0.75)
+
+
 def bar_chart(scene, names: list[str], values: list[float], title: str, node=None):
     """A bar chart (plot chart node -> bar series node -> table node with `name`, `value` columns).
 
@@ -255,22 +260,24 @@ def bar_chart(scene, names: list[str], values: list[float], title: str, node=Non
         raise InputError(f"bar chart '{title}': {len(names)} names but {len(values)} values")
     series = node.GetPlotSeriesNode() if node is not None else None
     table_node = series.GetTableNode() if series is not None else None
-    table_node = dict_to_table_node([{"name": n, "value": float(v)} for n, v in zip(names, values)], scene,
-                                    node=table_node)
+    table_node = dict_to_table_node([{"rank": i + 1, "name": n, "value": float(v)}
+                                     for i, (n, v) in enumerate(zip(names, values))], scene, node=table_node)
     table_node.SetName(f"{title} table")
     if series is None:
         series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", title)
     series.SetName(title)
     series.SetAndObserveTableNodeID(table_node.GetID())
-    series.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeBar)
-    series.SetLabelColumnName("name")
+    series.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeScatterBar)  # a plain bar plot ignores the x column
+    series.SetLabelColumnName("name")  # the plot view shows it as the bar's tooltip
+    series.SetXColumnName("rank")  # bars at 1..n, the rows of the table beside the chart
     series.SetYColumnName("value")
+    series.SetColor(*BAR_COLOR)
     if node is None:
         node = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", title)
         node.AddAndObservePlotSeriesNodeID(series.GetID())
     node.SetName(title)
     node.SetTitle(title)
-    node.SetXAxisTitle("feature")
+    node.SetXAxisTitle("rank (names in the table)")
     node.SetYAxisTitle("value")
     node.SetLegendVisibility(False)
     return node
@@ -280,8 +287,11 @@ def heatmap_volume(cam_image: sitk.Image, scene, reference, node=None, name: str
     """Grad-CAM as a scalar volume on the reference volume's grid, coloured as a heat map.
 
     A map on another grid is resampled (linear) onto the reference's. Display: window 0..1, values at or below
-    ``HEAT_TRANSPARENT_BELOW`` thresholded away (transparent as the foreground layer).
+    ``HEAT_TRANSPARENT_BELOW`` thresholded away (transparent as the foreground layer); a colour legend titled
+    Grad-CAM.
     """
+    import slicer
+
     reference_image = volume_node_to_sitk(reference)
     cam = sitk.Cast(cam_image, sitk.sitkFloat32)
     if not same_grid(reference_image, cam):
@@ -298,6 +308,10 @@ def heatmap_volume(cam_image: sitk.Image, scene, reference, node=None, name: str
     display.SetLowerThreshold(HEAT_TRANSPARENT_BELOW)
     display.SetUpperThreshold(max(1.0, float(np.max(sitk.GetArrayViewFromImage(cam)))))
     display.ApplyThresholdOn()
+    legend = slicer.vtkSlicerColorLogic.AddDefaultColorLegendDisplayNode(node)  # the one made before, if any
+    legend.SetTitleText("Grad-CAM")
+    legend.SetNumberOfLabels(3)  # 0, 0.5, 1
+    legend.SetVisibility(True)
     return node
 
 
@@ -353,6 +367,28 @@ def _top_shap(shap: dict[str, dict[str, float]], top: int) -> tuple[str, list[st
     return model, [k for k, _ in ranked], [float(v) for _, v in ranked]
 
 
+#: 2D fill opacity of the subregion segments: the PET and the Grad-CAM stay visible through them.
+SUBREGION_FILL_OPACITY = 0.35
+
+
+def _outline_tumour_fill_subregions(segmentation_node) -> None:
+    """In slice views the subregions cover the whole tumour: the Tumour segment is drawn as its outline only and
+    the subregions as translucent fills without outlines, so that each is seen (by default every segment is a 50 %
+    fill with an outline, and the subregions, drawn after it, hid the Tumour)."""
+    display = segmentation_node.GetDisplayNode()
+    segmentation = segmentation_node.GetSegmentation()
+    for segment_name in TUMOUR_SEGMENTS[0].values():
+        segment_id = segmentation.GetSegmentIdBySegmentName(segment_name)
+        if segment_id:
+            display.SetSegmentOpacity2DFill(segment_id, 0.0)
+            display.SetSegmentOpacity2DOutline(segment_id, 1.0)
+    for segment_name in SUBREGION_SEGMENTS[0].values():
+        segment_id = segmentation.GetSegmentIdBySegmentName(segment_name)
+        if segment_id:
+            display.SetSegmentOpacity2DFill(segment_id, SUBREGION_FILL_OPACITY)
+            display.SetSegmentOpacity2DOutline(segment_id, 0.0)
+
+
 def show_prediction(result, scene, pet_node, segments: bool = True, gradcam: bool = True, table: bool = True,
                     shap_chart: bool = True, top_features: int = 10) -> dict:
     """Create or update the output nodes of one prediction, next to the PET in the subject hierarchy.
@@ -370,6 +406,7 @@ def show_prediction(result, scene, pet_node, segments: bool = True, gradcam: boo
                                        segmentation_node=previous("segmentation"))
         if result.subregions is not None:
             labelmap_to_segmentation(result.subregions, scene, pet_node, *SUBREGION_SEGMENTS, segmentation_node=seg)
+        _outline_tumour_fill_subregions(seg)
         seg.SetName(f"{name} tumour and subregions")
         out["segmentation"] = seg
     if gradcam and result.gradcam is not None:

@@ -241,3 +241,30 @@ def test_torch_below_the_minimum_is_installed_by_the_pytorch_extension(monkeypat
     assert standins["slicer.util"].confirmations == standins["slicer.util"].pip_installs == []
     answer, standins = check_dependencies(monkeypatch, "5.12", [])
     assert answer is True and standins["PyTorchUtils"].installs == []
+
+
+def test_pyradiomics_is_installed_only_where_no_radiomics_can_be_imported(monkeypatch):
+    """No `radiomics` importable (no SlicerRadiomics): RADIOMICS_REQUIREMENT joins the pip installs; a failed build
+    names what to install for this platform. With a `radiomics` present (SlicerRadiomics' copy, checked by the
+    bundle's probe at prediction) nothing of it is installed."""
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "radiomics" else real_find_spec(name, *args))
+    answer, standins = check_dependencies(monkeypatch, "5.10", [ABSENT])
+    assert answer is True
+    module, _ = load_module()
+    [first, *_] = standins["slicer.util"].pip_installs
+    assert first[:-2] == [ABSENT, module.RADIOMICS_REQUIREMENT]
+
+    def failing_build(requirements, constraints):
+        raise OSError("error: command 'cc' failed")
+
+    monkeypatch.setattr(sys, "platform", "darwin")
+    monkeypatch.setenv("SLICER_STANDIN_VERSION", "5.10")
+    module, standins = load_module()
+    monkeypatch.setattr(module.DPETResponseLogic, "pipInstall", staticmethod(failing_build))
+    with standin_imports(standins), pytest.raises(RuntimeError, match=r"xcode-select --install.*Apply again"):
+        module.DPETResponseLogic().checkDependencies(askConfirmation=False)
+    monkeypatch.setattr(importlib.util, "find_spec", real_find_spec)  # radiomics importable here
+    answer, standins = check_dependencies(monkeypatch, "5.10", [ABSENT])
+    assert all(module.RADIOMICS_REQUIREMENT not in call for call in standins["slicer.util"].pip_installs)

@@ -171,10 +171,12 @@ def test_table_values(scene):
 def test_bar_chart_nodes_are_linked_and_updated_in_place(scene):
     chart = S.bar_chart(scene, ["a", "b", "c"], [0.3, -0.1, 0.05], "SHAP")
     series = chart.GetPlotSeriesNode()
-    assert chart.GetNumberOfPlotSeriesNodes() == 1 and series.GetPlotType() == series.PlotTypeBar
+    assert chart.GetNumberOfPlotSeriesNodes() == 1 and series.GetPlotType() == series.PlotTypeScatterBar
     table_node = series.GetTableNode()
     assert series.GetLabelColumnName() == "name" and series.GetYColumnName() == "value"
-    assert [table_node.GetCellText(i, 0) for i in range(3)] == ["a", "b", "c"]
+    assert series.GetXColumnName() == "rank" and series.GetColor() == pytest.approx(S.BAR_COLOR)  # not black
+    assert [table_node.GetCellText(i, 1) for i in range(3)] == ["a", "b", "c"]
+    assert [table_node.GetTable().GetValueByName(i, "rank").ToInt() for i in range(3)] == [1, 2, 3]
     assert table_node.GetTable().GetValueByName(1, "value").ToDouble() == pytest.approx(-0.1)
     assert chart.GetTitle() == "SHAP"
     same = S.bar_chart(scene, ["z"], [1.5], "SHAP 2", node=chart)
@@ -291,19 +293,30 @@ def test_show_prediction_creates_then_updates_nodes_under_the_study(scene, obliq
     assert nodes["metrics_table"].GetTable().GetValueByName(0, "value").ToDouble() == pytest.approx(11.9)
     shap_table = nodes["shap_chart"].GetPlotSeriesNode().GetTableNode()
     # the radiomics model's features are preferred (the patient's top features); by decreasing |SHAP|
-    assert [shap_table.GetCellText(i, 0) for i in range(3)] == ["f2", "f1", "f3"]
+    assert [shap_table.GetCellText(i, 1) for i in range(3)] == ["f2", "f1", "f3"]
+    # slice views: the Tumour as an outline over translucent subregion fills (each segment seen)
+    display = nodes["segmentation"].GetDisplayNode()
+    ids = {segmentation.GetSegment(i).GetName(): i for i in segmentation.GetSegmentIDs()}
+    assert (display.GetSegmentOpacity2DFill(ids["Tumour"]), display.GetSegmentOpacity2DOutline(ids["Tumour"])) == \
+        (0.0, 1.0)
+    for name in ("Low uptake", "High uptake"):
+        assert display.GetSegmentOpacity2DFill(ids[name]) == pytest.approx(S.SUBREGION_FILL_OPACITY)
+        assert display.GetSegmentOpacity2DOutline(ids[name]) == 0.0
+    legend = slicer.vtkSlicerColorLogic.GetColorLegendDisplayNode(nodes["gradcam"])
+    assert legend is not None and legend.GetTitleText() == "Grad-CAM" and legend.GetVisibility()
     assert "radiomics" in nodes["shap_chart"].GetTitle()
     folder = hierarchy.GetItemParent(hierarchy.GetItemByDataNode(nodes["gradcam"]))
     assert hierarchy.GetItemParent(folder) == study
     for node in (nodes["segmentation"], nodes["shap_chart"].GetPlotSeriesNode(), shap_table):
         assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node)) == folder
     counts = {c: scene.GetNumberOfNodesByClass(c) for c in
-              ("vtkMRMLSegmentationNode", "vtkMRMLScalarVolumeNode", "vtkMRMLTableNode", "vtkMRMLPlotChartNode")}
+              ("vtkMRMLSegmentationNode", "vtkMRMLScalarVolumeNode", "vtkMRMLTableNode", "vtkMRMLPlotChartNode",
+               "vtkMRMLColorLegendDisplayNode")}
     again = S.show_prediction(fake_result(oblique_pet), scene, pet)
     assert all(again[r] is nodes[r] for r in S.OUTPUT_ROLES)
     assert counts == {c: scene.GetNumberOfNodesByClass(c) for c in counts}
     assert counts == {"vtkMRMLSegmentationNode": 1, "vtkMRMLScalarVolumeNode": 2, "vtkMRMLTableNode": 3,
-                      "vtkMRMLPlotChartNode": 1}
+                      "vtkMRMLPlotChartNode": 1, "vtkMRMLColorLegendDisplayNode": 1}
 
 
 def test_prediction_folder_round_trip(tmp_path, oblique_pet):

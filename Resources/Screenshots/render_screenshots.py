@@ -15,9 +15,9 @@ Grad-CAM as the foreground at 50 % opacity), then renders:
   Grad-CAM colour legend. The blended slice image is the renderer's first prop, a ``vtkImageMapper`` actor (as CTK's
   vtkLightBoxRendererManager shows it in Slicer, and as trame-slicer drives slice views from Python); each view is an
   off-screen ``vtkRenderWindow`` read back with ``vtkWindowToImageFilter``.
-  Set here, not by the module: the zoom to the tumour; the ruler, axes marker and colour legend (view options a user
-  switches on; the legend at 0.08 x 0.3 of the view with 3 labels, not its default 0.15 x 0.5 with 5); the lower-left
-  corner text as Slicer's Data Probe writes it (``F:``/``B:`` layers, foreground opacity). Slicer's Qt
+  Set here, not by the module: the zoom to the tumour; the ruler and axes marker (view options a user switches
+  on); the size of the module's Grad-CAM colour legend (0.08 x 0.3 of the view, not its default 0.15 x 0.5); the
+  lower-left corner text as Slicer's Data Probe writes it (``F:``/``B:`` layers, foreground opacity). Slicer's Qt
   view-controller bars are not drawn: a strip with each view's label, colour and slice offset stands in their place.
   slicer-core ships none of Slicer's colour files, so the Grad-CAM map gets the table it gets in Slicer
   (ColdToHotRainbow) only with ``--color-files``; without it, the first heat table slicer-core has (PET-Heat).
@@ -102,7 +102,6 @@ def application_logic(scene):
     crosshair.SetCrosshairName("default")
     scene.AddNode(crosshair)
     slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene, True)  # patient right is screen left
-    scene.RegisterNodeClass(slicer.vtkMRMLColorLegendDisplayNode())  # registered by the Colors module in Slicer
     return app
 
 
@@ -311,15 +310,18 @@ def suvmax_ras(pet_node, segmentation_node) -> tuple[np.ndarray, float]:
     return lps * np.array([-1.0, -1.0, 1.0]), half
 
 
-def show_colour_legend(volume_node, title: str) -> None:
-    """Switch on the volume's colour legend, as the Colors module's "Show color legend" does."""
+def fit_colour_legend(volume_node) -> None:
+    """The colour legend the module made for the volume, sized for the screenshot. The views' legend manager makes
+    its actor when a legend node is added, and the views are made after the module's nodes: the node is added
+    again."""
     import slicer
 
-    legend = slicer.vtkSlicerColorLogic.AddDefaultColorLegendDisplayNode(volume_node)
-    legend.SetTitleText(title)
+    legend = slicer.vtkSlicerColorLogic.GetColorLegendDisplayNode(volume_node)
+    scene = legend.GetScene()
+    scene.RemoveNode(legend)
+    scene.AddNode(legend)
+    volume_node.AddAndObserveDisplayNodeID(legend.GetID())
     legend.SetSize(*LEGEND_SIZE)
-    legend.SetNumberOfLabels(3)  # 0, 0.5, 1: the default five labels at "%.1f" print 0.25 as 0.2
-    legend.SetVisibility(True)
 
 
 def render_slice_views(app, pet_node, nodes: dict, path: Path) -> None:
@@ -343,7 +345,7 @@ def render_slice_views(app, pet_node, nodes: dict, path: Path) -> None:
         view.corner_text("\n".join(lines))
         views.append(view)
     if gradcam is not None:  # after the views: the legend's manager makes its actor when the legend node is added
-        show_colour_legend(gradcam, "Grad-CAM")
+        fit_colour_legend(gradcam)
     panels = [np.vstack([view.strip(), view.image()]) for view in views]
     gap = np.full((panels[0].shape[0], 3, 3), 90, dtype=np.uint8)
     write_png(np.hstack([panels[0], gap, panels[1], gap, panels[2]]), path)
