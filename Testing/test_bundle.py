@@ -21,6 +21,7 @@ from DPETResponseLib.learn.pathways import (
     BaselinePathway,
     ClinicalPathway,
     ColumnProbability,
+    DeepFeaturePathway,
     ITHPathway,
     RadiomicsPathway,
 )
@@ -54,6 +55,7 @@ def fitted():
         "fusion_decision_equal": DecisionFusion({"ith": ITHPathway(), "deep": ColumnProbability()}, cv=3,
                                                 weights="equal").fit(X, y),
         "baseline": BaselinePathway(inner_cv=3).fit(X, y),
+        "deep_features": DeepFeaturePathway(prefix="dl_emb_", n_mrmr=5, n_features=2).fit(X, y),
     }
     tensors = {"net": {"conv.weight": torch.arange(24, dtype=torch.float32).reshape(2, 3, 4),
                        "fc.bias": torch.tensor([0.5, -0.5])}}

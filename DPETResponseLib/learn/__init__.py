@@ -7,6 +7,7 @@ from .pathways import (
                        ClinicalEncoder,
                        ClinicalPathway,
                        ColumnProbability,
+                       DeepFeaturePathway,
                        ITHPathway,
                        RadiomicsPathway,
                        pool_probabilities,
@@ -15,6 +16,7 @@ from .selection import LabelError, LassoSelector, MannWhitneySelector, MRMRSelec
 
 __all__ = [
     "LassoSelector", "MannWhitneySelector", "MRMRSelector", "VarianceCorrelationFilter", "ClinicalEncoder",
-    "ClinicalPathway", "ColumnProbability", "ITHPathway", "RadiomicsPathway", "pool_probabilities", "DecisionFusion",
-    "FeatureFusion", "TiedLogisticRegression", "contribution_shares", "shap_values", "LabelError",
+    "ClinicalPathway", "ColumnProbability", "DeepFeaturePathway", "ITHPathway", "RadiomicsPathway",
+    "pool_probabilities", "DecisionFusion", "FeatureFusion", "TiedLogisticRegression", "contribution_shares",
+    "shap_values", "LabelError",
 ]

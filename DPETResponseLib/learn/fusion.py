@@ -19,7 +19,15 @@ from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted, check_X_y
 
 from ..core.errors import ConfigError, InputError
-from .pathways import ClinicalEncoder, ClinicalPathway, RadiomicsPathway, _columns, _table, radiomics_columns
+from .pathways import (
+    ClinicalEncoder,
+    ClinicalPathway,
+    DeepFeaturePathway,
+    RadiomicsPathway,
+    _columns,
+    _table,
+    radiomics_columns,
+)
 from .selection import LabelError, _binary_labels
 
 META_WEIGHTS = ("auto", "equal", "learned")
@@ -421,6 +429,9 @@ class FeatureFusion(ClassifierMixin, BaseEstimator):
         ITH score columns, median-imputed and scaled; empty leaves them out.
     peritumoural : RadiomicsPathway or None, default None
         The peritumoural shell's pathway (its regions and selection chain); None leaves the shell out.
+    deep_features : DeepFeaturePathway or None, default None
+        The frozen encoder's features (``dlf_*``) through that pathway's selection chain (mRMR -> RFE, fit inside);
+        None leaves them out.
     embedding_prefix : str or None, default "dl_emb_"
         Prefix of the deep-embedding columns; None leaves them out.
     n_components : int, default 8
@@ -437,16 +448,17 @@ class FeatureFusion(ClassifierMixin, BaseEstimator):
     feature_names_ : list of str
         The names of the classifier's inputs (embedding PCs as ``<prefix>pc<k>``).
     feature_groups_ : dict of str to list of str
-        Those names per group (``"clinical"``, ``"ith"``, ``"radiomics"``, ``"peritumoural"``, ``"deep"``; groups
-        left out absent).
+        Those names per group (``"clinical"``, ``"ith"``, ``"radiomics"``, ``"peritumoural"``, ``"deep_features"``,
+        ``"deep"``; groups left out absent).
     """
 
     def __init__(self, radiomics: RadiomicsPathway | None = None, clinical: ClinicalPathway | None = None,
                  ith_columns=(), embedding_prefix: str | None = "dl_emb_", n_components: int = 8, random_state=0,
-                 peritumoural: RadiomicsPathway | None = None):
+                 peritumoural: RadiomicsPathway | None = None, deep_features: DeepFeaturePathway | None = None):
         self.radiomics = radiomics
         self.clinical = clinical
         self.peritumoural = peritumoural
+        self.deep_features = deep_features
         self.ith_columns = ith_columns
         self.embedding_prefix = embedding_prefix
         self.n_components = n_components
@@ -471,6 +483,12 @@ class FeatureFusion(ClassifierMixin, BaseEstimator):
             if not peri_columns:
                 raise InputError(f"FeatureFusion: no column for region(s) {', '.join(self.peritumoural.regions)}")
             groups.append(("peritumoural", self.peritumoural.make_selection(), peri_columns))
+        if self.deep_features is not None:
+            dlf_columns = [c for c in X.columns if str(c).startswith(self.deep_features.prefix)]
+            if not dlf_columns:
+                raise InputError(f"FeatureFusion: no frozen-encoder feature ({self.deep_features.prefix}*) in the "
+                                 "table")
+            groups.append(("deep_features", self.deep_features.make_selection(), dlf_columns))
         if self.embedding_prefix is not None:
             emb_columns = [c for c in X.columns if str(c).startswith(self.embedding_prefix)]
             if not emb_columns:
@@ -541,4 +559,4 @@ class FeatureFusion(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "model_")
         transformers = self.model_.named_steps["features"]
         return [c for name, transformer, columns in transformers.transformers_ if name != "remainder"
-                for c in (transformer.get_feature_names_out() if name == "radiomics" else columns)]
+                for c in (transformer.get_feature_names_out() if name in ("radiomics", "deep_features") else columns)]

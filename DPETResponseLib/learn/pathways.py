@@ -15,6 +15,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import RandomForestClassifier
+from sklearn.feature_selection import RFE, VarianceThreshold
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
@@ -28,7 +29,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..core.errors import ConfigError, InputError
 from .selection import LassoSelector, MannWhitneySelector, MRMRSelector, VarianceCorrelationFilter, _binary_labels
 
-FEATURE_PREFIXES = ("pet_", "whole_", "high_", "low_", "sub_", "ith_", "dl_")
+FEATURE_PREFIXES = ("pet_", "whole_", "high_", "low_", "sub_", "ith_", "dl_", "dlf_")
 MANIFEST_COLUMNS = ("case_id", "image", "mask", "label", "split")
 CLASSIFIERS = ("lr", "rf", "xgb", "knn", "nb")
 #: Candidate radiomics feature sets by the pyradiomics image types they hold (column ``<region>_<imageType>_...``;
@@ -518,6 +519,68 @@ class RadiomicsPathway(_Pathway):
                     scores.setdefault(f"{feature_set}/{name}", []).append(roc_auc_score(y[test], p))
         return {key: float(np.mean(s)) for key, s in scores.items()}
 
+
+
+class DeepFeaturePathway(_Pathway):
+    """The frozen-encoder deep features (``dlf_*``, `deep.frozen`; Jang et al., Cancers 2025): median imputation ->
+    constant features dropped -> scaling -> mRMR (``n_mrmr``) -> RFE with an L2 logistic regression (``n_features``,
+    one feature eliminated per step) -> XGBoost. Every step is fit in ``fit``, so cross-validation refits the
+    selection inside each training fold.
+
+    Parameters
+    ----------
+    prefix : str, default "dlf_"
+        The columns of the encoder's features.
+    n_mrmr : int, default 20
+        Features kept by mRMR.
+    n_features : int, default 5
+        Features RFE keeps of those (all of them when fewer reach it).
+    random_state : int, default 0
+        Seed of XGBoost.
+
+    Attributes
+    ----------
+    columns_ : list of str
+        The table columns that enter the chain.
+    selected_features_ : list of str
+        The features reaching XGBoost.
+    model_ : Pipeline
+        The selection chain and the classifier.
+    """
+
+    def __init__(self, prefix: str = "dlf_", n_mrmr: int = 20, n_features: int = 5, random_state=0):
+        self.prefix = prefix
+        self.n_mrmr = n_mrmr
+        self.n_features = n_features
+        self.random_state = random_state
+
+    def make_selection(self) -> Pipeline:
+        """The unfitted preprocessing + selection chain (mRMR -> RFE)."""
+        return Pipeline([
+            ("impute", SimpleImputer(strategy="median")),
+            ("constant", VarianceThreshold()),
+            ("scale", StandardScaler()),
+            ("mrmr", MRMRSelector(n_features=self.n_mrmr)),
+            ("rfe", RFE(LogisticRegression(max_iter=1000), n_features_to_select=self.n_features, step=1)),
+        ])
+
+    def fit(self, X, y):
+        X = _table(X, "DeepFeaturePathway")
+        y = self._fit_labels(y)
+        self.columns_ = [c for c in X.columns if str(c).startswith(self.prefix)]
+        if not self.columns_:
+            raise InputError(f"DeepFeaturePathway: no frozen-encoder feature ({self.prefix}*) in the feature table")
+        self.model_ = Pipeline([*self.make_selection().steps,
+                                ("classifier", make_classifier("xgb", self.random_state))])
+        self.model_.fit(_columns(X, self.columns_, "DeepFeaturePathway"), y)
+        self.selected_features_ = list(self.model_[:-1].get_feature_names_out())
+        return self
+
+    @property
+    def used_columns_(self) -> list[str]:
+        """The selected features: the other columns never reach the classifier."""
+        check_is_fitted(self, "model_")
+        return list(self.selected_features_)
 
 class ColumnProbability(ClassifierMixin, BaseEstimator):
     """Passes a precomputed probability column (the deep pathway's out-of-fold ``dl_prob``) through as an

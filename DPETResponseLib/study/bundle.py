@@ -52,6 +52,7 @@ TRUSTED_TYPES = (
     "DPETResponseLib.learn.pathways.ClinicalEncoder",
     "DPETResponseLib.learn.pathways.ClinicalPathway",
     "DPETResponseLib.learn.pathways.ColumnProbability",
+    "DPETResponseLib.learn.pathways.DeepFeaturePathway",
     "DPETResponseLib.learn.pathways.ITHPathway",
     "DPETResponseLib.learn.pathways.RadiomicsPathway",
     "DPETResponseLib.learn.selection.LassoSelector",

@@ -17,10 +17,12 @@ from ..core.settings import check_field_types
 from ..features.analysis import check_settings, default_settings
 
 PATHWAYS = ("baseline", "clinical", "radiomics", "radiomics_whole", "peritumoural", "ith", "deep")
+#: Pathways trained only when their settings are given (`deep_features`: the frozen encoder's features).
+OPTIONAL_PATHWAYS = ("deep_features",)
 #: The comparator every model is tested against (reported first).
 BASELINE = "baseline"
 FUSIONS = ("fusion_feature", "fusion_decision", "fusion_feature_e2e")
-DECISION_FUSION_INPUTS = ("baseline", "clinical", "radiomics", "peritumoural", "ith", "deep")
+DECISION_FUSION_INPUTS = ("baseline", "clinical", "radiomics", "peritumoural", "ith", "deep", "deep_features")
 DEEP_READERS = ("deep", "fusion_decision", "fusion_feature")  # the table models that read the CNN's columns
 SCHEMA_NAME = "dpetresponse-study"
 #: StudyConfig fields that set one CNN (DeepConfig) setting each.
@@ -33,7 +35,8 @@ DEEP_DERIVED = {"folds": "n_folds", "seed": "seed", "extra_dim": "the end-to-end
 class StudyConfig:
     """Protocol settings (JSON-able). ``deep_preset``: "dpet" (64^3 at 1 mm), "cpu" or "cpu-fast";
     ``deep_overrides``: DeepConfig fields set on top of the preset (e.g. ``{"spacing": 4.0}`` for large tumours
-    on whole-body PET)."""
+    on whole-body PET). ``deep_features``: the frozen-encoder pathway's settings (`deep.frozen.FrozenSettings`:
+    ``weights``, a local MedicalNet .pth file or "random", and ``arch``, ...); None leaves the pathway out."""
 
     n_folds: int = 5
     seed: int = 0
@@ -43,6 +46,7 @@ class StudyConfig:
     deep_arch: str | None = None
     deep_pretrained: str | None = None
     deep_overrides: dict = field(default_factory=dict)
+    deep_features: dict | None = None
     e2e_fusion: bool = True
     decision_weights: str = "auto"
     classifiers: tuple[str, ...] = ("lr", "rf", "xgb", "knn", "nb")
@@ -55,6 +59,8 @@ class StudyConfig:
     def __post_init__(self):
         check_field_types(self, "protocol settings")
         check_settings(self.analysis)  # an unknown or unsupported analysis setting fails here, before any work
+        if self.deep_features is not None:
+            _frozen_settings(self)  # unknown names, no weights, bad values
         twice = [f"{name} and deep_overrides[{key!r}]" for name, key in DEEP_SHORTCUTS.items()
                  if getattr(self, name) is not None and key in self.deep_overrides]
         if twice:
@@ -77,6 +83,13 @@ class StudyConfig:
                 raise unknown_names_error(what, set(names) - set(known) or {"(none given)"}, known)
         if self.deep:
             _deep_config(self).check()
+        if self.deep_features is not None:
+            _frozen_settings(self).check_weights_file()
+
+    @property
+    def needs_images(self) -> bool:
+        """Whether training reads the images (the CNN, or the frozen encoder of the deep_features pathway)."""
+        return self.deep or self.deep_features is not None
 
     @classmethod
     def from_dict(cls, values: dict) -> "StudyConfig":
@@ -97,6 +110,12 @@ def _folds(config: StudyConfig):
     from sklearn.model_selection import StratifiedKFold
 
     return StratifiedKFold(n_splits=config.n_folds, shuffle=True, random_state=config.seed)
+
+
+def _frozen_settings(config: StudyConfig):
+    from ..deep.frozen import FrozenSettings
+
+    return FrozenSettings.from_dict(config.deep_features)
 
 
 def _deep_config(config: StudyConfig, extra_dim: int = 0):
@@ -126,7 +145,14 @@ class StudyModel:
 
     # ---- training -------------------------------------------------------------------------------------------
     def _make_pathways(self) -> dict:
-        from ..learn.pathways import BaselinePathway, ClinicalPathway, ColumnProbability, ITHPathway, RadiomicsPathway
+        from ..learn.pathways import (
+            BaselinePathway,
+            ClinicalPathway,
+            ColumnProbability,
+            DeepFeaturePathway,
+            ITHPathway,
+            RadiomicsPathway,
+        )
 
         radiomics = dict(n_mrmr=self.config.n_mrmr, max_features=self.config.max_features,
                          classifiers=self.config.classifiers, feature_sets=self.config.radiomics_feature_sets,
@@ -144,6 +170,10 @@ class StudyModel:
             pathways["peritumoural"] = RadiomicsPathway(regions=(PERITUMOURAL,), **radiomics)
         if self.config.deep:
             pathways["deep"] = ColumnProbability(column="dl_prob")
+        if self.config.deep_features is not None:
+            settings = _frozen_settings(self.config)
+            pathways["deep_features"] = DeepFeaturePathway(n_mrmr=settings.n_mrmr, n_features=settings.n_features,
+                                                           random_state=self.config.seed)
         return pathways
 
     def _decision_fusion_params(self) -> dict:
@@ -170,6 +200,14 @@ class StudyModel:
             self.deep_model_ = train_deep(images, masks, y, _deep_config(self.config), progress=progress)
             X = self._with_deep_columns(X, self.deep_model_.oof_prob, self.deep_model_.oof_embedding)
 
+        self.frozen_encoder_ = None
+        if self.config.deep_features is not None:
+            from ..deep.frozen import FrozenEncoder
+
+            # Label-free and fit on nothing: every case's features come from this one encoder (one embedding space).
+            self.frozen_encoder_ = FrozenEncoder.from_settings(_frozen_settings(self.config), self.config.seed)
+            X = self._with_frozen_features(X, images, masks)
+
         self.pathways_ = self._make_pathways()
         for name, pathway in self.pathways_.items():
             oof[name] = cross_val_predict(clone(pathway), X, y, cv=folds, method="predict_proba")[:, 1]
@@ -188,6 +226,8 @@ class StudyModel:
                                        ith_columns=self.pathways_["ith"].columns,
                                        peritumoural=(clone(self.pathways_["peritumoural"])
                                                      if "peritumoural" in self.pathways_ else None),
+                                       deep_features=(clone(self.pathways_["deep_features"])
+                                                      if "deep_features" in self.pathways_ else None),
                                        embedding_prefix="dl_emb_" if self.config.deep else None,
                                        n_components=self.config.embedding_components, random_state=self.config.seed)
         oof["fusion_feature"] = cross_val_predict(clone(fusion_feature), X, y, cv=folds, method="predict_proba")[:, 1]
@@ -225,6 +265,32 @@ class StudyModel:
                            columns=[f"dl_emb_{i:03d}" for i in range(np.asarray(embedding).shape[1])])
         return pd.concat([X.assign(dl_prob=np.asarray(prob)), emb], axis=1)
 
+    @property
+    def needs_images(self) -> bool:
+        """Whether prediction reads the images (a CNN, or the deep_features pathway's frozen encoder)."""
+        return self.deep_model_ is not None or self.frozen_encoder_ is not None
+
+    def _with_frozen_features(self, X: pd.DataFrame, images: list, masks: list) -> pd.DataFrame:
+        """``X`` with the frozen encoder's features of its cases (``dlf_intra_*`` on the tumour; ``dlf_peri_*`` on
+        the peritumoural shell of ``analysis.peritumoural_mm``, the ``peri_`` features' shell); without the
+        deep_features pathway, ``X``."""
+        if self.frozen_encoder_ is None:
+            return X
+        from ..core.errors import InputError
+        from ..deep.frozen import INTRA, PERI, PREFIX
+
+        if len(images) != len(X) or len(masks) != len(X):
+            raise InputError(f"the deep_features pathway reads the images: got {len(images)} images and "
+                             f"{len(masks)} masks for {len(X)} cases")
+        regions = {INTRA: list(masks)}
+        width = check_settings(self.config.analysis)["peritumoural_mm"]
+        if width > 0:
+            from ..features.peritumoural import peritumoural_shell
+
+            regions[PERI] = [peritumoural_shell(mask, width, case=str(case)) for mask, case in zip(masks, X.index)]
+        features = self.frozen_encoder_.features(images, regions, X.index)
+        return pd.concat([X.drop(columns=[c for c in X.columns if str(c).startswith(PREFIX)]), features], axis=1)
+
     def _e2e_inputs(self, X: pd.DataFrame) -> np.ndarray:
         return self.e2e_reduction_.transform(_radiomics_inputs(X)).astype(np.float32)
 
@@ -232,7 +298,9 @@ class StudyModel:
         """The feature table of new cases completed with the deep columns: one table per fold model of the CNN,
         holding that model's probability and embedding. Each is the kind of input the fusions and thresholds were
         fit on (a training case's deep columns came from the one fold model that had not seen it); the fold
-        models' embedding coordinates need not agree, so embeddings are never averaged. Without a CNN: ``[X]``."""
+        models' embedding coordinates need not agree, so embeddings are never averaged. Without a CNN: ``[X]``.
+        The frozen encoder's features (deep_features pathway), one embedding space, are the same in every table."""
+        X = self._with_frozen_features(X, images, masks)
         if self.deep_model_ is None:
             return [X]
         return [self._with_deep_columns(X, prob, embedding)
@@ -377,6 +445,8 @@ class StudyModel:
             manifest["e2e_config"], parts = self.e2e_model_.to_parts()
             tensors.update({f"e2e_{k}": v for k, v in parts.items()})
             estimators["e2e_reduction"] = self.e2e_reduction_
+        if self.frozen_encoder_ is not None:  # its weights and the checksum of the file they came from
+            manifest["frozen_encoder"], tensors["frozen_encoder"] = self.frozen_encoder_.to_parts()
         write_bundle(path, manifest, estimators, tensors, overwrite=overwrite)
 
     @classmethod
@@ -398,7 +468,7 @@ class StudyModel:
         model.oof_thresholds_ = pd.DataFrame(manifest["training_oof_thresholds"], index=oof["case_id"])
         est = dict(bundle.estimators)
         model.fusion_feature_ = est.pop("fusion_feature")
-        model.pathways_ = {name: est[name] for name in PATHWAYS if name in est}
+        model.pathways_ = {name: est[name] for name in (*PATHWAYS, *OPTIONAL_PATHWAYS) if name in est}
         inputs = manifest["decision_fusion_inputs"]
         model.fusion_decision_ = DecisionFusion.from_parts(
             {name: model.pathways_[name] for name in inputs}, est.pop("fusion_decision_meta"),
@@ -417,6 +487,12 @@ class StudyModel:
 
             model.e2e_model_ = DeepModel.from_parts(manifest["e2e_config"], _parts(bundle.tensors, "e2e_"))
             model.e2e_reduction_ = est.pop("e2e_reduction")
+        model.frozen_encoder_ = None
+        if "frozen_encoder" in manifest:
+            from ..deep.frozen import FrozenEncoder
+
+            model.frozen_encoder_ = FrozenEncoder.from_parts(manifest["frozen_encoder"],
+                                                             bundle.tensors["frozen_encoder"])
         model.manifest_ = manifest
         return model
 
