@@ -325,3 +325,23 @@ def test_report_in_a_real_browser_loads_every_figure_and_fits_1280_px(report):
     wide.write_text(path.read_text().replace("</body>", "<div>" + "x" * 400 + "</div></body>"))
     seen = browser_check(wide, width=1280)
     assert seen["scroll_width"] > 1280 and "div: " + "x" * 80 in seen["overflowing"]
+
+
+def test_a_comparison_without_a_p_value_is_not_significant(cohort, tmp_path):
+    """A paired comparison whose p-value is undefined (NaN, written as null in metrics.json: no variance) is
+    reported as not significant, in the sentence, the checklist and the matrix figure, and breaks nothing."""
+    import copy
+
+    predictions, metrics = cohort
+    metrics = copy.deepcopy(metrics)
+    block = metrics["splits"]["test1"]
+    for c in block["comparisons"]:
+        c["p_value"] = None
+    block["comparisons"][0]["p_value"] = float("nan")
+    assert f"None of the {len(block['comparisons'])} paired differences is significant" in split_sentence(
+        "test1", block)
+    write_report(tmp_path, predictions, metrics)
+    checklist = json.loads((tmp_path / "checklist.json").read_text())
+    item24 = next(i for i in checklist["METRICS"]["items"] if i["item"] == "24")
+    assert item24["data"]["test1"] == []
+    assert (tmp_path / "comparisons_test1.png").stat().st_size > 5000

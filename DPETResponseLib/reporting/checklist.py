@@ -11,7 +11,7 @@ Item numbers and topics are the checklists' own; the requirement texts are short
 from __future__ import annotations
 
 from ..io.suv import rule_counts
-from .evaluation import ALPHA
+from .evaluation import ALPHA, significant
 
 FILLED, PARTLY, TO_COMPLETE = "filled", "partly filled", "to be completed by the authors"
 #: The model on clinical columns alone: METRICS item 24's non-radiomic comparator.
@@ -100,7 +100,7 @@ def _above(metrics: dict, reference: str) -> dict[str, list[str]]:
         pairs = [c for c in block.get("comparisons", []) if reference in (c["model_a"], c["model_b"])]
         if pairs:
             out[split] = [c["model_b"] if c["model_a"] == reference else c["model_a"] for c in pairs
-                          if c["p_value"] < ALPHA and (c["diff"] < 0) == (c["model_a"] == reference)]
+                          if significant(c["p_value"]) and (c["diff"] < 0) == (c["model_a"] == reference)]
     return out
 
 

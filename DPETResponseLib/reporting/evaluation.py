@@ -22,6 +22,12 @@ from ..core.errors import InputError
 ALPHA = 0.05
 
 
+def significant(p_value, alpha: float = ALPHA) -> bool:
+    """Whether a p-value is below ``alpha``; an undefined one (None, NaN: a comparison without variance, written
+    as null in metrics.json) is not."""
+    return p_value is not None and bool(np.isfinite(p_value)) and p_value < alpha
+
+
 def _check(y, p, name: str = "predictions") -> tuple[np.ndarray, np.ndarray]:
     """``y`` as a 0/1 int array and ``p`` as floats, same length, finite; else InputError naming ``name``."""
     y = np.asarray(y)
@@ -326,7 +332,7 @@ def reference_verdict(block: dict, reference: str, alpha: float = ALPHA) -> dict
     if "auc" not in ref:
         return {"beaten_by": [], "text": f"The {reference} could not be scored on this split."}
     beaten_by = [name for name, m in models.items() if name != reference and "auc" in m
-                 and m["auc"] > ref["auc"] and m.get("p_value_vs_reference", 1.0) < alpha]
+                 and m["auc"] > ref["auc"] and significant(m.get("p_value_vs_reference"), alpha)]
     if not beaten_by:
         text = (f"No model beats the {reference} (AUC {ref['auc']:.3f}) on this split: none has a higher AUC "
                 f"with a paired DeLong p < {alpha:g}.")

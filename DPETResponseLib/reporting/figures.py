@@ -11,6 +11,7 @@ import pandas as pd
 from ..core.errors import InputError
 from ..core.files import atomic_write
 from ..io.geometry import require_same_grid
+from .evaluation import significant
 
 DPI = 120
 
@@ -176,7 +177,7 @@ def plot_comparison_matrix(comparisons: list[dict], models: list[str], path, tit
     for c in comparisons:
         a, b = index[c["model_a"]], index[c["model_b"]]
         diff[a, b], diff[b, a] = c["diff"], -c["diff"]
-        p_value[a, b] = p_value[b, a] = c["p_value"]
+        p_value[a, b] = p_value[b, a] = np.nan if c["p_value"] is None else c["p_value"]
     span = max(float(np.nanmax(np.abs(diff))), 0.05)
     size = 0.7 * len(models) + 2.2
     fig = Figure(figsize=(size + 1.0, size))
@@ -187,10 +188,11 @@ def plot_comparison_matrix(comparisons: list[dict], models: list[str], path, tit
             if np.isnan(diff[a, b]):
                 continue
             p = p_value[a, b]
-            ax.text(b, a, f"{diff[a, b]:+.2f}\np {'<0.001' if p < 0.001 else f'{p:.2f}'}", ha="center",
-                    va="center", fontsize=7, fontweight="bold" if p < alpha else "normal",
+            p_text = "-" if np.isnan(p) else "<0.001" if p < 0.001 else f"{p:.2f}"
+            ax.text(b, a, f"{diff[a, b]:+.2f}\np {p_text}", ha="center", va="center", fontsize=7,
+                    fontweight="bold" if significant(p, alpha) else "normal",
                     color="white" if abs(diff[a, b]) > 0.6 * span else "black")
-            if p < alpha:
+            if significant(p, alpha):
                 ax.add_patch(Rectangle((b - 0.5, a - 0.5), 1, 1, fill=False, lw=1.6, ec="k"))
     ax.set_xticks(range(len(models)), models, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(len(models)), models, fontsize=8)

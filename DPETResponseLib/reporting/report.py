@@ -258,7 +258,7 @@ def split_sentence(split: str, block: dict, alpha: float = ALPHA) -> str:
     b = block["models"][best]
     text = f"{head}: highest AUC {best}, {b['auc']:.2f} (95% CI {b['auc_ci'][0]:.2f}-{b['auc_ci'][1]:.2f})."
     comparisons = block.get("comparisons", [])
-    significant = [c for c in comparisons if c["p_value"] < alpha]
+    significant = [c for c in comparisons if evaluation.significant(c["p_value"], alpha)]
     if not comparisons:
         text += " No paired comparison could be made."
     elif not significant:
