@@ -57,6 +57,7 @@ PIP_REQUIREMENTS = [
     'xgboost-cpu>=2.0; sys_platform != "darwin"',
     'xgboost>=2.0; sys_platform == "darwin"',
     "monai>=1.4",
+    "einops>=0.7",
     "safetensors>=0.4",
     "skops>=0.10",
     "matplotlib>=3.8",

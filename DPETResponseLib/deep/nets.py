@@ -1,13 +1,15 @@
-"""3D CNNs for tumour crops: MONAI ResNet10/18/34 and r3d_18 (torchvision's VideoResNet layout and parameter
-names, with a 1- or 2-channel stem), each wrapped with a one-logit head, optional end-to-end radiomics fusion,
-and pretrained weights loaded from a local file only.
+"""Nets for tumour crops: the 3D CNNs MONAI ResNet10/18/34 and r3d_18 (torchvision's VideoResNet layout and
+parameter names, with a 1- or 2-channel stem), and a 3D vision transformer (MONAI's ViT blocks), each wrapped with a
+one-logit head, optional end-to-end radiomics fusion, and pretrained weights loaded from a local file only.
 
 Every net is a ``DeepNet``: ``features(x, extra=None) -> (N, d)`` penultimate embedding, ``head`` (Linear d->1),
-``forward(x, extra=None) -> (N,)`` logits, ``cam_layer`` the name of the block Grad-CAM reads.
+``forward(x, extra=None) -> (N,)`` logits, ``cam_layer`` the name of the module its heat map reads (a CNN block for
+Grad-CAM; the ViT's transformer blocks for attention rollout).
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -17,7 +19,8 @@ from ..core.errors import ConfigError, InputError
 from .fusion_e2e import RadiomicsProjection
 
 MONAI_RESNETS = {"resnet10": 10, "resnet18": 18, "resnet34": 34}
-ARCHS = (*MONAI_RESNETS, "r3d_18")
+VIT = "vit"
+ARCHS = (*MONAI_RESNETS, "r3d_18", VIT)
 
 
 # --- r3d_18 -------------------------------------------------------------------------------------------------
@@ -84,11 +87,65 @@ class R3D18(nn.Module):
         return self.avgpool(x).flatten(1)
 
 
+# --- the 3D vision transformer ---------------------------------------------------------------------------------
+
+def check_vit(size: int, patch: int, hidden: int, depth: int, heads: int) -> None:
+    """ConfigError unless the ViT settings fit a ``size``^3 crop (the one check of them, for DeepConfig and
+    build_net): the patch divides the crop into at least 2 patches per side; the hidden size is a multiple of the
+    heads and of 6 (MONAI's 3D sine-cosine position embedding)."""
+    if min(patch, hidden, depth, heads) < 1:
+        raise ConfigError(f"ViT settings must be positive: vit_patch={patch}, vit_hidden={hidden}, "
+                          f"vit_depth={depth}, vit_heads={heads}")
+    if size % patch or size // patch < 2:
+        raise ConfigError(f"the ViT's patch ({patch} voxels) must divide the crop size ({size} voxels) into at "
+                          f"least 2 patches per side; choose vit_patch among "
+                          f"{', '.join(str(p) for p in range(1, size // 2 + 1) if size % p == 0)}")
+    if hidden % heads or hidden % 6:
+        raise ConfigError(f"vit_hidden ({hidden}) must be a multiple of vit_heads ({heads}) and of 6 (the 3D "
+                          "sine-cosine position embedding)")
+
+
+class ViTBackbone(nn.Module):
+    """3D ViT without class token: the crop cut into ``patch``^3-voxel patches, each a token (MONAI's
+    ``PatchEmbeddingBlock``: strided convolution + fixed 3D sine-cosine position embedding), ``depth`` pre-norm MONAI
+    ``TransformerBlock``s (``heads`` heads, MLP 4 x ``hidden``, qkv bias), a final LayerNorm, and the mean of the
+    patch tokens as the embedding -> (N, hidden).
+
+    The modules are those of ``monai.networks.nets.ViT(classification=False)`` under the same names
+    (``patch_embedding``, ``blocks``, ``norm``), so such a ViT's state dict loads here. Token ``t`` is patch
+    ``(t // g^2, t // g % g, t % g)`` of the crop's ``(X, Y, Z)`` axes, ``g = grid`` patches per side.
+    """
+
+    def __init__(self, in_channels: int, size: int, patch: int, hidden: int, depth: int, heads: int):
+        super().__init__()
+        check_vit(size, patch, hidden, depth, heads)
+        from monai.networks.nets import ViT
+
+        with warnings.catch_warnings():  # MONAI's sine-cosine table calls torch.meshgrid without `indexing` ("ij")
+            warnings.filterwarnings("ignore", message="torch.meshgrid", category=UserWarning)
+            vit = ViT(in_channels=in_channels, img_size=size, patch_size=patch, hidden_size=hidden,
+                      mlp_dim=4 * hidden, num_layers=depth, num_heads=heads, proj_type="conv",
+                      pos_embed_type="sincos", classification=False, spatial_dims=3, qkv_bias=True)
+        self.patch_embedding, self.blocks, self.norm = vit.patch_embedding, vit.blocks, vit.norm
+        self.grid = size // patch
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, grid^3, hidden): the patch tokens after the last block and the final norm."""
+        x = self.patch_embedding(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tokens(x).mean(dim=1)
+
+
 # --- the wrapper every arch shares ------------------------------------------------------------------------------
 
 class DeepNet(nn.Module):
     """Backbone -> embedding (+ projected radiomics when ``extra_dim`` > 0) -> ``head`` (one logit).
-    ``cam_layer``: the module Grad-CAM reads (``backbone.layer4``, the last block, unless told otherwise)."""
+    ``cam_layer``: the backbone module the heat map reads (``backbone.layer4``, the last block, unless told
+    otherwise)."""
 
     def __init__(self, backbone: nn.Module, embed_dim: int, extra_dim: int = 0, cam_layer: str = "layer4"):
         super().__init__()
@@ -111,12 +168,18 @@ class DeepNet(nn.Module):
 
 
 def build_net(arch: str, in_channels: int, extra_dim: int = 0, width: float = 1.0, stem_kernel: int = 7,
-              stem_stride: int = 2, max_pool: bool = True, cam_layer: str = "layer4") -> DeepNet:
+              stem_stride: int = 2, max_pool: bool = True, cam_layer: str = "layer4", *, size: int = 32,
+              vit_patch: int = 4, vit_hidden: int = 96, vit_depth: int = 4, vit_heads: int = 4) -> DeepNet:
     """A freshly initialised net (uses torch's global RNG: seed it first). ``cam_layer``: layer1..layer4.
 
     ``width``, ``stem_kernel``, ``stem_stride`` and ``max_pool`` shape the MONAI ResNets (MedicalNet-compatible
     shortcuts: type B without downsample bias for ResNet10, type A for 18/34); r3d_18 has torchvision's fixed layout.
+    The ViT (``arch="vit"``) is shaped by the crop ``size`` and ``vit_*`` (see ``ViTBackbone``; ``cam_layer`` and
+    the ResNet settings do not apply to it).
     """
+    if arch == VIT:
+        backbone = ViTBackbone(in_channels, size, vit_patch, vit_hidden, vit_depth, vit_heads)
+        return DeepNet(backbone, vit_hidden, extra_dim, cam_layer="blocks")  # attention rollout reads the blocks
     if arch == "r3d_18":
         if width != 1.0:
             raise InputError("r3d_18 has a fixed width (1.0) so that Kinetics weights fit")
@@ -139,7 +202,7 @@ def build_net(arch: str, in_channels: int, extra_dim: int = 0, width: float = 1.
 # --- pretrained weights from a local file ----------------------------------------------------------------------
 
 _HEAD_PREFIXES = ("fc.", "conv_seg.")  # classification head (torchvision, MONAI) and MedicalNet's segmentation head
-_STEMS = ("conv1.weight", "stem.0.weight")
+_STEMS = ("conv1.weight", "stem.0.weight", "patch_embedding.patch_embeddings.weight")  # ResNet, r3d_18, ViT
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -182,8 +245,9 @@ def _adapt_stem(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
 def load_pretrained(net: DeepNet, path: str | Path) -> int:
     """Load a local checkpoint into ``net.backbone``; returns how many tensors were loaded.
 
-    Accepts MedicalNet ResNet checkpoints (``module.`` prefixes, ``conv_seg`` head dropped) for the MONAI ResNets
-    and torchvision Kinetics-400 ``r3d_18`` state dicts (``fc`` dropped), ``.pth`` or ``.safetensors``. Nothing is
+    Accepts MedicalNet ResNet checkpoints (``module.`` prefixes, ``conv_seg`` head dropped) for the MONAI ResNets,
+    torchvision Kinetics-400 ``r3d_18`` state dicts (``fc`` dropped) and MONAI ``ViT(classification=False)`` state
+    dicts of the same shape for the ViT, ``.pth`` or ``.safetensors``. Nothing is
     downloaded. Raises InputError, saying how many tensors matched, unless every backbone tensor is found with
     the right shape and the file holds no other backbone tensor.
     """

@@ -1,4 +1,4 @@
-"""Training the deep-learning pathway: stratified k-fold CV of a 3D CNN on tumour crops, a fold ensemble.
+"""Training the deep-learning pathway: stratified k-fold CV of a 3D CNN (or ViT) on tumour crops, a fold ensemble.
 
 Each fold model is trained on k-1 folds with AdamW and a cosine learning-rate schedule (the study's), a
 class-balanced loss (``pos_weight`` = negatives / positives of the fold's training cases) and augmentation, and
@@ -29,7 +29,7 @@ from ..core.settings import check_field_types
 from ..learn.pathways import pool_probabilities
 from .data import BatchAugmenter, CropCache, CropSpec, host_to_device, preprocess_cohort
 from .fusion_e2e import check_extra
-from .nets import ARCHS, DeepNet, build_net, load_pretrained
+from .nets import ARCHS, VIT, DeepNet, build_net, check_vit, load_pretrained
 
 FORMAT = "dpet-deep-1"
 
@@ -39,11 +39,13 @@ class DeepConfig:
     """Settings of the deep pathway (see ``DeepConfig.preset`` for the named presets).
 
     Crop: ``size`` voxels per side at ``spacing`` mm, SUV clipped at ``suv_clip``, ``mask_channel``.
-    Net: ``arch`` (resnet10/18/34 from MONAI, or r3d_18); for the MONAI ResNets ``width`` (widen factor),
-    ``stem_kernel``, ``stem_stride`` and ``max_pool`` (MedicalNet weights need width 1, kernel 7); ``pretrained``
-    (local .pth/.safetensors file or None); ``extra_dim`` (> 0: end-to-end fusion of that many radiomics features).
-    Activation maps: ``cam_layer`` (the block they read), ``cam_method`` (hirescam, gradcam, gradcampp; see
-    ``deep.gradcam``).
+    Net: ``arch`` (resnet10/18/34 from MONAI, r3d_18, or vit); for the MONAI ResNets ``width`` (widen factor),
+    ``stem_kernel``, ``stem_stride`` and ``max_pool`` (MedicalNet weights need width 1, kernel 7); for the ViT
+    ``vit_patch`` (voxels per patch side; must divide ``size``), ``vit_hidden``, ``vit_depth`` (blocks) and
+    ``vit_heads``; ``pretrained`` (local .pth/.safetensors file or None); ``extra_dim`` (> 0: end-to-end fusion of
+    that many radiomics features).
+    Heat maps: ``cam_method`` (``auto``: hirescam for the CNNs, rollout for the ViT; CNNs: hirescam, gradcam,
+    gradcampp; ViT: rollout; see ``deep.gradcam``), ``cam_layer`` (the CNN block they read).
     Training: ``folds``, ``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``patience`` (epochs without a
     better validation AUC before stopping), ``class_balanced``, ``augment``, ``seed``, ``device`` ("auto", "cpu",
     "cuda"), ``amp`` (bf16 autocast on CUDA), ``cache_dir`` (crop cache folder or None).
@@ -58,8 +60,12 @@ class DeepConfig:
     stem_kernel: int = 3
     stem_stride: int = 1
     max_pool: bool = False
+    vit_patch: int = 4
+    vit_hidden: int = 96
+    vit_depth: int = 4
+    vit_heads: int = 4
     cam_layer: str = "layer2"
-    cam_method: str = "hirescam"
+    cam_method: str = "auto"
     pretrained: str | None = None
     extra_dim: int = 0
     folds: int = 5
@@ -82,15 +88,32 @@ class DeepConfig:
         ``"cpu-fast"``: the same net on 24^3 at 2 mm, 20 epochs (tests, the 10-minute CPU demo).
         The CPU presets train from scratch, hence lr 3e-3. Their activation maps read layer2 (a 12^3 / 16^3 grid;
         the last block's 3^3 / 4^3 cannot localise a tumour, see ``gradcam``); dpet reads r3d_18's layer3
-        (16 x 8 x 8, the grid of the same fineness relative to the crop; not yet measured on a GPU-trained net)."""
+        (16 x 8 x 8, the grid of the same fineness relative to the crop; not yet measured on a GPU-trained net).
+
+        Each preset also shapes the ViT for its crop (used with ``arch="vit"``): 8 mm patches (4 voxels at 2 mm:
+        216 / 512 tokens on the CPU crops, hidden 96, 4 blocks of 4 heads; 8 voxels at 1 mm on dpet: 512 tokens,
+        hidden 192, 6 blocks of 6 heads). ``"vit-cpu-fast"``, ``"vit-cpu"``, ``"vit-dpet"``: the ViT on those
+        crops with a transformer's training from scratch: AdamW lr 1e-3 (3e-4 on dpet, not yet run on a GPU),
+        weight decay 0.05, 100 epochs, patience 40. Measured on the rim/solid cohort of Testing/test_deep_train.py
+        (CPU): trained on all 36 cases at a constant lr 1e-3 its training AUC stayed near 0.6 for 40-60 epochs,
+        then rose (test AUC 0.94 at epoch 100; lr 3e-3, the CNN presets', never left 0.6); in that test's 3-fold
+        CV (about 19 fitting cases per fold) vit-cpu-fast reached out-of-fold AUC 0.54 and test AUC 0.51 (0.51-0.55
+        and 0.51-0.62 with patience 100 or batches of 4, training seeds 0-1) where the ResNet10 reaches 0.99 / 1.0:
+        from scratch a ViT needs more cases than such a cohort has."""
+        vit_cpu = dict(vit_patch=4, vit_hidden=96, vit_depth=4, vit_heads=4)
         presets = {
             "dpet": dict(arch="r3d_18", size=64, spacing=1.0, width=1.0, stem_kernel=7, stem_stride=2, max_pool=True,
-                         cam_layer="layer3", epochs=100, batch_size=8, lr=1e-4, patience=20),
+                         cam_layer="layer3", epochs=100, batch_size=8, lr=1e-4, patience=20, vit_patch=8,
+                         vit_hidden=192, vit_depth=6, vit_heads=6),
             "cpu": dict(arch="resnet10", size=32, spacing=2.0, width=0.25, stem_kernel=3, stem_stride=1, max_pool=False,
-                        cam_layer="layer2", epochs=40, batch_size=16, lr=3e-3, patience=10),
+                        cam_layer="layer2", epochs=40, batch_size=16, lr=3e-3, patience=10, **vit_cpu),
             "cpu-fast": dict(arch="resnet10", size=24, spacing=2.0, width=0.25, stem_kernel=3, stem_stride=1,
-                             max_pool=False, cam_layer="layer2", epochs=20, batch_size=8, lr=3e-3, patience=8),
+                             max_pool=False, cam_layer="layer2", epochs=20, batch_size=8, lr=3e-3, patience=8,
+                             **vit_cpu),
         }
+        vit_training = dict(arch=VIT, weight_decay=0.05, epochs=100, patience=40)
+        for crop, lr in (("dpet", 3e-4), ("cpu", 1e-3), ("cpu-fast", 1e-3)):
+            presets[f"vit-{crop}"] = {**presets[crop], **vit_training, "lr": lr}
         if name not in presets:
             raise ConfigError(f"unknown deep preset {name!r}; choose one of {', '.join(presets)}")
         return cls(**{**presets[name], **overrides})
@@ -116,13 +139,16 @@ class DeepConfig:
             raise ConfigError(f"unknown deep architecture {self.arch!r}; choose one of {', '.join(ARCHS)}")
         if self.folds < 2 or self.epochs < 1 or self.batch_size < 2 or self.size < 8 or self.spacing <= 0:
             raise ConfigError("deep settings need folds >= 2, epochs >= 1, batch_size >= 2, size >= 8, spacing > 0")
-        from .gradcam import cam_class
+        if self.arch == VIT:
+            check_vit(self.size, self.vit_patch, self.vit_hidden, self.vit_depth, self.vit_heads)
+        from .gradcam import heat_map_method
 
-        cam_class(self.cam_method)  # an unknown method fails before training
+        heat_map_method(self.cam_method, self.arch == VIT)  # an unknown or unfitting method fails before training
 
     def make_net(self) -> DeepNet:
         return build_net(self.arch, self.crop.channels, self.extra_dim, self.width, self.stem_kernel,
-                         self.stem_stride, self.max_pool, self.cam_layer)
+                         self.stem_stride, self.max_pool, self.cam_layer, size=self.size, vit_patch=self.vit_patch,
+                         vit_hidden=self.vit_hidden, vit_depth=self.vit_depth, vit_heads=self.vit_heads)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -367,8 +393,8 @@ class DeepModel:
         return pool_probabilities([prob for prob, _ in self.fold_outputs(images, masks, extra, case_ids)])
 
     def gradcam(self, image: sitk.Image, mask: sitk.Image, extra=None, case_id: str | None = None) -> sitk.Image:
-        """Activation map (``config.cam_method``) of the predicted class, averaged over the fold models, on the
-        PET's grid, in [0, 1]."""
+        """Heat map (``config.cam_method``: the CNN's activation map of the predicted class, the ViT's attention
+        rollout), averaged over the fold models, on the PET's grid, in [0, 1]."""
         from .gradcam import gradcam_on_pet
 
         crop, geometry = self._cache.get(image, mask, case_id)
