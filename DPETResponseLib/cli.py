@@ -102,7 +102,8 @@ def _cmd_extract(args) -> int:
 def _cmd_train(args) -> int:
     from .protocol import train
 
-    train(args.manifest, args.out, config=args.config, jobs=args.jobs, cache_dir=args.cache, fast=args.fast)
+    train(args.manifest, args.out, config=args.config, jobs=args.jobs, cache_dir=args.cache, fast=args.fast,
+          label_column=args.label_column)
     print(f"model bundle written to {args.out}")
     return 0
 
@@ -110,7 +111,9 @@ def _cmd_train(args) -> int:
 def _cmd_evaluate(args) -> int:
     from .protocol import evaluate
 
-    report = evaluate(args.bundle, args.manifest, args.out, jobs=args.jobs, cache_dir=args.cache)
+    report = evaluate(args.bundle, args.manifest, args.out, jobs=args.jobs, cache_dir=args.cache,
+                      label_column=args.label_column, partitions=args.partitions,
+                      test_fraction=args.partition_test_fraction, partition_habitats=args.partition_habitats)
     print(f"report: {report}")
     return 0
 
@@ -197,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--cache", type=Path)
     p.add_argument("--fast", action="store_true", help="small CNN preset and fewer epochs (CPU)")
+    p.add_argument("--label-column", default="label", metavar="NAME",
+                   help="the manifest column holding the 0/1 outcome (default: label); the bundle records it, and "
+                        "neither it nor a label column is used as a clinical predictor")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a bundle on the manifest's test splits; writes metrics.json + HTML")
@@ -205,6 +211,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--cache", type=Path)
+    p.add_argument("--label-column", metavar="NAME",
+                   help="the outcome column; default and only accepted value: the one the bundle was trained on")
+    p.add_argument("--partitions", type=int, nargs="?", const=10, default=0, metavar="N",
+                   help="also re-fit the bundle's settings on N (default 10) independent stratified train/test "
+                        "partitions of the labelled cases (all splits pooled) and report each model's AUC, balanced "
+                        "accuracy, sensitivity and specificity as mean and SD (metrics.json 'partitions'). This "
+                        "re-trains every model N times: bundles trained with \"deep\": false are much faster (no "
+                        "CNN)")
+    p.add_argument("--partition-test-fraction", type=float, metavar="F",
+                   help="the test part's share of each partition (default: the manifest's held-out share, or "
+                        "0.3 where every labelled case is in split train)")
+    p.add_argument("--partition-habitats", choices=["refit", "bundle"], default="refit",
+                   help="population-habitat centroids per partition: learned on its training part (default; the "
+                        "cohort's features are re-extracted per partition) or the bundle's (no re-extraction; they "
+                        "read no label but saw the bundle's training cases)")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("predict", help="predict one patient; JSON to stdout, images to --out")

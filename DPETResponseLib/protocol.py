@@ -15,6 +15,7 @@ from .core.errors import DPETError, InputError
 from .study.model import BASELINE, StudyConfig, StudyModel
 
 log = logging.getLogger(__name__)
+PARTITIONS_FILE = "partitions.csv"  # `evaluate --partitions`: every partition's test-part probabilities
 
 
 def load_config(config) -> StudyConfig:
@@ -50,8 +51,9 @@ def _cache(cache_dir, manifest) -> Path:
 
 
 def train(manifest, out, config=None, jobs: int = 1, cache_dir=None, fast: bool = False, progress: bool = True,
-          overwrite: bool = False) -> StudyModel:
-    """Fit every pathway and fusion on the manifest's ``train`` split and write the model bundle to ``out``."""
+          overwrite: bool = False, label_column: str = "label") -> StudyModel:
+    """Fit every pathway and fusion on the manifest's ``train`` split and write the model bundle to ``out``.
+    ``label_column``: the manifest column holding the 0/1 outcome (recorded in the bundle's ``training`` block)."""
     from .extraction import feature_table, with_habitat_model
     from .io.manifest import clinical_columns, read_manifest, training_cases, validate_for_training
     from .io.suv import rule_counts
@@ -60,7 +62,7 @@ def train(manifest, out, config=None, jobs: int = 1, cache_dir=None, fast: bool 
     if fast:
         config.deep_preset = "cpu-fast"
     config.check()
-    cases = read_manifest(manifest)
+    cases = read_manifest(manifest, label_column=label_column)
     train_cases = training_cases(cases)
     validate_for_training(train_cases, n_folds=config.n_folds, early_stopping=config.deep)
     log.info(f"training on {len(train_cases)} cases of {manifest}")
@@ -72,12 +74,13 @@ def train(manifest, out, config=None, jobs: int = 1, cache_dir=None, fast: bool 
                                    progress=progress)
     train_cases = train_cases.loc[X.index]
     validate_for_training(train_cases, n_folds=config.n_folds, early_stopping=config.deep)
-    images, masks = _images(train_cases) if config.deep else ([], [])
+    images, masks = _images(train_cases) if config.needs_images else ([], [])
     model = StudyModel(config, clinical_columns(cases)).fit(X, train_cases["label"].astype(int).to_numpy(),
                                                             images, masks, progress=progress)
     model.save(out, overwrite=overwrite, extra_manifest={
-        "training": {"manifest": str(Path(manifest).resolve()), "n_cases": int(len(train_cases)),
-                     "n_failed": int(len(errors)), "seconds": round(time.time() - started, 1),
+        "training": {"manifest": str(Path(manifest).resolve()), "label_column": label_column,
+                     "n_cases": int(len(train_cases)), "n_failed": int(len(errors)),
+                     "seconds": round(time.time() - started, 1),
                      "suv_conversion": rule_counts(suv)},
         "oracle": _oracle(manifest),
     })
@@ -90,10 +93,21 @@ def _oracle(manifest) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def label_column_of(model: StudyModel) -> str:
+    """The manifest column a bundle's models were trained to predict ("label" for bundles that do not say)."""
+    return model.manifest_.get("training", {}).get("label_column", "label")
+
+
 def evaluate(bundle, manifest, out, jobs: int = 1, cache_dir=None, progress: bool = True,
-             n_boot: int = 2000) -> Path:
+             n_boot: int = 2000, label_column: str | None = None, partitions: int = 0,
+             test_fraction: float | None = None, partition_habitats: str = "refit") -> Path:
     """Evaluate a bundle on every labelled split other than ``train``; writes metrics.json, predictions.csv and
-    the HTML report (ROC, calibration, decision curves, SHAP, Grad-CAM) to ``out``. Returns the report's path."""
+    the HTML report (ROC, calibration, decision curves, SHAP, Grad-CAM) to ``out``. Returns the report's path.
+
+    The outcome is the bundle's label column (``label_column``, if given, must be the same). ``partitions`` N > 0
+    also re-fits the bundle's settings on N independent stratified partitions of the labelled cases (`_partitions`;
+    ``test_fraction`` defaults to the manifest's held-out share) into metrics.json's ``partitions`` and
+    partitions.csv."""
     from .extraction import feature_table
     from .io.manifest import read_manifest
     from .reporting.evaluation import evaluate_split
@@ -101,11 +115,18 @@ def evaluate(bundle, manifest, out, jobs: int = 1, cache_dir=None, progress: boo
     from .study.record import provenance_record, run_record
 
     model = StudyModel.load(bundle)
-    cases = read_manifest(manifest)
+    outcome = label_column_of(model)
+    if label_column is not None and label_column != outcome:
+        raise DPETError(f"label column {label_column!r} is not the one bundle {bundle} was trained on ({outcome!r}): "
+                        f"its models predict {outcome!r}; leave out --label-column or train on {label_column!r}")
+    cases = read_manifest(manifest, label_column=outcome)
+    planned = _plan_partitions(model, cases, partitions, test_fraction, partition_habitats) if partitions else None
     labelled = cases[cases["label"].notna()]
     test_cases = labelled[~labelled["split"].fillna("").isin(["train", ""])]
-    metrics = {"splits": {}, "settings": model.manifest_["config"], "thresholds": model.thresholds_,
-               "choices": model.choices()}
+    metrics = {"splits": {}, "outcome": {"column": outcome,
+                                         "ignored_columns": cases.attrs.get("outcome_columns_ignored", [])},
+               "settings": model.manifest_["config"],
+               "thresholds": model.thresholds_, "choices": model.choices()}
     # Cross-validated (out-of-fold) training estimates, labelled `train_cv`: the only figures a cohort without
     # a held-out split can give, and a check on overfitting where it has one.
     oof = model.oof_.loc[model.oof_.index.isin(labelled.index)]
@@ -127,7 +148,7 @@ def evaluate(bundle, manifest, out, jobs: int = 1, cache_dir=None, progress: boo
         metrics["suv_conversion"] = suv
         test_cases = test_cases.loc[X.index]
         analysed += list(X.index)
-        images, masks = _images(test_cases) if model.deep_model_ is not None else ([], [])
+        images, masks = _images(test_cases) if model.needs_images else ([], [])
         tables = model.complete_tables(X, images, masks)
         probs = model.predict_completed(tables, images, masks)
         held_out = pd.concat([test_cases[["split", "label"]], probs], axis=1)
@@ -148,11 +169,79 @@ def evaluate(bundle, manifest, out, jobs: int = 1, cache_dir=None, progress: boo
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if planned is not None:
+        from .core.files import atomic_write
+
+        metrics["partitions"], partition_predictions = _partitions(model, planned, _cache(cache_dir, manifest),
+                                                                   jobs=jobs, progress=progress)
+        with atomic_write(out / PARTITIONS_FILE) as tmp:
+            partition_predictions.to_csv(tmp, index=False)
     if tables is None:  # a cross-validation-only cohort: explain the training cases
         tables, test_cases = [model.background_], labelled.loc[labelled.index.isin(model.background_.index)]
     figures, metrics["fusion_shares"] = _explanation_figures(model, tables, test_cases, out)
     predictions = predictions.rename_axis("case_id").reset_index()
     return write_report(out, predictions, metrics, figures=figures)
+
+
+def _plan_partitions(model: StudyModel, cases: pd.DataFrame, n: int, test_fraction: float | None,
+                     habitats: str) -> dict:
+    """The partitions `_partitions` will fit, drawn and checked before any other work."""
+    from .partitions import HABITAT_CHOICES, manifest_test_fraction, partition_cases, partition_seeds
+
+    if habitats not in HABITAT_CHOICES:
+        raise DPETError(f"partition habitats {habitats!r}: choose from {', '.join(HABITAT_CHOICES)}")
+    model.config.check()  # settings that cannot train here (a CNN weights file not found ...) fail now
+    seeds = partition_seeds(n, model.config.seed)
+    fraction = manifest_test_fraction(cases) if test_fraction is None else float(test_fraction)
+    parts = partition_cases(cases, seeds, fraction, n_folds=model.config.n_folds, early_stopping=model.config.deep)
+    if model.config.analysis.get("habitat_method") != "population":
+        habitats = "per tumour (no centroids)"
+    return {"seeds": seeds, "test_fraction": fraction, "habitats": habitats, "parts": parts}
+
+
+def _partitions(model: StudyModel, planned: dict, cache: Path, jobs: int = 1,
+                progress: bool = True) -> tuple[dict, pd.DataFrame]:
+    """Jang's design: the bundle's settings re-fit on each planned partition's training part (population habitats
+    learned there too unless ``habitats`` is "bundle"; features from the shared cache), each model scored on the
+    test part at the threshold fit on that part's training OOF probabilities. Returns metrics.json's
+    ``partitions`` block and every test-part probability (partitions.csv)."""
+    from .extraction import feature_table, with_habitat_model
+    from .io.manifest import validate_for_training
+    from .partitions import partition_scores, summarise
+
+    config, seeds = model.config, planned["seeds"]
+    scores, sizes, rows = [], [], []
+    thresholds: dict[str, list[float]] = {}
+    started = time.time()
+    for i, (seed, part) in enumerate(zip(seeds, planned["parts"])):
+        log.info(f"partition {i + 1}/{len(seeds)} (seed {seed}): {int((part['split'] == 'train').sum())} training, "
+                 f"{int((part['split'] == 'test').sum())} test cases")
+        settings = load_config(config)
+        if planned["habitats"] == "refit":
+            settings.analysis = with_habitat_model(part[part["split"] == "train"],
+                                                   {**config.analysis, "habitat_model": None}, cache, jobs=jobs,
+                                                   progress=progress)
+        X, errors, _ = feature_table(part, settings.analysis, cache, jobs=jobs, progress=progress)
+        part = part.loc[X.index]
+        validate_for_training(part, n_folds=config.n_folds, early_stopping=config.deep)
+        train_part, test_part = part[part["split"] == "train"], part[part["split"] == "test"]
+        images = config.needs_images
+        fitted = StudyModel(settings, model.clinical_columns).fit(
+            X.loc[train_part.index], train_part["label"].astype(int).to_numpy(),
+            *(_images(train_part) if images else ([], [])), progress=progress)
+        probs = fitted.predict_proba(X.loc[test_part.index], *(_images(test_part) if images else ([], [])))
+        y = test_part["label"].astype(int).to_numpy()
+        scores.append(partition_scores(y, probs, fitted.thresholds_))
+        for name in fitted.model_names:
+            thresholds.setdefault(name, []).append(fitted.thresholds_[name])
+        sizes.append({"seed": seed, "train": int(len(train_part)), "test": int(len(test_part)),
+                      "test_positive": int(y.sum()), "failed": int(len(errors))})
+        rows.append(pd.concat([pd.DataFrame({"partition": i, "seed": seed, "label": y}, index=test_part.index),
+                               probs], axis=1))
+    block = {"n": len(seeds), "seeds": seeds, "test_fraction": planned["test_fraction"],
+             "n_cases": int(len(planned["parts"][0])), "habitats": planned["habitats"], "sizes": sizes,
+             "thresholds": thresholds, "seconds": round(time.time() - started, 1), "models": summarise(scores)}
+    return block, pd.concat(rows).rename_axis("case_id").reset_index()
 
 
 def _count_imputed(block: dict, imputed: dict, cases) -> None:

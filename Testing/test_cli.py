@@ -26,10 +26,10 @@ import SimpleITK as sitk
 import torch
 from conftest import FAST_RADIOMICS_YAML, PROJECT_ROOT
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import balanced_accuracy_score, recall_score, roc_auc_score
 from test_dicom_out import model_groups, sr_groups
 
-from DPETResponseLib import cli
+from DPETResponseLib import cli, extraction
 from DPETResponseLib.features.segmentation import segment_from_seed
 from DPETResponseLib.features.subregions import tumour_habitats
 from DPETResponseLib.io.images import read_mask, read_pet
@@ -260,6 +260,140 @@ def test_evaluate_metrics_equal_sklearn_on_the_written_predictions(runs, cohort)
     for name in ALL_MODELS:
         np.testing.assert_allclose(train_cv[name], oof[name], rtol=0, atol=1e-12)
     assert metrics["thresholds"] == run["manifest"]["thresholds"]
+
+
+# ------------------------------------------------------------------------------------------------ label column
+def test_another_label_column_is_trained_recorded_and_evaluated(runs, cohort, tmp_path):
+    """`train --label-column response` on a manifest whose `response` is the label with three cases flipped: the
+    bundle records the column and has neither it nor `label` among its clinical columns; `evaluate` scores against
+    it (each AUC equals sklearn's on predictions.csv against the manifest's response, not its label), says so in
+    metrics.json and the report, and refuses `--label-column label`; a column that is not 0/1 is refused, naming
+    it and the cases."""
+    manifest = cohort["manifest"].copy()
+    train_ids, test_ids = (manifest.index[manifest["split"] == s] for s in ("train", "test"))
+    flipped = [train_ids[0], train_ids[1], test_ids[0]]
+    manifest.insert(3, "response", manifest["label"])
+    manifest.loc[flipped, "response"] = 1 - manifest.loc[flipped, "label"]
+    assert all(set(rows["response"]) == {0, 1} for _, rows in manifest.groupby("split"))
+    path = cohort["manifest_path"].with_name("manifest_response.csv")
+    manifest.to_csv(path)
+    config = tmp_path / "settings.json"
+    config.write_text(json.dumps(runs.get("deep_off")["settings"]))
+    bundle, report = tmp_path / "bundle", tmp_path / "report"
+    code, _, err = call("train", path, "--out", bundle, "--config", config, "--cache", cohort["cache"],
+                        "--label-column", "response")
+    assert code == 0, err
+    stored = json.loads((bundle / "bundle.json").read_text())
+    assert stored["training"]["label_column"] == "response"
+    assert sorted(stored["clinical_columns"]) == sorted(CLINICAL)
+    assert not {"response", "label"} & set(stored["columns"])
+    oof = stored["training_oof"]
+    code, _, err = call("evaluate", bundle, path, "--out", report, "--cache", cohort["cache"])
+    assert code == 0, err
+    metrics = json.loads((report / "metrics.json").read_text())
+    predictions = pd.read_csv(report / "predictions.csv", dtype={"case_id": str}).set_index("case_id")
+    assert metrics["outcome"] == {"column": "response", "ignored_columns": ["label"]}
+    assert (predictions["label"] == manifest.loc[predictions.index, "response"]).all()
+    assert sorted(predictions.index[predictions["split"] == "train_cv"]) == sorted(oof["case_id"])
+    differs = []
+    for split, block in metrics["splits"].items():
+        rows = predictions[predictions["split"] == split]
+        for name, m in block["models"].items():
+            assert m["auc"] == pytest.approx(roc_auc_score(manifest.loc[rows.index, "response"], rows[name]),
+                                             abs=1e-12), (split, name)
+            differs.append(abs(m["auc"] - roc_auc_score(manifest.loc[rows.index, "label"], rows[name])) > 1e-9)
+    assert any(differs)
+    assert "Outcome: the manifest&#x27;s column &#x27;response&#x27;" in (report / "report.html").read_text()
+
+    code, out, err = call("evaluate", bundle, path, "--out", tmp_path / "refused", "--label-column", "label")
+    assert code == 2 and out == "" and not (tmp_path / "refused").exists()
+    assert one_error_line(err, "evaluate") == (
+        f"dpet-response evaluate: error: label column 'label' is not the one bundle {bundle} was trained on "
+        "('response'): its models predict 'response'; leave out --label-column or train on 'label'")
+    code, out, err = call("train", path, "--out", tmp_path / "ki67", "--label-column", "ki67")
+    assert code == 2 and out == "" and not (tmp_path / "ki67").exists()
+    line = one_error_line(err, "train")
+    bad = manifest.index[~manifest["ki67"].isin([0, 1])]
+    assert f"label column 'ki67' must be 0, 1 or empty (unknown): {bad[0]}='{manifest.loc[bad[0], 'ki67']}'" in line
+    assert f"{bad[19]}=" in line and f"and {len(bad) - 20} more" in line
+
+
+# ------------------------------------------------------------------------------------------------ partitions
+def test_evaluate_partitions_refit_the_settings_on_each_partition(runs, cohort, tmp_path, monkeypatch):
+    """`evaluate --partitions 3` with the `deep: false` bundle: three stratified partitions of the 36 labelled
+    cases (seeds 0-2, the held-out share 14/36 in each test part), population habitats learned on each training
+    part alone (seen by a spy on `with_habitat_model`), and every partition's AUC, balanced accuracy,
+    sensitivity and specificity equal to sklearn's on partitions.csv at the thresholds recorded, their means
+    and SDs to numpy's. The single-split evaluation is the run without partitions, to the last digit."""
+    learned = []
+    original = extraction.with_habitat_model
+
+    def spy(cases, settings, *args, **kwargs):
+        learned.append((set(cases.index), settings.get("habitat_model")))
+        result = original(cases, settings, *args, **kwargs)
+        learned[-1] += (result["habitat_model"],)
+        return result
+
+    monkeypatch.setattr(extraction, "with_habitat_model", spy)
+    run, manifest = runs.get("deep_off"), cohort["manifest"]
+    report = tmp_path / "report"
+    code, _, err = call("evaluate", run["bundle"], cohort["manifest_path"], "--out", report, "--cache",
+                        cohort["cache"], "--partitions", 3)
+    assert code == 0, err
+    metrics = json.loads((report / "metrics.json").read_text())
+    block = metrics["partitions"]
+    assert (block["n"], block["seeds"], block["habitats"], block["n_cases"]) == (3, [0, 1, 2], "refit", N_CASES)
+    assert block["test_fraction"] == pytest.approx(14 / 36)
+    parts = pd.read_csv(report / "partitions.csv", dtype={"case_id": str})
+    assert set(parts.columns) == {"case_id", "partition", "seed", "label"} | set(block["models"])
+    assert set(block["models"]) == set(run["manifest"]["models"])
+    tests = []
+    for i, rows in parts.groupby("partition"):
+        rows = rows.set_index("case_id")
+        assert len(rows) == 14 and (rows["seed"] == i).all()
+        assert (rows["label"] == manifest.loc[rows.index, "label"]).all()
+        assert int(rows["label"].sum()) == block["sizes"][i]["test_positive"] == round(14 * manifest["label"].mean())
+        training, seen, centroids = learned[i]
+        assert training == set(manifest.index) - set(rows.index) and seen is None  # learned afresh, on train only
+        assert centroids != run["manifest"]["config"]["analysis"]["habitat_model"]
+        tests.append(set(rows.index))
+        for name in block["models"]:
+            y, p = rows["label"].to_numpy(), rows[name].to_numpy()
+            called = (p >= block["thresholds"][name][i]).astype(int)
+            expected = {"auc": roc_auc_score(y, p), "balanced_accuracy": balanced_accuracy_score(y, called),
+                        "sensitivity": recall_score(y, called), "specificity": recall_score(1 - y, 1 - called)}
+            for metric, value in expected.items():
+                assert block["models"][name][metric]["values"][i] == pytest.approx(value, abs=1e-12), (i, name)
+    assert len(learned) == 3 and len({frozenset(t) for t in tests}) == 3
+    for stats in block["models"].values():
+        for summary in stats.values():
+            assert summary["mean"] == pytest.approx(np.mean(summary["values"]), abs=1e-12)
+            assert summary["sd"] == pytest.approx(np.std(summary["values"], ddof=1), abs=1e-12)
+    assert metrics["splits"] == run["metrics"]["splits"]
+    html = (report / "report.html").read_text()
+    assert "<section id='partitions'>" in html and "evaluates the protocol" in html
+    tripod = {i["item"]: i for i in json.loads((report / "checklist.json").read_text())["TRIPOD+AI"]["items"]}
+    assert tripod["12a"]["data"]["partitions"]["seeds"] == [0, 1, 2]
+
+    # With the bundle's centroids (nothing re-extracted), the same partitions: the models that read no habitat
+    # feature give the same probabilities, the subregion radiomics pathway does not.
+    code, _, err = call("evaluate", run["bundle"], cohort["manifest_path"], "--out", tmp_path / "bundle_habitats",
+                        "--cache", cohort["cache"], "--partitions", 3, "--partition-habitats", "bundle")
+    assert code == 0, err
+    assert len(learned) == 3  # no centroids learned
+    kept = pd.read_csv(tmp_path / "bundle_habitats" / "partitions.csv", dtype={"case_id": str})
+    assert json.loads((tmp_path / "bundle_habitats" / "metrics.json").read_text())["partitions"]["habitats"] == \
+        "bundle"
+    assert kept[["case_id", "partition", "label"]].equals(parts[["case_id", "partition", "label"]])
+    for name in ("baseline", "clinical", "radiomics_whole", "ith", "peritumoural"):
+        np.testing.assert_allclose(kept[name], parts[name], rtol=0, atol=1e-12, err_msg=name)
+    assert not np.allclose(kept["radiomics"], parts["radiomics"])
+
+    code, out, err = call("evaluate", run["bundle"], cohort["manifest_path"], "--out", tmp_path / "one",
+                          "--partitions", 1)
+    assert code == 2 and out == "" and not (tmp_path / "one").exists()
+    assert one_error_line(err, "evaluate").endswith("partitions: 1 partitions; give 2 or more (a standard "
+                                                    "deviation needs two)")
 
 
 # ------------------------------------------------------------------------------------------------ report

@@ -58,7 +58,7 @@ def test_paths_labels_splits_and_clinical_dtypes(tmp_path):
     ([HEADER, "P1,a1.nii,b1.nii,1,train", "P2,a2.nii,,0,train", "P3,a3.nii,b3.nii,0,test"], False,
      r"4 missing file\(s\): P1 image .*a1.nii, P1 mask .*b1.nii, P2 image .*a2.nii, P2 mask \(no path given\)"),
     ([HEADER, "P1,a1.nii,b1.nii,2,train", "P2,a2.nii,b2.nii,yes,train", "P3,a3.nii,b3.nii,0,test"], True,
-     r"label must be 0, 1 or empty \(unknown\): P1='2', P2='yes'"),
+     r"label column 'label' must be 0, 1 or empty \(unknown\): P1='2', P2='yes'"),
     ([HEADER, "P1,a1.nii,b1.nii,1,validation"], True,
      r"split must be train, test, test2, ... or empty: P1='validation'"),
     ([HEADER], True, r"lists no cases"),
@@ -81,6 +81,38 @@ def test_all_problems_reported_at_once(tmp_path):
         read_manifest(path)
     message = str(info.value)
     assert "duplicate case_id(s) P1" in message and "4 missing file(s)" in message and "P1='3'" in message
+
+
+def test_another_label_column_is_the_outcome_and_no_outcome_is_a_predictor(tmp_path):
+    """``label_column="response"``: response is read as the label (0/1/unknown), and neither it nor the manifest's
+    label column is a clinical column; the manifest needs no label column then."""
+    path = _write(tmp_path, [HEADER + ",response,age", "P1,a1.nii,b1.nii,1,train,0,54", "P2,a2.nii,b2.nii,0,train,1,61",
+                             "P3,a3.nii,b3.nii,1,test,,47", "P4,a4.nii,b4.nii,,test,1.0,70"])
+    df = read_manifest(path, label_column="response")
+    assert df["label"].dtype == "Int64" and df["label"].tolist()[:2] == [0, 1] and df.loc["P4", "label"] == 1
+    assert pd.isna(df.loc["P3", "label"])
+    assert clinical_columns(df) == ["age"] and "response" not in df.columns
+    assert df.attrs["label_column"] == "response" and df.attrs["outcome_columns_ignored"] == ["label"]
+    default = read_manifest(path)
+    assert default["label"].tolist()[:3] == [1, 0, 1] and default.attrs["outcome_columns_ignored"] == []
+    without_label = _write(tmp_path, ["case_id,image,mask,split,response", "P1,a1.nii,b1.nii,train,1"])
+    assert read_manifest(without_label, label_column="response")["label"].tolist() == [1]
+
+
+@pytest.mark.parametrize("lines,label_column,expected", [
+    ([HEADER + ",response", "P1,a1.nii,b1.nii,1,train,1", "P2,a2.nii,b2.nii,0,train,2",
+      "P3,a3.nii,b3.nii,0,test,no"], "response",
+     r"label column 'response' must be 0, 1 or empty \(unknown\): P2='2', P3='no'"),
+    ([HEADER, "P1,a1.nii,b1.nii,1,train"], "response",
+     r"missing required column\(s\) response \(the label column\) \(found: case_id, image, mask, label, split; "
+     r"required: case_id, image, mask, response, split\)"),
+    ([HEADER, "P1,a1.nii,b1.nii,1,train"], "split", r"label column 'split': name a manifest column with the 0/1 "
+                                                    r"outcome, not one of case_id, image, mask, split"),
+])
+def test_bad_label_column_is_named(tmp_path, lines, label_column, expected):
+    path = _write(tmp_path, lines)
+    with pytest.raises(ManifestError, match=expected):
+        read_manifest(path, label_column=label_column)
 
 
 def test_mixed_type_clinical_column_warns_and_keeps_text(tmp_path):

@@ -1,6 +1,7 @@
 """The HTML report, metrics.json/predictions.csv round trips, figure files and the Grad-CAM montage."""
 
 import json
+import re
 from html.parser import HTMLParser
 
 import numpy as np
@@ -325,6 +326,69 @@ def test_report_in_a_real_browser_loads_every_figure_and_fits_1280_px(report):
     wide.write_text(path.read_text().replace("</body>", "<div>" + "x" * 400 + "</div></body>"))
     seen = browser_check(wide, width=1280)
     assert seen["scroll_width"] > 1280 and "div: " + "x" * 80 in seen["overflowing"]
+
+
+def _partitions_block():
+    """metrics.json's ``partitions`` as `protocol.evaluate` writes it, from three partitions' scores."""
+    from DPETResponseLib.partitions import summarise
+
+    scores = [{m: {"auc": 0.6 + 0.05 * i + 0.1 * k, "balanced_accuracy": 0.55 + 0.1 * k, "sensitivity": 0.5 + 0.02 * i,
+                   "specificity": 0.7} for k, m in enumerate(MODELS)} for i in range(3)]
+    return {"n": 3, "seeds": [0, 1, 2], "test_fraction": 0.3, "n_cases": 70, "habitats": "refit",
+            "sizes": [{"seed": i, "train": 49, "test": 21, "test_positive": 7, "failed": 0} for i in range(3)],
+            "thresholds": {m: [0.4, 0.5, 0.45] for m in MODELS}, "models": summarise(scores)}
+
+
+def test_partitions_section_and_checklist_give_mean_and_sd(cohort, tmp_path):
+    """With metrics.json's ``partitions`` the report has a table of every model's mean +- SD of the four metrics
+    (each cell recomputed here with numpy), says the design differs from the single split, and the checklists
+    name the design (TRIPOD+AI 12a) and give the means and SDs (23a); without it, neither."""
+    predictions, metrics = cohort
+    block = _partitions_block()
+    settings = {"n_folds": 5, "seed": 0}
+    path = write_report(tmp_path, predictions, {**metrics, "settings": settings, "partitions": block})
+    text = path.read_text()
+    section = text[text.index("<section id='partitions'>"):text.index("</section>", text.index("id='partitions'"))]
+    assert text.index("<section id='summary'>") < text.index("<section id='partitions'>") < text.index(
+        "<section id='models'>")
+    for model in MODELS:
+        row = section[section.index(f"<tr><td>{model}</td>"):]
+        cells = re.findall(r"<td>([^<]*)</td>", row[:row.index("</tr>")])[1:]
+        for cell, metric in zip(cells, ("auc", "balanced_accuracy", "sensitivity", "specificity")):
+            values = block["models"][model][metric]["values"]
+            assert cell == f"{np.mean(values):.3f} &plusmn; {np.std(values, ddof=1):.3f}", (model, metric)
+    assert "different design from the single split" in section and "evaluates the protocol" in section
+    assert "seeds 0, 1, 2" in section and "70 labelled cases" in section and "30% of them" in section
+    checklist = json.loads((tmp_path / "checklist.json").read_text())
+    tripod = {i["item"]: i for i in checklist["TRIPOD+AI"]["items"]}
+    assert tripod["12a"]["data"]["partitions"] == {"n": 3, "test_fraction": 0.3, "seeds": [0, 1, 2],
+                                                   "habitats": "refit"}
+    assert "3 independent stratified partitions" in tripod["12a"]["value"]
+    auc = block["models"]["radiomics"]["auc"]
+    assert tripod["23a"]["data"]["partitions"]["radiomics"]["auc"] == {"mean": auc["mean"], "sd": auc["sd"]}
+    assert f"radiomics AUC {auc['mean']:.2f} ± {auc['sd']:.2f}" in tripod["23a"]["value"]
+    plain = write_report(tmp_path / "plain", predictions, {**metrics, "settings": settings}).read_text()
+    plain_tripod = {i["item"]: i for i in json.loads((tmp_path / "plain" / "checklist.json").read_text())[
+        "TRIPOD+AI"]["items"]}
+    assert "id='partitions'" not in plain and "partitions" not in plain_tripod["12a"]["data"]
+    assert "partitions" not in plain_tripod["23a"]["data"] and "partitions" not in plain_tripod["12a"]["value"]
+
+
+def test_report_names_the_outcome_column(cohort, tmp_path):
+    """metrics.json's ``outcome``: another column than label is named in the summary, as the event counted in
+    each split's heading and sentence, and in TRIPOD+AI 8a; the label column keeps pCR."""
+    predictions, metrics = cohort
+    text = write_report(tmp_path, predictions, {**metrics, "outcome": {"column": "response",
+                                                                       "ignored_columns": ["label"]}}).read_text()
+    n, positive = metrics["splits"]["test1"]["n"], metrics["splits"]["test1"]["n_positive"]
+    assert "Outcome: the manifest&#x27;s column &#x27;response&#x27; (1 = event, 0 = not)" in text
+    assert "Not used as predictors: label." in text
+    assert f"<th>test1 (n={n}, response {positive})</th>" in text and f"({n} cases, {positive} response)" in text
+    assert f"{positive} pCR" not in text
+    tripod = {i["item"]: i for i in json.loads((tmp_path / "checklist.json").read_text())["TRIPOD+AI"]["items"]}
+    assert tripod["8a"]["data"] == {"column": "response"} and "'response'" in tripod["8a"]["value"]
+    text = write_report(tmp_path / "pcr", predictions, {**metrics, "outcome": {"column": "label"}}).read_text()
+    assert f"<th>test1 (n={n}, pCR {positive})</th>" in text and "column &#x27;label&#x27; (1 = pCR" in text
 
 
 def test_a_comparison_without_a_p_value_is_not_significant(cohort, tmp_path):

@@ -1,7 +1,9 @@
 """The cohort manifest: a CSV ``case_id,image,mask,label,split`` plus any clinical columns, checked before any work.
 
 Paths are relative to the manifest's folder (absolute paths are kept); ``label`` is 0/1 or empty (unknown);
-``split`` is ``train``, ``test``, ``test2``, ... or empty. Every other column is a clinical column.
+``split`` is ``train``, ``test``, ``test2``, ... or empty. Every other column is a clinical column. Another binary
+column can be the outcome (``label_column``, e.g. ``response``): it is read as the label, and the ``label`` column,
+if the manifest has one, is then neither the outcome nor a predictor.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import pandas as pd
 from ..core.errors import ManifestError
 
 REQUIRED_COLUMNS = ("case_id", "image", "mask", "label", "split")
+#: The outcome column unless another is named (`read_manifest`'s ``label_column``).
+LABEL = "label"
 # Cells read as "missing" in clinical columns (as well as the empty cell).
 MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "none", "null", "missing", "unknown", "?", "-"})
 SPLIT_PATTERN = re.compile(r"^(train|test\d*)$")
@@ -53,15 +57,22 @@ def _clinical_column(values: pd.Series, name: str, where: str) -> tuple[pd.Serie
     return column, None
 
 
-def read_manifest(path) -> pd.DataFrame:
+def read_manifest(path, label_column: str = LABEL) -> pd.DataFrame:
     """The validated manifest: index ``case_id``; ``image``/``mask`` absolute path strings; ``label`` Int64 (0/1,
-    <NA> unknown); ``split`` lower-case text or NaN; clinical columns with their own dtypes.
+    <NA> unknown) read from column ``label_column``; ``split`` lower-case text or NaN; clinical columns with their
+    own dtypes. Neither ``label_column`` nor a ``label`` column is ever a clinical column (``df.attrs``
+    ``label_column`` names the outcome's column, ``outcome_columns_ignored`` a ``label`` column left out).
 
     Every problem found is reported at once in one `ManifestError` (missing required columns, empty or duplicate
     ids, missing files - all of them -, labels other than 0/1, unknown split names); a clinical column that mixes
     numbers and text gives a `ManifestWarning`. The warnings are also in ``df.attrs["warnings"]``.
     """
     path = Path(path)
+    label_column = str(label_column).strip()
+    if label_column in {c for c in REQUIRED_COLUMNS if c != LABEL} or not label_column:
+        raise ManifestError(f"label column {label_column!r}: name a manifest column with the 0/1 outcome, not one of "
+                            "case_id, image, mask, split")
+    required = [c if c != LABEL else label_column for c in REQUIRED_COLUMNS]
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except FileNotFoundError:
@@ -69,10 +80,11 @@ def read_manifest(path) -> pd.DataFrame:
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise ManifestError(f"manifest {path} cannot be read as CSV: {err}") from None
     raw.columns = [str(c).strip() for c in raw.columns]
-    missing_columns = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
+    missing_columns = [c + (" (the label column)" if c == label_column != LABEL else "") for c in required
+                       if c not in raw.columns]
     if missing_columns:
         raise ManifestError(f"manifest {path}: missing required column(s) {', '.join(missing_columns)} "
-                            f"(found: {', '.join(raw.columns)}; required: {', '.join(REQUIRED_COLUMNS)})")
+                            f"(found: {', '.join(raw.columns)}; required: {', '.join(required)})")
     if not len(raw):
         raise ManifestError(f"manifest {path} lists no cases")
 
@@ -99,11 +111,11 @@ def read_manifest(path) -> pd.DataFrame:
     if missing_files:
         problems.append(f"{len(missing_files)} missing file(s): {_listing(missing_files)}")
 
-    labels = raw["label"].str.strip()
+    labels = raw[label_column].str.strip()
     numeric_labels = pd.to_numeric(labels.where(labels != ""), errors="coerce")
     bad_labels = (labels != "") & ~numeric_labels.isin([0, 1])
     if bad_labels.any():
-        problems.append("label must be 0, 1 or empty (unknown): " + _listing(
+        problems.append(f"label column {label_column!r} must be 0, 1 or empty (unknown): " + _listing(
             [f"{c}={v!r}" for c, v in zip(ids[bad_labels], labels[bad_labels])]))
 
     splits = raw["split"].str.strip().str.lower()
@@ -122,7 +134,7 @@ def read_manifest(path) -> pd.DataFrame:
     }, index=pd.Index(ids, name="case_id"))
     found_warnings = []
     for name in raw.columns:
-        if name in REQUIRED_COLUMNS:
+        if name in REQUIRED_COLUMNS or name == label_column:  # an outcome column is never a predictor
             continue
         values, warning = _clinical_column(raw[name], name, f"manifest {path}")
         df[name] = values.to_numpy()
@@ -130,6 +142,8 @@ def read_manifest(path) -> pd.DataFrame:
             found_warnings.append(warning)
             warnings.warn(warning, ManifestWarning, stacklevel=2)
     df.attrs["manifest"] = str(path.resolve())
+    df.attrs["label_column"] = label_column
+    df.attrs["outcome_columns_ignored"] = [LABEL] if label_column != LABEL and LABEL in raw.columns else []
     df.attrs["warnings"] = found_warnings
     return df
 

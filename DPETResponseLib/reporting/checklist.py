@@ -104,6 +104,22 @@ def _above(metrics: dict, reference: str) -> dict[str, list[str]]:
     return out
 
 
+def _partitions(metrics: dict) -> dict | None:
+    """The repeated-partition design and each model's mean and SD, where the run made them."""
+    block = metrics.get("partitions")
+    if not block:
+        return None
+    return {"n": block["n"], "test_fraction": block["test_fraction"], "seeds": block["seeds"],
+            "habitats": block.get("habitats"),
+            "models": {m: {k: {"mean": v["mean"], "sd": v["sd"]} for k, v in stats.items()}
+                       for m, stats in block["models"].items()}}
+
+
+def _partitions_text(design: dict) -> str:
+    return (f"{design['n']} independent stratified partitions of the labelled cases ({design['test_fraction']:.0%} "
+            f"test, seeds {design['seeds'][0]}-{design['seeds'][-1]}), every model re-fit on each training part")
+
+
 def _prevalence(counts: dict) -> str:
     return "events (label 1) per split: " + "; ".join(f"{s} {c['events'] / c['n']:.0%}" for s, c in counts.items()
                                                     if c["n"])
@@ -182,18 +198,27 @@ def _tripod(metrics: dict) -> dict:
     if len(counts) > 1:
         items["16"] = _item(PARTLY, _prevalence(counts) + "; other differences between development and evaluation "
                             "data are to be described by the authors")
-    items["8a"] = _item(PARTLY, "binary outcome from the manifest's label column (1 = pCR); the pCR definition "
-                        "(e.g. ypT0/is ypN0) and when it was assessed are to be given by the authors")
+    column = (metrics.get("outcome") or {}).get("column")
+    if column in (None, "label"):
+        items["8a"] = _item(PARTLY, "binary outcome from the manifest's label column (1 = pCR); the pCR definition "
+                            "(e.g. ypT0/is ypN0) and when it was assessed are to be given by the authors")
+    else:
+        items["8a"] = _item(PARTLY, f"binary outcome from the manifest's column {column!r} (1 = event); its "
+                            "definition and when it was assessed are to be given by the authors", {"column": column})
     items["10"] = _item(PARTLY, _fmt_counts(counts) + ". No sample-size calculation was made by the tool.",
                         counts)
     items["21"] = _item(FILLED, _fmt_counts(counts), counts)
+    partitions = _partitions(metrics)
     if settings:
+        data = {"n_folds": settings.get("n_folds"), "seed": settings.get("seed"), "evaluation_splits": evaluation}
+        if partitions:
+            data["partitions"] = {k: partitions[k] for k in ("n", "test_fraction", "seeds", "habitats")}
         items["12a"] = _item(FILLED, f"models developed on split train with {settings.get('n_folds')}-fold "
                              f"stratified cross-validation (seed {settings.get('seed')}) for internal validation "
                              "(train_cv: out-of-fold predictions); evaluated on "
-                             + (", ".join(evaluation) or "no held-out split"),
-                             {"n_folds": settings.get("n_folds"), "seed": settings.get("seed"),
-                              "evaluation_splits": evaluation})
+                             + (", ".join(evaluation) or "no held-out split")
+                             + (f"; also {_partitions_text(partitions)} and scored on its test part"
+                                if partitions else ""), data)
         items["12b"] = _item(FILLED, "numbers standardised (z-score on the training cases), categories one-hot "
                              f"encoded; {IMPUTATION}; CNN input: PET crop resampled and clipped "
                              f"(see provenance: {prov.get('deep_input')})")
@@ -216,8 +241,13 @@ def _tripod(metrics: dict) -> dict:
                             {"thresholds": metrics["thresholds"]})
     balanced = "; the CNN's loss is class-balanced" if deep.get("class_balanced") else ""
     items["13"] = _item(PARTLY, _prevalence(counts) + ". No resampling of the classes" + balanced)
-    items["23a"] = _item(FILLED, "every model's AUC with its DeLong 95% CI per split is in the summary",
-                         _performance(metrics))
+    performance = _performance(metrics)
+    text = "every model's AUC with its DeLong 95% CI per split is in the summary"
+    if partitions:
+        performance = {**performance, "partitions": partitions["models"]}
+        text += (f"; over {partitions['n']} repeated stratified partitions (mean ± SD): " + "; ".join(
+            f"{m} AUC {v['auc']['mean']:.2f} ± {v['auc']['sd']:.2f}" for m, v in partitions["models"].items()))
+    items["23a"] = _item(FILLED, text, performance)
     n_imputed = {s: {m: v.get("n_imputed") for m, v in b.get("models", {}).items() if v.get("n_imputed") is not None}
                  for s, b in metrics["splits"].items() if s != "train_cv"}
     items["27a"] = _item(FILLED, IMPUTATION + "; cases with an imputed input per model and split: "
@@ -279,8 +309,10 @@ def _metrics(metrics: dict) -> dict:
         items["25"] = _item(FILLED, f"every model compared with the {reference} (penalised logistic regression on PET "
                             "metrics, Original first-order and shape features and the clinical columns) by paired "
                             "DeLong: " + " ".join(f"{s}: {t}" for s, t in verdicts.items()), verdicts)
+    partitions = _partitions(metrics)
     items["26"] = _item(PARTLY, "internal validation by cross-validation (train_cv) and evaluation on "
                         + (", ".join(_evaluation_splits(metrics)) or "no held-out split")
+                        + (f"; {_partitions_text(partitions)}" if partitions else "")
                         + "; whether a split is internal or external is to be stated by the authors")
     bundle = run.get("bundle")
     if bundle:

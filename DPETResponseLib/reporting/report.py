@@ -60,7 +60,8 @@ def _auc_label(model: str, y, p, stats: dict | None) -> str:
     return f"{model}: AUC {a:.2f} ({lo:.2f}-{hi:.2f})"
 
 
-def _split_figures(out_dir: Path, split: str, rows: pd.DataFrame, models: list[str], split_metrics: dict) -> dict:
+def _split_figures(out_dir: Path, split: str, rows: pd.DataFrame, models: list[str], split_metrics: dict,
+                   event: str = "pCR") -> dict:
     """ROC, calibration and decision curves of every model on one split; {kind: path}."""
     from matplotlib.figure import Figure
     from sklearn.metrics import roc_curve
@@ -89,7 +90,7 @@ def _split_figures(out_dir: Path, split: str, rows: pd.DataFrame, models: list[s
         bins = evaluation.calibration(y, p, n_bins=5)["bins"]
         ax.plot([b["mean_predicted"] for b in bins], [b["observed"] for b in bins], marker="o", lw=1.4, label=m)
     ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1, label="ideal")
-    ax.set(xlabel="mean predicted probability (5 equal-width bins)", ylabel="observed pCR fraction",
+    ax.set(xlabel="mean predicted probability (5 equal-width bins)", ylabel=f"observed {event} fraction",
            title=f"Calibration: {split}", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), aspect="equal")
     ax.legend(loc="upper left", fontsize=7)
     made["Calibration curves"] = save_figure(fig, out_dir / f"calibration_{stem}.png")
@@ -201,6 +202,24 @@ NOTES = ("AUC CIs: DeLong (plain Wald interval on the AUC scale, clipped to [0, 
          "fixed at 1; 0 is ideal). Comparisons: paired two-sided DeLong tests, not adjusted for multiplicity.")
 
 
+def event_name(metrics: dict) -> str:
+    """What a positive case is called: "pCR" for the manifest's label column, else the outcome column's name."""
+    column = (metrics.get("outcome") or {}).get("column", "label")
+    return "pCR" if column == "label" else str(column)
+
+
+def _outcome_note(metrics: dict) -> str:
+    outcome = metrics.get("outcome")
+    if not outcome:
+        return ""
+    column = outcome["column"]
+    text = (f"Outcome: the manifest's column {column!r} (1 = {'pCR' if column == 'label' else 'event'}, 0 = not); "
+            f"the counts of positive cases below are of {event_name(metrics)}.")
+    if outcome.get("ignored_columns"):
+        text += f" Not used as predictors: {', '.join(outcome['ignored_columns'])}."
+    return f"<p class='note'>{html.escape(text)}</p>"
+
+
 def _held_out(metrics: dict) -> list[str]:
     return [s for s, b in metrics["splits"].items() if s != "train_cv" and b.get("models")]
 
@@ -231,7 +250,8 @@ def _summary_table(metrics: dict) -> str:
     reference = next((metrics["splits"][s]["reference_model"] for s in splits
                       if metrics["splits"][s].get("reference_model")), None)
     best = {s: _best(metrics["splits"][s]) for s in splits}
-    head = "".join(f"<th>{html.escape(s)} (n={metrics['splits'][s]['n']}, pCR {metrics['splits'][s]['n_positive']})"
+    event = html.escape(event_name(metrics))
+    head = "".join(f"<th>{html.escape(s)} (n={metrics['splits'][s]['n']}, {event} {metrics['splits'][s]['n_positive']})"
                    "</th>" for s in splits)
     rows = []
     for m in models:
@@ -246,10 +266,10 @@ def _summary_table(metrics: dict) -> str:
                            if reference else "") + "</p>")
 
 
-def split_sentence(split: str, block: dict, alpha: float = ALPHA) -> str:
+def split_sentence(split: str, block: dict, alpha: float = ALPHA, event: str = "pCR") -> str:
     """What the CIs allow on one split: the best model, which paired differences are significant (DeLong) and
-    which are not, and whether any model beats the baseline."""
-    head = f"{split} ({block.get('n')} cases, {block.get('n_positive')} pCR)"
+    which are not, and whether any model beats the baseline. ``event``: what a positive case is called."""
+    head = f"{split} ({block.get('n')} cases, {block.get('n_positive')} {event})"
     if block.get("skipped") or not block.get("models"):
         return f"{head}: not evaluated ({block.get('skipped', 'no model scored')})."
     best = _best(block)
@@ -281,10 +301,46 @@ def _summary(out_dir: Path, metrics: dict, split_figures: dict) -> str:
     shown = _held_out(metrics) or [s for s in metrics["splits"] if metrics["splits"][s].get("models")]
     figures = "".join(_img(out_dir, split_figures[s][kind], f"{kind}, {s}") for s in shown
                       for kind in ("ROC curves", "Decision curves") if kind in split_figures.get(s, {}))
-    sentences = "".join(f"<li>{html.escape(split_sentence(s, metrics['splits'][s]))}</li>"
-                        for s in _splits_in_order(metrics))
-    return ("<section id='summary'><h2>Summary</h2>" + _summary_table(metrics)
+    sentences = "".join(f"<li>{html.escape(split_sentence(s, metrics['splits'][s], event=event_name(metrics)))}"
+                        "</li>" for s in _splits_in_order(metrics))
+    return ("<section id='summary'><h2>Summary</h2>" + _outcome_note(metrics) + _summary_table(metrics)
             + f"<ul class='verdicts'>{sentences}</ul><div>{figures}</div></section>")
+
+
+def _mean_sd(stats: dict) -> str:
+    if stats.get("mean") is None:
+        return "-"
+    return f"{stats['mean']:.3f}" + (f" &plusmn; {stats['sd']:.3f}" if stats.get("sd") is not None else "")
+
+
+PARTITION_COLUMNS = (("AUC", "auc"), ("balanced accuracy", "balanced_accuracy"), ("sensitivity", "sensitivity"),
+                     ("specificity", "specificity"))
+
+
+def _partitions_section(metrics: dict) -> str:
+    """Repeated stratified partitions (metrics.json ``partitions``): each model's metrics as mean &plusmn; SD."""
+    block = metrics.get("partitions")
+    if not block:
+        return ""
+    head = "".join(f"<th>{label}</th>" for label, _ in PARTITION_COLUMNS)
+    rows = "".join(f"<tr><td>{html.escape(model)}</td>"
+                   + "".join(f"<td>{_mean_sd(stats[key])}</td>" for _, key in PARTITION_COLUMNS) + "</tr>"
+                   for model, stats in block["models"].items())
+    sizes = block.get("sizes", [])
+    habitats = {"refit": "learned on each training part", "bundle": "the bundle's (learned on its training cases)"}
+    note = (f"{block['n']} independent stratified partitions (seeds {', '.join(map(str, block['seeds']))}) of the "
+            f"{block.get('n_cases')} labelled cases of every split pooled, {block['test_fraction']:.0%} of them in "
+            "each test part" + (f" ({min(s['test'] for s in sizes)}-{max(s['test'] for s in sizes)} cases analysed)"
+                                if sizes else "")
+            + ". Every model is re-fit on each training part with the bundle's settings (population-habitat "
+            f"centroids: {habitats.get(block.get('habitats'), block.get('habitats'))}; thresholds by Youden's "
+            "index on that part's out-of-fold probabilities) and scored on its test part. This is a different "
+            "design from the single split above: it evaluates the protocol (how models built this way perform on "
+            "new cases), not this bundle. SD over the partitions (ddof 1); the partitions share cases, so it is "
+            "not a confidence interval. Per-case probabilities: partitions.csv.")
+    return ("<section id='partitions'><h2>Repeated stratified partitions</h2>"
+            f"<table class='metrics'><tr><th>model (mean &plusmn; SD)</th>{head}</tr>{rows}</table>"
+            f"<p class='note'>{html.escape(note)}</p></section>")
 
 
 def _model_card(name: str, per_split: dict) -> str:
@@ -370,13 +426,14 @@ def _provenance_section(metrics: dict) -> str:
 def _html(out_dir: Path, title: str, metrics: dict, split_figures: dict, extra: dict, checklist: dict) -> str:
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
-             _summary(out_dir, metrics, split_figures),
+             _summary(out_dir, metrics, split_figures), _partitions_section(metrics),
              "<section id='models'><h2>Every model, every statistic</h2>"
              f"<p class='note'>{html.escape(NOTES)}</p>{_model_cards(metrics)}</section>",
              "<section id='splits'><h2>Figures per split</h2>"]
     for split in _splits_in_order(metrics):
         block = metrics["splits"][split]
-        parts.append(f"<h3>{html.escape(str(split))}</h3><p>{html.escape(split_sentence(split, block))}</p>")
+        sentence = split_sentence(split, block, event=event_name(metrics))
+        parts.append(f"<h3>{html.escape(str(split))}</h3><p>{html.escape(sentence)}</p>")
         figures = split_figures.get(split, {})
         parts.append("<div>" + "".join(_img(out_dir, p, f"{kind}, {split}") for kind, p in figures.items())
                      + "</div>")
@@ -419,7 +476,8 @@ def _render(out_dir: Path, predictions: pd.DataFrame, metrics: dict, extra: dict
     for split in metrics["splits"]:
         rows = predictions[predictions["split"].astype(str) == str(split)]
         if len(rows):
-            split_figures[split] = _split_figures(out_dir, split, rows, models, metrics["splits"][split])
+            split_figures[split] = _split_figures(out_dir, split, rows, models, metrics["splits"][split],
+                                                  event_name(metrics))
     checklist = build_checklist(metrics)
     write_text(out_dir / CHECKLIST_FILE, json.dumps(checklist, indent=1, allow_nan=False))
     path = out_dir / "report.html"

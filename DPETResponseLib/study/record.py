@@ -88,6 +88,7 @@ def provenance_record(model: StudyModel, cases: pd.DataFrame) -> dict:
         "deep_input": {k: deep[k] for k in ("size", "spacing", "suv_clip", "mask_channel", "augment")} if deep
         else None,
         "analysis_code": settings["analysis_code"],
+        "frozen_encoder": model.manifest_.get("frozen_encoder"),  # the deep_features pathway's weights and sha256
     }
 
 
