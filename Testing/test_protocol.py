@@ -203,8 +203,8 @@ def test_fusions_and_subregions_over_resampled_splits(table):
         rows.append({name: auc(y[test_idx], predicted[name].to_numpy()) for name in predicted.columns})
     mean = pd.DataFrame(rows).mean()
     print("mean held-out AUC over 10 resamples:", mean.round(3).to_dict())
-    assert set(mean.index) == {"baseline", "clinical", "radiomics", "radiomics_whole", "ith", "fusion_decision",
-                               "fusion_feature"}
+    assert set(mean.index) == {"baseline", "clinical", "radiomics", "radiomics_whole", "peritumoural", "ith",
+                               "fusion_decision", "fusion_feature"}
     best_pathway = mean.drop(["fusion_decision", "fusion_feature"]).max()
     assert mean["fusion_decision"] >= mean.drop(["fusion_decision", "fusion_feature", "baseline"]).max()
     assert mean["fusion_feature"] >= best_pathway
