@@ -9,6 +9,20 @@ SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 FAST_RADIOMICS_YAML = Path(__file__).resolve().parent / "fast_radiomics.yaml"
 
 
+def assert_heat_map_on_pet_grid(heat, image) -> None:
+    """A heat map (Grad-CAM, attention rollout) as the library returns it: float32 on exactly the PET's grid,
+    normalised to [0, 1] with its peak at 1."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    assert heat.GetSize() == image.GetSize() and heat.GetPixelID() == sitk.sitkFloat32
+    np.testing.assert_array_equal(heat.GetSpacing(), image.GetSpacing())
+    np.testing.assert_array_equal(heat.GetOrigin(), image.GetOrigin())
+    np.testing.assert_array_equal(heat.GetDirection(), image.GetDirection())
+    values = sitk.GetArrayFromImage(heat)
+    assert values.min() >= 0.0 and values.max() == pytest.approx(1.0)
+
+
 def edit_dicom_tags(ds, tags: dict) -> None:
     """Set DICOM tags by keyword on a pydicom dataset; None deletes one, ``Radio_<keyword>`` edits the
     RadiopharmaceuticalInformationSequence item."""
