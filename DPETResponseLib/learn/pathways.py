@@ -182,9 +182,10 @@ class _Pathway(ClassifierMixin, BaseEstimator):
 
     @property
     def used_columns_(self) -> list[str]:
-        """The table columns whose values reach the classifier (a missing one is imputed)."""
+        """The table columns whose values reach the classifier (a missing one is imputed): a selecting pathway's
+        selected features (the other columns never reach it), else every input column."""
         check_is_fitted(self, "model_")
-        return list(self.columns_)
+        return list(getattr(self, "selected_features_", self.columns_))
 
 
 class ClinicalEncoder(TransformerMixin, BaseEstimator):
@@ -494,12 +495,6 @@ class RadiomicsPathway(_Pathway):
         self.selected_features_ = list(self.model_[:-1].get_feature_names_out())
         return self
 
-    @property
-    def used_columns_(self) -> list[str]:
-        """The selected features: the other columns' values (imputed or not) never reach the classifier."""
-        check_is_fitted(self, "model_")
-        return list(self.selected_features_)
-
     def _inner_cv_auc(self, X: pd.DataFrame, sets: dict[str, list[str]], y: np.ndarray) -> dict[str, float]:
         # Written as a loop rather than GridSearchCV over the classifier step: the selection chain is fit once
         # per inner fold and feature set and shared by all classifiers (GridSearchCV would refit it per classifier).
@@ -518,7 +513,6 @@ class RadiomicsPathway(_Pathway):
                     p = model.fit(Z_train, y[train]).predict_proba(Z_test)[:, 1]
                     scores.setdefault(f"{feature_set}/{name}", []).append(roc_auc_score(y[test], p))
         return {key: float(np.mean(s)) for key, s in scores.items()}
-
 
 
 class DeepFeaturePathway(_Pathway):
@@ -576,11 +570,6 @@ class DeepFeaturePathway(_Pathway):
         self.selected_features_ = list(self.model_[:-1].get_feature_names_out())
         return self
 
-    @property
-    def used_columns_(self) -> list[str]:
-        """The selected features: the other columns never reach the classifier."""
-        check_is_fitted(self, "model_")
-        return list(self.selected_features_)
 
 class ColumnProbability(ClassifierMixin, BaseEstimator):
     """Passes a precomputed probability column (the deep pathway's out-of-fold ``dl_prob``) through as an
