@@ -292,17 +292,11 @@ def predict(bundle, image, mask=None, seed_xyz=None, case_id: str = "case", clin
 
     ``clinical`` holds the patient's clinical values by manifest column name; columns left out are imputed with
     the training medians/modes (said in the result's warnings)."""
-    from .features.analysis import analyse_image, resolve_settings
-    from .features.radiomics import RadiomicsExtractor, check_engine
+    from .features.analysis import analyse_image
     from .results import PredictionResult
 
     model = model or StudyModel.load(bundle)
-    # A loaded bundle's radiomics engine: refused if this one does not reproduce its features, else any difference
-    # noted (features.radiomics.check_engine). A model fit in this process (no manifest_) used this very engine.
-    manifest = getattr(model, "manifest_", None)
-    engine_notes = [] if manifest is None else check_engine(
-        manifest.get("radiomics_engine"),
-        RadiomicsExtractor.from_text(resolve_settings(model.config.analysis)["radiomics_params_text"]))
+    engine_notes = model.radiomics_engine_notes()  # refuses an engine that does not reproduce the bundle's features
     if mask is None:
         if seed_xyz is None:
             raise InputError("give a tumour mask or a seed point", case=case_id)

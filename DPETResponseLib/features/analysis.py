@@ -115,8 +115,9 @@ def _params_text(params) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def _extractor(params_text: str):
-    """One pyradiomics-backed extractor per process and parameter text (building one parses the YAML)."""
+def radiomics_extractor(params_text: str):
+    """One pyradiomics-backed extractor per process and parameter text (building one parses the YAML): the one the
+    analysis extracts with, and whose settings and engine the bundle, `predict` and the report record."""
     from .radiomics import RadiomicsExtractor
 
     return RadiomicsExtractor.from_text(params_text)
@@ -144,9 +145,8 @@ def analyse_image(image: sitk.Image, mask: sitk.Image, settings: dict, case_id: 
     if settings["peritumoural_mm"] > 0:
         region_masks[PERITUMOURAL] = _peritumoural(image, mask, settings["peritumoural_mm"], features, case_id)
 
-    radiomics_features, radiomics_warnings = _extractor(settings["radiomics_params_text"]).extract_with_warnings(
-        image, region_masks, case=case_id
-    )
+    extractor = radiomics_extractor(settings["radiomics_params_text"])
+    radiomics_features, radiomics_warnings = extractor.extract_with_warnings(image, region_masks, case=case_id)
     features.update(radiomics_features)
     warnings += radiomics_warnings
 

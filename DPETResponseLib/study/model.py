@@ -399,6 +399,21 @@ class StudyModel:
         out["fusion_decision"] = fusion
         return out
 
+    def radiomics_engine_notes(self) -> list[str]:
+        """`features.radiomics.check_engine` of a loaded bundle's radiomics engine against this process's: raises
+        if this engine does not reproduce the bundle's probe features, else the notes on any difference. Checked
+        once per loaded model (the probe takes about a second; neither the bundle nor the engine changes after); a
+        model fit in this process (no bundle manifest) used this very engine."""
+        if not hasattr(self, "_engine_notes"):
+            from ..features.analysis import radiomics_extractor, resolve_settings
+            from ..features.radiomics import check_engine
+
+            manifest = getattr(self, "manifest_", None)
+            self._engine_notes = [] if manifest is None else check_engine(
+                manifest.get("radiomics_engine"),
+                radiomics_extractor(resolve_settings(self.config.analysis)["radiomics_params_text"]))
+        return list(self._engine_notes)
+
     def gradcam(self, image, mask):
         return None if self.deep_model_ is None else self.deep_model_.gradcam(image, mask)
 
@@ -406,8 +421,8 @@ class StudyModel:
     def save(self, path, overwrite: bool = False, extra_manifest: dict | None = None):
         import torch
 
-        from ..features.analysis import resolve_settings
-        from ..features.radiomics import RadiomicsExtractor, engine_record
+        from ..features.analysis import radiomics_extractor, resolve_settings
+        from ..features.radiomics import engine_record
         from .bundle import write_bundle
 
         # Each pathway once: the decision fusion is stored as its meta-learner and rebuilt on the pathways at load.
@@ -426,7 +441,7 @@ class StudyModel:
             "training_oof_thresholds": {c: self.oof_thresholds_[c].tolist() for c in self.oof_thresholds_.columns},
             "choices": self.choices(),
             # The engine that computed the training features and its probe features: predict checks them.
-            "radiomics_engine": engine_record(RadiomicsExtractor.from_text(
+            "radiomics_engine": engine_record(radiomics_extractor(
                 resolve_settings(self.config.analysis)["radiomics_params_text"])),
             **(extra_manifest or {}),
         }

@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..core.files import sha256_file
 from ..core.provenance import package_versions
-from ..features.analysis import resolve_settings
+from ..features.analysis import radiomics_extractor, resolve_settings
 from ..io.manifest import clinical_columns
 from .model import StudyModel
 
@@ -71,10 +71,8 @@ def run_record(model: StudyModel, bundle, manifest, cases: pd.DataFrame, analyse
 def provenance_record(model: StudyModel, cases: pd.DataFrame) -> dict:
     """The `provenance` block (IBSI reporting): radiomics engine, settings, image types and feature classes as
     extracted; habitat method and centroids; ITH settings; how the tumour masks were given; the CNN's input crop."""
-    from ..features.radiomics import RadiomicsExtractor
-
     settings = resolve_settings(model.config.analysis)
-    radiomics = RadiomicsExtractor.from_text(settings["radiomics_params_text"]).settings_summary()
+    radiomics = radiomics_extractor(settings["radiomics_params_text"]).settings_summary()
     radiomics["parameter_file"] = settings["radiomics_params"] or "packaged default (radiomics_pet.yaml)"
     masks = Counter(_mask_format(p) for p in cases["mask"].dropna().astype(str))
     deep = (model.manifest_.get("deep_config") or {}).get("config")
