@@ -1,6 +1,7 @@
 """Features of a cohort: the per-case analysis (`features.analysis`) run over a manifest by the cohort runner,
-with the population habitats learned first on the training cases. `train`, `evaluate` and `dpet-response extract`
-all build their tables here."""
+with the population habitats learned first on the training cases; each other modality's analysis on the cases that
+have it (NaN features where a case lacks it). `train`, `evaluate` and `dpet-response extract` all build their tables
+here."""
 
 from __future__ import annotations
 
@@ -14,17 +15,21 @@ import pandas as pd
 from .cohort import CohortError, CohortResult, run_cohort
 from .core.errors import InputError
 from .core.files import write_text
+from .core.names import SITE, modality_columns
 from .core.provenance import package_versions
 from .features.analysis import (
     SUV_RECORD,
     analyse_case,
+    analyse_modality_case,
     analysis_code_version,
     check_settings,
     habitat_supervoxels,
+    modality_settings,
+    pet_task_settings,
     population_habitats,
     resolve_settings,
 )
-from .io.manifest import clinical_columns, default_cache_dir, read_manifest, training_cases
+from .io.manifest import clinical_columns, default_cache_dir, modalities, read_manifest, training_cases
 from .io.suv import rule_counts
 
 log = logging.getLogger(__name__)
@@ -60,19 +65,54 @@ def suv_records(table: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     return table.drop(columns=[SUV_RECORD]), records
 
 
+def modality_features(cases: pd.DataFrame, analysis: dict, names, cache_dir, jobs: int = 1, scheduler=None,
+                      progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each modality of ``names``' features (`analyse_modality_case`, cached) on the cases that have it: a table
+    (one row per case of ``cases``, NaN where a case lacks the modality) and the failures (``case_id, stage,
+    message``, the message naming the modality). A modality without a mask column is read with the PET's mask,
+    which must then lie on the modality's grid."""
+    tables, errors = [pd.DataFrame(index=cases.index)], []
+    for name in names:
+        image_column, mask_column = modality_columns(name)
+        images = cases[image_column] if image_column in cases else pd.Series("", index=cases.index)
+        present = cases[images.fillna("") != ""]
+        if not len(present):
+            continue
+        rows = pd.DataFrame({"image": present[image_column],
+                             "mask": present[mask_column if mask_column in present else "mask"]})
+        try:
+            result = run_cohort(rows, analyse_modality_case, modality_settings(analysis, name), cache_dir, jobs=jobs,
+                                scheduler=scheduler, progress=progress, task_name=f"analyse_{name}")
+        except CohortError as err:
+            result = err.result
+        tables.append(result.table.drop(columns=[c for c in ("warnings",) if c in result.table.columns]))
+        errors.append(result.errors.assign(message=[f"{name}: {m}" for m in result.errors["message"]]))
+    table = pd.concat(tables, axis=1).apply(pd.to_numeric, errors="coerce")
+    return table, (pd.concat(errors, ignore_index=True) if errors else pd.DataFrame(
+        columns=["case_id", "stage", "message"]))
+
+
 def feature_table(cases: pd.DataFrame, analysis: dict, cache_dir, jobs: int = 1, scheduler=None,
-                  progress: bool = True):
-    """Per-case features (cached) joined with the manifest's clinical columns; failed cases are reported and
-    dropped. Returns ``(table, errors, suv)``, ``suv`` each case's SUV conversion record (`io.suv`)."""
-    result = run_cohort(cases, analyse_case, resolve_settings(analysis), cache_dir, jobs=jobs, scheduler=scheduler,
+                  progress: bool = True, modality_names=None):
+    """Per-case features (cached; the PET's, then each other modality's, ``modality_names`` defaulting to the
+    manifest's) joined with the manifest's clinical columns and its ``site``; a case whose PET or whose given
+    modality fails is reported and dropped. Returns ``(table, errors, suv)``, ``suv`` each case's SUV conversion
+    record (`io.suv`)."""
+    settings = resolve_settings(analysis)
+    result = run_cohort(cases, analyse_case, pet_task_settings(settings), cache_dir, jobs=jobs, scheduler=scheduler,
                         progress=progress, task_name="analyse_case")
-    if len(result.errors):
-        log.warning("%d case(s) failed and are left out:\n%s", len(result.errors),
-                    "\n".join(f"  {row.case_id}: {row.message}" for row in result.errors.itertuples()))
+    names = modalities(cases) if modality_names is None else list(modality_names)
+    other, other_errors = modality_features(cases.loc[result.table.index], settings, names, cache_dir, jobs=jobs,
+                                            scheduler=scheduler, progress=progress)
+    errors = pd.concat([result.errors, other_errors], ignore_index=True) if len(other_errors) else result.errors
+    if len(errors):
+        log.warning("%d case(s) failed and are left out:\n%s", len(errors),
+                    "\n".join(f"  {row.case_id}: {row.message}" for row in errors.itertuples()))
     table, suv = suv_records(result.table.drop(columns=[c for c in ("warnings",) if c in result.table.columns]))
-    table = table.apply(pd.to_numeric, errors="coerce")
-    clinical = cases.loc[table.index, clinical_columns(cases)]
-    return pd.concat([table, clinical], axis=1), result.errors, suv
+    table = pd.concat([table.apply(pd.to_numeric, errors="coerce"), other], axis=1)
+    table = table.drop(index=[c for c in other_errors["case_id"] if c in table.index])
+    extra = clinical_columns(cases) + ([SITE] if SITE in cases.columns else [])
+    return pd.concat([table, cases.loc[table.index, extra]], axis=1), errors, suv
 
 
 def run_extract(manifest, out_csv, params=None, jobs: int = 1, scheduler=None, cache_dir=None,
@@ -93,21 +133,26 @@ def run_extract(manifest, out_csv, params=None, jobs: int = 1, scheduler=None, c
     settings = resolve_settings(with_habitat_model(training if len(training) else cases, analysis, cache_dir,
                                                    jobs=jobs, scheduler=scheduler, progress=progress))
     try:
-        result = run_cohort(cases, analyse_case, settings, cache_dir, jobs=jobs, scheduler=scheduler,
-                            strict=strict, progress=progress, task_name="analyse_case")
+        result = run_cohort(cases, analyse_case, pet_task_settings(settings), cache_dir, jobs=jobs,
+                            scheduler=scheduler, strict=strict, progress=progress, task_name="analyse_case")
         failure = None
     except CohortError as err:
         result, failure = err.result, err
     features, suv = suv_records(result.table)
-    table = pd.concat([features, cases.loc[features.index, clinical_columns(cases)]], axis=1)
-    if len(result.table):
+    other, other_errors = modality_features(cases.loc[features.index], settings, modalities(cases), cache_dir,
+                                            jobs=jobs, scheduler=scheduler, progress=progress)
+    extra = clinical_columns(cases) + ([SITE] if SITE in cases.columns else [])
+    table = pd.concat([features, other, cases.loc[features.index, extra]], axis=1)
+    table = table.drop(index=[c for c in other_errors["case_id"] if c in table.index])
+    errors = pd.concat([result.errors, other_errors], ignore_index=True) if len(other_errors) else result.errors
+    if len(table):
         write_text(out_csv, table.to_csv())
-    write_text(out_csv.with_suffix(".errors.csv"), result.errors.to_csv(index=False))
+    write_text(out_csv.with_suffix(".errors.csv"), errors.to_csv(index=False))
     sidecar = {
         "manifest": str(Path(manifest).resolve()), "features": str(out_csv.resolve()), "cache": str(cache_dir),
         "versions": package_versions(), "settings": settings, "jobs": jobs, "scheduler": scheduler,
         "counts": {"cases": result.n_cases, "computed": result.n_computed, "cached": result.n_cached,
-                   "failed": result.n_failed, "warnings": len(result.warnings)},
+                   "failed": int(errors["case_id"].nunique()), "warnings": len(result.warnings)},
         "seconds": round(result.seconds, 2),
         "suv_conversion": {"rules": rule_counts(suv), "cases": suv},
     }

@@ -33,15 +33,33 @@ def load_config(config) -> StudyConfig:
     return StudyConfig.from_dict(config)
 
 
-def _images(cases: pd.DataFrame) -> tuple[list, list]:
-    from .io.images import read_mask, read_pet
+def _images(cases: pd.DataFrame, modalities=()) -> tuple[list, list, dict]:
+    """The cases' PET images and tumour masks, and ``{modality: (images, masks)}`` of the other ``modalities``
+    (None where a case lacks one; a modality without a mask column is read with the PET's mask)."""
+    from .core.names import modality_columns
+    from .io.images import read_mask, read_modality, read_pet
 
-    images, masks = [], []
+    images, masks, others = [], [], {m: ([], []) for m in modalities}
     for case_id, row in cases.iterrows():
         image = read_pet(row["image"], case=case_id)
         images.append(image)
         masks.append(read_mask(row["mask"], image, case=case_id))
-    return images, masks
+        for name in modalities:
+            image_column, mask_column = modality_columns(name)
+            path = row.get(image_column) or ""
+            other = read_modality(path, name, case=case_id) if path else None
+            others[name][0].append(other)
+            others[name][1].append(read_mask(row.get(mask_column) or row["mask"], other, case=case_id)
+                                   if other is not None else None)
+    return images, masks, others
+
+
+def _model_images(model: StudyModel, cases: pd.DataFrame) -> tuple[list, list, dict]:
+    """`_images` of what ``model`` reads: the PET, and the other modalities where it has a CNN; none at all where it
+    reads no image."""
+    if not model.needs_images:
+        return [], [], {}
+    return _images(cases, model.modalities if model.config.deep else ())
 
 
 def _cache(cache_dir, manifest) -> Path:
@@ -55,7 +73,7 @@ def train(manifest, out, config=None, jobs: int = 1, cache_dir=None, fast: bool 
     """Fit every pathway and fusion on the manifest's ``train`` split and write the model bundle to ``out``.
     ``label_column``: the manifest column holding the 0/1 outcome (recorded in the bundle's ``training`` block)."""
     from .extraction import feature_table, with_habitat_model
-    from .io.manifest import clinical_columns, read_manifest, training_cases, validate_for_training
+    from .io.manifest import clinical_columns, modalities, read_manifest, training_cases, validate_for_training
     from .io.suv import rule_counts
 
     config = load_config(config)
@@ -74,9 +92,12 @@ def train(manifest, out, config=None, jobs: int = 1, cache_dir=None, fast: bool 
                                    progress=progress)
     train_cases = train_cases.loc[X.index]
     validate_for_training(train_cases, n_folds=config.n_folds, early_stopping=config.deep)
-    images, masks = _images(train_cases) if config.needs_images else ([], [])
-    model = StudyModel(config, clinical_columns(cases)).fit(X, train_cases["label"].astype(int).to_numpy(),
-                                                            images, masks, progress=progress)
+    names = modalities(cases)
+    images, masks, others = _images(train_cases, names if config.deep else ()) if config.needs_images else ([], [], {})
+    model = StudyModel(config, clinical_columns(cases), names).fit(
+        X, train_cases["label"].astype(int).to_numpy(), images, masks, progress=progress, modality_images=others)
+    for name, reason in model.skipped_pathways_.items():
+        log.warning(f"{name} left out: {reason}")
     model.save(out, overwrite=overwrite, extra_manifest={
         "training": {"manifest": str(Path(manifest).resolve()), "label_column": label_column,
                      "n_cases": int(len(train_cases)), "n_failed": int(len(errors)),
@@ -139,26 +160,32 @@ def evaluate(bundle, manifest, out, jobs: int = 1, cache_dir=None, progress: boo
         metrics["splits"]["train_cv"] = evaluate_split(y, {m: oof[m].to_numpy() for m in model.model_names},
                                                        {m: nested[m].to_numpy() for m in model.model_names},
                                                        reference_model=reference, n_boot=n_boot)
+        _count_missing_modalities(metrics["splits"]["train_cv"], model.missing_modalities(model.background_),
+                                  oof.index, model.modalities)
+        _site_table(metrics["splits"]["train_cv"], cases, oof.index, y, oof)
     predictions = pd.concat([pd.DataFrame({"split": "train_cv", "label": labelled.loc[oof.index, "label"]}),
                              oof[model.model_names]], axis=1)
     tables, analysed, errors = None, list(oof.index), pd.DataFrame()
     if len(test_cases):
         X, errors, suv = feature_table(test_cases, model.config.analysis, _cache(cache_dir, manifest), jobs=jobs,
-                                  progress=progress)
+                                       progress=progress, modality_names=model.modalities)
         metrics["suv_conversion"] = suv
         test_cases = test_cases.loc[X.index]
         analysed += list(X.index)
-        images, masks = _images(test_cases) if model.needs_images else ([], [])
-        tables = model.complete_tables(X, images, masks)
-        probs = model.predict_completed(tables, images, masks)
+        images, masks, others = _model_images(model, test_cases)
+        tables = model.complete_tables(X, images, masks, others)
+        probs = model.predict_completed(tables, images, masks, others)
         held_out = pd.concat([test_cases[["split", "label"]], probs], axis=1)
         predictions = pd.concat([predictions, held_out])
         imputed = model.imputed_inputs(tables[0])
+        lacking = model.missing_modalities(tables[0])
         for split, rows in held_out.groupby("split"):
             y = rows["label"].astype(int).to_numpy()
             block = evaluate_split(y, {m: rows[m].to_numpy() for m in model.model_names}, model.thresholds_,
                                    reference_model=reference, n_boot=n_boot)
             _count_imputed(block, imputed, rows.index)
+            _count_missing_modalities(block, lacking, rows.index, model.modalities)
+            _site_table(block, cases, rows.index, y, rows[model.model_names])
             metrics["splits"][split] = block
     elif not len(oof):
         raise DPETError(f"{manifest}: no labelled case to evaluate on")
@@ -221,15 +248,16 @@ def _partitions(model: StudyModel, planned: dict, cache: Path, jobs: int = 1,
             settings.analysis = with_habitat_model(part[part["split"] == "train"],
                                                    {**config.analysis, "habitat_model": None}, cache, jobs=jobs,
                                                    progress=progress)
-        X, errors, _ = feature_table(part, settings.analysis, cache, jobs=jobs, progress=progress)
+        X, errors, _ = feature_table(part, settings.analysis, cache, jobs=jobs, progress=progress,
+                                     modality_names=model.modalities)
         part = part.loc[X.index]
         validate_for_training(part, n_folds=config.n_folds, early_stopping=config.deep)
         train_part, test_part = part[part["split"] == "train"], part[part["split"] == "test"]
-        images = config.needs_images
-        fitted = StudyModel(settings, model.clinical_columns).fit(
-            X.loc[train_part.index], train_part["label"].astype(int).to_numpy(),
-            *(_images(train_part) if images else ([], [])), progress=progress)
-        probs = fitted.predict_proba(X.loc[test_part.index], *(_images(test_part) if images else ([], [])))
+        fitted = StudyModel(settings, model.clinical_columns, model.modalities)
+        images, masks, others = _model_images(model, train_part)
+        fitted.fit(X.loc[train_part.index], train_part["label"].astype(int).to_numpy(), images, masks,
+                   progress=progress, modality_images=others)
+        probs = fitted.predict_proba(X.loc[test_part.index], *_model_images(model, test_part))
         y = test_part["label"].astype(int).to_numpy()
         scores.append(partition_scores(y, probs, fitted.thresholds_))
         for name in fitted.model_names:
@@ -256,6 +284,27 @@ def _count_imputed(block: dict, imputed: dict, cases) -> None:
             block["imputed_inputs"][name] = per_case
 
 
+def _site_table(block: dict, cases: pd.DataFrame, index, y, probabilities: pd.DataFrame) -> None:
+    """The split's results per site (``sites``: cases, events, event rate, each model's AUC) where the manifest has
+    a site column."""
+    from .core.names import SITE
+    from .reporting.evaluation import per_site
+
+    if SITE in cases.columns:
+        block["sites"] = per_site(y, cases.loc[index, SITE].to_numpy(),
+                                  {m: probabilities[m].to_numpy() for m in probabilities.columns})
+
+
+def _count_missing_modalities(block: dict, lacking: dict, cases, names) -> None:
+    """How many of the split's cases lack each of the model's other modalities (``missing_modalities``: {modality:
+    count}, and the cases in ``cases_missing_modalities``); nothing for a PET-only model."""
+    if not names:
+        return
+    per_case = {str(c): lacking[str(c)] for c in cases if lacking.get(str(c))}
+    block["missing_modalities"] = {m: sum(m in listed for listed in per_case.values()) for m in names}
+    block["cases_missing_modalities"] = per_case
+
+
 def _explanation_figures(model: StudyModel, tables: list, cases, out: Path) -> tuple[dict, dict]:
     """SHAP summaries per model, what each fusion rests on (shares of mean |SHAP|, also returned) and Grad-CAM
     montages of a few cases."""
@@ -273,9 +322,11 @@ def _explanation_figures(model: StudyModel, tables: list, cases, out: Path) -> t
             shares, out / "fusion_shares.png")
     if model.deep_model_ is not None:
         shown = cases.iloc[:3]
-        for case_id, image, mask in zip(shown.index, *_images(shown)):
+        images, masks, others = _images(shown, model.modalities)
+        for i, (case_id, image, mask) in enumerate(zip(shown.index, images, masks)):
             path = out / f"gradcam_{case_id}.png"
-            gradcam_montage(image, mask, model.gradcam(image, mask), path)
+            case_others = {m: (others[m][0][i], others[m][1][i]) for m in model.modalities}
+            gradcam_montage(image, mask, model.gradcam(image, mask, case_others), path)
             figures[f"Grad-CAM: {case_id} (label {int(shown.loc[case_id, 'label'])})"] = path
     return figures, shares
 
@@ -287,11 +338,14 @@ def _explained_inputs(values: pd.DataFrame, X: pd.DataFrame) -> pd.DataFrame:
 
 
 def predict(bundle, image, mask=None, seed_xyz=None, case_id: str = "case", clinical: dict | None = None,
-            model: StudyModel | None = None):
+            model: StudyModel | None = None, modalities: dict | None = None, site: str | None = None):
     """Predict one patient from a PET (SUV sitk.Image) and a tumour mask or a seed point (LPS mm).
 
     ``clinical`` holds the patient's clinical values by manifest column name; columns left out are imputed with
-    the training medians/modes (said in the result's warnings)."""
+    the training medians/modes (said in the result's warnings). ``modalities``: the bundle's other modalities the
+    patient has, ``{name: (image, tumour mask on that image's grid)}``; those left out are listed in the result's
+    ``missing_modalities``. ``site``: the patient's centre, needed by a model that harmonises by site (one of its
+    training sites)."""
     from .features.analysis import analyse_image
     from .results import PredictionResult
 
@@ -304,8 +358,9 @@ def predict(bundle, image, mask=None, seed_xyz=None, case_id: str = "case", clin
 
         mask = segment_from_seed(image, seed_xyz=seed_xyz, case=case_id)
     features, subregions, warnings = analyse_image(image, mask, model.config.analysis, case_id)
-    warnings = engine_notes + warnings
-    X = pd.DataFrame([features], index=[case_id]).apply(pd.to_numeric, errors="coerce")
+    other, other_warnings = _modality_features(model, modalities or {}, case_id)
+    warnings = engine_notes + warnings + other_warnings
+    X = pd.DataFrame([{**features, **other}], index=[case_id]).apply(pd.to_numeric, errors="coerce")
     clinical = clinical or {}
     unknown = set(clinical) - set(model.clinical_columns)
     if unknown:
@@ -316,28 +371,65 @@ def predict(bundle, image, mask=None, seed_xyz=None, case_id: str = "case", clin
         warnings.append(f"clinical values not given, imputed from training data: {', '.join(missing)}")
     for column in model.clinical_columns:
         X[column] = clinical.get(column, np.nan)
-    tables = model.complete_tables(X, [image], [mask])
+    if model.site_column_ is not None:
+        X[model.site_column_] = _site_of(model, site, case_id)
+    others = {m: ([modalities[m][0]], [modalities[m][1]]) for m in (modalities or {})}
+    tables = model.complete_tables(X, [image], [mask], others)
     imputed = {name: per_case[case_id] for name, per_case in model.imputed_inputs(tables[0]).items()}
-    probs = model.predict_completed(tables, [image], [mask]).iloc[0]
+    probs = model.predict_completed(tables, [image], [mask], others).iloc[0].dropna()  # none: a modality not given
     shap = {name: values.iloc[0].to_dict() for name, values in model.explain(tables).items()}
     return PredictionResult(
         case_id=case_id,
         probabilities={m: float(probs[m]) for m in probs.index},
         decision={m: int(probs[m] >= model.thresholds_[m]) for m in probs.index},
+        missing_modalities=model.missing_modalities(tables[0])[case_id],
         thresholds=dict(model.thresholds_),
         pet_metrics={k: float(v) for k, v in features.items() if k.startswith("pet_")},
         shap={m: {k: float(v) for k, v in d.items()} for m, d in shap.items()}, imputed_inputs=imputed,
-        mask=mask, subregions=subregions, gradcam=model.gradcam(image, mask), warnings=warnings,
+        mask=mask, subregions=subregions, gradcam=model.gradcam(image, mask, modalities), warnings=warnings,
     )
 
 
+def _site_of(model: StudyModel, site, case_id: str) -> str:
+    """The patient's site for a model that harmonises by site: one of its training sites."""
+    from .learn.harmonise import site_label
+
+    if site is None or site_label(site) not in model.sites_:
+        raise InputError(f"this model harmonises its radiomics by site (ComBat, training sites: "
+                         f"{', '.join(model.sites_)}): give the patient's site, one of those"
+                         + (f" (got {site!r})" if site is not None else ""), case=case_id)
+    return site_label(site)
+
+
+def _modality_features(model: StudyModel, modalities: dict, case_id: str) -> tuple[dict, list[str]]:
+    """The features of the other modalities given to `predict` (``{name: (image, mask)}``, a mask of None: the
+    PET's grid is not assumed, so a mask is required) and their warnings; a modality the bundle was not trained
+    with is refused."""
+    from .features.analysis import analyse_modality_image, modality_settings
+
+    unknown = sorted(set(modalities) - set(model.modalities))
+    if unknown:
+        raise InputError(f"modalities {', '.join(unknown)} given, but the model was trained with "
+                         f"{', '.join(model.modalities) or 'the PET alone'}", case=case_id)
+    features, warnings = {}, []
+    for name, (image, mask) in modalities.items():
+        if image is None or mask is None:
+            raise InputError(f"modality {name}: give its image and its tumour mask (on the {name} image's grid)",
+                             case=case_id)
+        values, notes = analyse_modality_image(image, mask, modality_settings(model.config.analysis, name), case_id)
+        features.update(values)
+        warnings += notes
+    return features, warnings
+
+
 def predict_files(bundle, image_path, mask=None, seed_xyz=None, out_dir=None, clinical: dict | None = None,
-                  dicom_out=None):
+                  dicom_out=None, modalities: dict | None = None, site: str | None = None):
     """`dpet-response predict`: reads the files, predicts, and writes the prediction folder
     (`results.PREDICTION_FILES`) to ``out_dir`` and the DICOM SEG, SR and Grad-CAM map
     (`reporting.dicom.write_dicom_outputs`) to ``dicom_out`` when given; ``dicom_out`` needs a DICOM PET, which is
-    checked before any work."""
-    from .io.images import read_mask, read_pet_with_provenance
+    checked before any work. ``modalities``: ``{name: (image path, mask path)}`` of the bundle's other modalities
+    the patient has."""
+    from .io.images import read_mask, read_modality, read_pet_with_provenance
     from .reporting.dicom import dicom_pet_datasets, write_dicom_outputs
 
     case_id = Path(image_path).name.split(".")[0]
@@ -345,7 +437,12 @@ def predict_files(bundle, image_path, mask=None, seed_xyz=None, out_dir=None, cl
         dicom_pet_datasets(image_path, case=case_id)
     image, suv_record = read_pet_with_provenance(image_path, case=case_id)
     mask_image = read_mask(mask, image, case=case_id) if mask is not None else None
-    result = predict(bundle, image, mask=mask_image, seed_xyz=seed_xyz, case_id=case_id, clinical=clinical)
+    other = {}
+    for name, (other_path, other_mask) in (modalities or {}).items():
+        other_image = read_modality(other_path, name, case=case_id)
+        other[name] = (other_image, read_mask(other_mask, other_image, case=case_id) if other_mask else None)
+    result = predict(bundle, image, mask=mask_image, seed_xyz=seed_xyz, case_id=case_id, clinical=clinical,
+                     modalities=other, site=site)
     result.suv_conversion = suv_record
     if out_dir is not None:
         result.write(out_dir)

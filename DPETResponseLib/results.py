@@ -29,7 +29,10 @@ class PredictionResult:
     thresholds: the threshold per model, fixed on the training data.
     pet_metrics: SUVmax, SUVmean, SUVpeak, MTV, TLG of the tumour.
     imputed_inputs: per model whose inputs included a value imputed from the training data (a clinical value not
-        given, a feature that could not be computed), the columns imputed; empty when no model used one.
+        given, a feature that could not be computed, a modality not given), the columns imputed; empty when no model
+        used one.
+    missing_modalities: the bundle's other modalities (CT, MR, ...) this patient was predicted without: their own
+        pathways give no probability, the fusions had their inputs imputed (listed in imputed_inputs).
     shap: per model, feature name -> SHAP value for this patient (log-odds units).
     suv_conversion: how the PET became SUV (`io.suv`'s record; empty where the PET came in as an image).
     mask, subregions, gradcam: images on the PET's grid (subregions: 0 background, 1..K by increasing uptake;
@@ -43,6 +46,7 @@ class PredictionResult:
     pet_metrics: dict[str, float]
     shap: dict[str, dict[str, float]] = field(default_factory=dict)
     imputed_inputs: dict[str, list[str]] = field(default_factory=dict)
+    missing_modalities: list[str] = field(default_factory=list)
     mask: sitk.Image | None = None
     subregions: sitk.Image | None = None
     gradcam: sitk.Image | None = None
@@ -59,6 +63,7 @@ class PredictionResult:
             "pet_metrics": self.pet_metrics,
             "shap": self.shap,
             "imputed_inputs": self.imputed_inputs,
+            "missing_modalities": self.missing_modalities,
             "warnings": self.warnings,
             "suv_conversion": self.suv_conversion,
         }
@@ -96,5 +101,6 @@ class PredictionResult:
         return cls(case_id=data["case_id"], probabilities=data["probabilities"], decision=data["decision"],
                    thresholds=data["thresholds"], pet_metrics=data["pet_metrics"], shap=data.get("shap") or {},
                    imputed_inputs=data.get("imputed_inputs") or {}, warnings=list(data.get("warnings") or []),
+                   missing_modalities=list(data.get("missing_modalities") or []),
                    suv_conversion=data.get("suv_conversion") or {},
                    **images)

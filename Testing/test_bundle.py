@@ -74,7 +74,7 @@ def bundle(tmp_path, fitted):
 def test_round_trip_in_a_fresh_process(bundle, fitted, tmp_path):
     Xt, estimators, tensors = fitted
     content = json.loads((bundle / "bundle.json").read_text())
-    assert content["schema_version"] == SCHEMA_VERSION == 4
+    assert content["schema_version"] == SCHEMA_VERSION == 5
     assert content["thresholds"] == {"fusion": 0.42} and content["settings"] == {"bin_width": 0.25}
     assert {"DPETResponse", "numpy", "scikit-learn", "torch", "pyradiomics", "xgboost"} <= set(content["versions"])
     assert content["versions"]["numpy"] == np.__version__

@@ -274,3 +274,34 @@ def test_reference_verdict_names_the_models_that_beat_the_baseline():
     none = ev.evaluate_split(y, {k: probs[k] for k in ("baseline", "near")}, {"baseline": 0.5, "near": 0.5},
                              reference_model="baseline", n_boot=50)["reference_verdict"]
     assert none["beaten_by"] == [] and none["text"].startswith("No model beats the baseline")
+
+
+def test_per_site_counts_and_auc_by_hand():
+    # Site A: positives 0.4, 0.7, 0.9 against negatives 0.1, 0.6 -> 5 of 6 pairs ranked right.
+    # Site B: positives 0.3, 0.5 against negatives 0.3, 0.8 -> 0.5 (tie) + 0 + 1 + 0 of 4 pairs = 0.375.
+    # Site 3 (the integer code 3.0): one positive -> AUC 0.5 (0.4 above 0.2, below 0.5), no DeLong variance.
+    # Site C and the case without a site: one class only.
+    sites = ["A"] * 5 + ["B"] * 4 + ["C"] * 2 + [3.0] * 3 + [None]
+    y = [0, 0, 1, 1, 1, 0, 1, 0, 1, 1, 1, 0, 0, 1, 0]
+    p = [0.1, 0.6, 0.4, 0.7, 0.9, 0.3, 0.3, 0.8, 0.5, 0.2, 0.9, 0.2, 0.5, 0.4, 0.5]
+    q = np.array(p)
+    q[4] = np.nan  # model q did not score the A case at 0.9: 3 of the 4 pairs left ranked right (0.4 < 0.6)
+    out = ev.per_site(y, sites, {"p": p, "q": q})
+    assert list(out) == ["3", "A", "B", "C", ev.NO_SITE]
+    a, b, three = out["A"], out["B"], out["3"]
+    assert (a["n"], a["n_positive"], a["event_rate"]) == (5, 3, 0.6)
+    assert (b["n"], b["n_positive"], b["event_rate"]) == (4, 2, 0.5)
+    assert a["models"]["p"]["auc"] == pytest.approx(5 / 6) and a["models"]["p"]["n"] == 5
+    assert a["models"]["q"]["auc"] == pytest.approx(3 / 4) and a["models"]["q"]["n"] == 4
+    assert b["models"]["p"]["auc"] == pytest.approx(0.375)
+    assert a["models"]["p"]["auc_ci"] == pytest.approx(list(ev.auc_ci_delong([0, 0, 1, 1, 1], p[:5])))
+    assert three["models"]["p"]["auc"] == pytest.approx(0.5) and three["models"]["p"]["auc_ci"] is None
+    assert "single case" in three["models"]["p"]["ci_skipped"]
+    for site in ("C", ev.NO_SITE):
+        entry = out[site]["models"]["p"]
+        assert entry["auc"] is None and entry["auc_ci"] is None and "AUC needs both classes" in entry["skipped"]
+    assert out["C"]["event_rate"] == 1.0 and out[ev.NO_SITE]["n"] == 1
+    with pytest.raises(InputError, match="3 site values for 2 labels"):
+        ev.per_site([0, 1], ["A", "A", "B"], {"p": [0.1, 0.2]})
+    with pytest.raises(InputError, match="1 probabilities for 2 labels"):
+        ev.per_site([0, 1], ["A", "B"], {"p": [0.1]})

@@ -409,3 +409,48 @@ def test_a_comparison_without_a_p_value_is_not_significant(cohort, tmp_path):
     item24 = next(i for i in checklist["METRICS"]["items"] if i["item"] == "24")
     assert item24["data"]["test1"] == []
     assert (tmp_path / "comparisons_test1.png").stat().st_size > 5000
+
+
+def test_sites_section_lists_each_site_with_counts_and_each_models_auc(cohort, tmp_path):
+    """metrics.json ``splits[split]["sites"]`` (`evaluation.per_site`) becomes the Sites section: one row per site
+    with its cases, events, event rate and each model's AUC over its DeLong CI; a one-class site shows -. Without
+    the block there is no section."""
+    predictions, metrics = cohort
+    rows = predictions[predictions["split"] == "test1"]
+    sites = np.where(np.arange(len(rows)) < 25, "Centre A", "Centre <B>")
+    sites[-3:] = "C"
+    labels = rows["label"].to_numpy().copy()
+    labels[-3:] = 0  # C: no pCR
+    block = ev.per_site(labels, sites, {m: rows[m].to_numpy() for m in MODELS})
+    with_sites = {**metrics, "splits": {**metrics["splits"], "test1": {**metrics["splits"]["test1"],
+                                                                         "sites": block}}}
+    text = write_report(tmp_path, predictions, with_sites).read_text()
+    assert text.index("<section id='summary'>") < text.index("<section id='sites'>") < text.index(
+        "<section id='models'>")
+    section = text[text.index("<section id='sites'>"):text.index("</section>", text.index("id='sites'"))]
+    assert "<h3>test1</h3>" in section and "test2" not in section
+    assert "<th>site</th><th>cases</th><th>pCR</th><th>pCR rate</th><th>clinical</th>" in section
+    a = block["Centre A"]
+    lo, hi = a["models"]["radiomics"]["auc_ci"]
+    assert (f"<tr><td>Centre A</td><td>25</td><td>{a['n_positive']}</td><td>{a['event_rate']:.0%}</td>"
+            in section)
+    assert f"<td>{a['models']['radiomics']['auc']:.2f}<br><small>{lo:.2f}-{hi:.2f}</small></td>" in section
+    assert "<td>Centre &lt;B&gt;</td><td>12</td>" in section
+    assert "<tr><td>C</td><td>3</td><td>0</td><td>0%</td><td>-</td><td>-</td><td>-</td></tr>" in section
+    assert write_report_from_dir(tmp_path).read_text() == text  # rebuilt from metrics.json
+    assert "id='sites'" not in write_report(tmp_path / "plain", predictions, metrics).read_text()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium; "
+                                              ".ci/run installs it)")
+def test_sites_section_of_many_models_fits_1280_px(cohort, tmp_path):
+    predictions, metrics = cohort
+    rows = predictions[predictions["split"] == "test1"]
+    names = ["baseline", "clinical", "radiomics", "radiomics_whole", "peritumoural", "ith", "deep",
+             "deep_features", "fusion_feature", "fusion_feature_e2e", "fusion_decision"]
+    probs = {m: rows[MODELS[i % 3]].fillna(0.5).to_numpy() for i, m in enumerate(names)}
+    block = ev.per_site(rows["label"].to_numpy(), np.arange(len(rows)) % 4, probs)
+    split = {**metrics["splits"]["test1"], "sites": block}
+    path = write_report(tmp_path, predictions, {**metrics, "splits": {**metrics["splits"], "test1": split}})
+    seen = browser_check(path, width=1280)
+    assert seen["scroll_width"] <= 1280 and seen["overflowing"] == []

@@ -33,7 +33,7 @@ class UnalignedFoldModels:
         self.oof_prob = np.array([outputs[f][0][i] for i, f in enumerate(self.fold_of_case)])
         self.oof_embedding = np.array([outputs[f][1][i] for i, f in enumerate(self.fold_of_case)])
 
-    def fold_outputs(self, images, masks):
+    def fold_outputs(self, images, masks, modalities=None):
         s = np.asarray(images, dtype=float)
         rng = np.random.default_rng([self.seed, len(s), int(1e6 * abs(s).sum()) % 2**31])
         latent = np.column_stack([s, 0.5 * s, rng.normal(0, 0.3, (len(s), DIM - 2))])

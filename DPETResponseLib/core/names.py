@@ -1,4 +1,5 @@
-"""Names every stage and the Slicer scene share: the subregion label values and the segments that show them."""
+"""Names every stage and the Slicer scene share: the subregion label values and the segments that show them, the
+imaging modalities besides the PET and the site column."""
 
 #: Label value of each metabolic subregion in a subregion label image (ordered by increasing mean SUV).
 REGION_LABELS = {"low": 1, "high": 2}
@@ -7,3 +8,21 @@ PERITUMOURAL = "peri"
 #: Segment name of the tumour, and of each subregion label value.
 TUMOUR_SEGMENT = "Tumour"
 SUBREGION_SEGMENTS = {1: "Low uptake", 2: "High uptake"}
+
+#: A modality's name in the manifest (``image_<name>``, ``mask_<name>``) and feature prefix (``<name>_``): lower-case
+#: letters and digits. The PET is the manifest's ``image``; names that are feature prefixes already are taken.
+MODALITY_NAME = r"[a-z][a-z0-9]*"
+RESERVED_MODALITIES = frozenset({"pet", "whole", "high", "low", "sub", "ith", "dl", "dlf", PERITUMOURAL})
+#: The manifest column naming each case's centre or scanner: the harmonisation's batch, never a predictor.
+SITE = "site"
+
+
+def modality_kind(name: str) -> str:
+    """How a modality's intensities are read: "ct" (Hounsfield units, absolute) for names starting with ``ct``,
+    else "unitless" (MR, ultrasound ...: an arbitrary scale, normalised before any feature)."""
+    return "ct" if name.startswith("ct") else "unitless"
+
+
+def modality_columns(name: str) -> tuple[str, str]:
+    """The manifest columns of a modality: its image and its tumour mask."""
+    return f"image_{name}", f"mask_{name}"

@@ -27,7 +27,15 @@ from ..core.errors import ConfigError, InputError
 from ..core.files import atomic_write
 from ..core.settings import check_field_types
 from ..learn.pathways import pool_probabilities
-from .data import BatchAugmenter, CropCache, CropSpec, host_to_device, preprocess_cohort
+from .data import (
+    BatchAugmenter,
+    CaseModalities,
+    CohortModalities,
+    CropCache,
+    CropSpec,
+    host_to_device,
+    preprocess_cohort,
+)
 from .fusion_e2e import check_extra
 from .nets import ARCHS, VIT, DeepNet, build_net, check_vit, load_pretrained
 
@@ -38,7 +46,10 @@ FORMAT = "dpet-deep-1"
 class DeepConfig:
     """Settings of the deep pathway (see ``DeepConfig.preset`` for the named presets).
 
-    Crop: ``size`` voxels per side at ``spacing`` mm, SUV clipped at ``suv_clip``, ``mask_channel``.
+    Crop: ``size`` voxels per side at ``spacing`` mm, SUV clipped at ``suv_clip``, ``mask_channel``;
+    ``modalities``: the other modalities' names (one image channel each, and a mask channel with ``mask_channel``,
+    after the PET's; see ``deep.data``), ``ct_window`` (HU scaled to [0, 1]) and ``zscore_clip`` (unitless
+    modalities' z-scores) say how their intensities are scaled.
     Net: ``arch`` (resnet10/18/34 from MONAI, r3d_18, or vit); for the MONAI ResNets ``width`` (widen factor),
     ``stem_kernel``, ``stem_stride`` and ``max_pool`` (MedicalNet weights need width 1, kernel 7); for the ViT
     ``vit_patch`` (voxels per patch side; must divide ``size``), ``vit_hidden``, ``vit_depth`` (blocks) and
@@ -56,6 +67,9 @@ class DeepConfig:
     spacing: float = 2.0
     suv_clip: float = 15.0
     mask_channel: bool = True
+    modalities: tuple[str, ...] = ()
+    ct_window: tuple[float, float] = (-160.0, 240.0)
+    zscore_clip: float = 5.0
     width: float = 0.25
     stem_kernel: int = 3
     stem_stride: int = 1
@@ -127,11 +141,17 @@ class DeepConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"unknown deep settings: {', '.join(unknown)}")
+        values = dict(values)
+        for name in ("modalities", "ct_window"):  # JSON gives lists; a bundle without modalities is PET-only
+            if isinstance(values.get(name), list):
+                values[name] = tuple(values[name])
         return cls(**values)
 
     @property
     def crop(self) -> CropSpec:
-        return CropSpec(size=self.size, spacing=self.spacing, suv_clip=self.suv_clip, mask_channel=self.mask_channel)
+        return CropSpec(size=self.size, spacing=self.spacing, suv_clip=self.suv_clip, mask_channel=self.mask_channel,
+                        modalities=tuple(self.modalities), ct_window=tuple(float(v) for v in self.ct_window),
+                        zscore_clip=float(self.zscore_clip))
 
     def check(self) -> None:
         check_field_types(self, "deep settings")
@@ -139,6 +159,11 @@ class DeepConfig:
             raise ConfigError(f"unknown deep architecture {self.arch!r}; choose one of {', '.join(ARCHS)}")
         if self.folds < 2 or self.epochs < 1 or self.batch_size < 2 or self.size < 8 or self.spacing <= 0:
             raise ConfigError("deep settings need folds >= 2, epochs >= 1, batch_size >= 2, size >= 8, spacing > 0")
+        if any(not name for name in self.modalities) or len(set(self.modalities)) != len(self.modalities):
+            raise ConfigError(f"deep settings: modalities {list(self.modalities)} must be distinct, non-empty names")
+        if len(self.ct_window) != 2 or not self.ct_window[0] < self.ct_window[1] or not self.zscore_clip > 0:
+            raise ConfigError(f"deep settings need ct_window = (low, high) HU with low < high (got "
+                              f"{list(self.ct_window)}) and zscore_clip > 0 (got {self.zscore_clip})")
         if self.arch == VIT:
             check_vit(self.size, self.vit_patch, self.vit_hidden, self.vit_depth, self.vit_heads)
         from .gradcam import heat_map_method
@@ -239,7 +264,8 @@ def _train_fold(net: DeepNet, crops: torch.Tensor, y: torch.Tensor, extra: torch
     batches = int(np.ceil(len(train_idx) / config.batch_size))
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.epochs * batches)
     shuffler = torch.Generator().manual_seed(config.seed * 1000 + fold)
-    augment = BatchAugmenter(seed=config.seed * 1000 + fold) if config.augment else None
+    augment = BatchAugmenter(seed=config.seed * 1000 + fold, image_channels=config.crop.image_channels) \
+        if config.augment else None
     y_val = y[val_idx].numpy()
     y_dev = y.to(device)
     best = (-np.inf, np.inf, 0, copy.deepcopy(net.state_dict()))  # (auc, loss, epoch, weights)
@@ -293,10 +319,13 @@ def _labels(y, n: int) -> np.ndarray:
 
 
 def train_deep(images: list[sitk.Image], masks: list[sitk.Image], y, config: DeepConfig | None = None,
-               extra=None, progress: bool = True, case_ids: list[str] | None = None) -> "DeepModel":
+               extra=None, progress: bool = True, case_ids: list[str] | None = None,
+               modalities: CohortModalities | None = None) -> "DeepModel":
     """Train the fold ensemble on the given (training) cases; see the module docstring.
 
     ``extra``: (n, extra_dim) radiomics matrix for end-to-end fusion (``config.extra_dim`` > 0), else None.
+    ``modalities``: for each name of ``config.modalities``, (images, masks) with one entry per case, each mask on
+    its own image's grid; both None where a case lacks the modality (its channels are then zero, see ``deep.data``).
     """
     from sklearn.model_selection import StratifiedKFold
     from tqdm.auto import tqdm
@@ -312,7 +341,8 @@ def train_deep(images: list[sitk.Image], masks: list[sitk.Image], y, config: Dee
     device = resolve_device(config.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    crops, _ = preprocess_cohort(images, masks, config.crop, case_ids, CropCache(config.crop, config.cache_dir))
+    crops, _ = preprocess_cohort(images, masks, config.crop, case_ids, CropCache(config.crop, config.cache_dir),
+                                 modalities)
     if device.type == "cuda":
         # The crops are small (100 cases of 2 x 64^3 float32: 210 MB): uploaded once, batches gathered on the GPU.
         crops = crops.to(device)
@@ -377,9 +407,11 @@ class DeepModel:
         return device
 
     def fold_outputs(self, images: list[sitk.Image], masks: list[sitk.Image], extra=None,
-                     case_ids: list[str] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Each fold model's (probability (n,), embedding (n, d)) for the cases, in fold order."""
-        crops, _ = preprocess_cohort(images, masks, self.config.crop, case_ids, self._cache)
+                     case_ids: list[str] | None = None,
+                     modalities: CohortModalities | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each fold model's (probability (n,), embedding (n, d)) for the cases, in fold order (``modalities`` as
+        for `train_deep`)."""
+        crops, _ = preprocess_cohort(images, masks, self.config.crop, case_ids, self._cache, modalities)
         extra_t = check_extra(extra, len(images), self.config.extra_dim)
         device = self._device()
         with deterministic(device):
@@ -388,19 +420,23 @@ class DeepModel:
         return [(expit(logits), embedding) for logits, embedding in outputs]
 
     def predict(self, images: list[sitk.Image], masks: list[sitk.Image], extra=None,
-                case_ids: list[str] | None = None) -> np.ndarray:
+                case_ids: list[str] | None = None, modalities: CohortModalities | None = None) -> np.ndarray:
         """The fold ensemble's probability (n,): the fold models' probabilities pooled by `pool_probabilities`."""
-        return pool_probabilities([prob for prob, _ in self.fold_outputs(images, masks, extra, case_ids)])
+        return pool_probabilities([prob for prob, _ in self.fold_outputs(images, masks, extra, case_ids,
+                                                                         modalities)])
 
-    def gradcam(self, image: sitk.Image, mask: sitk.Image, extra=None, case_id: str | None = None) -> sitk.Image:
+    def gradcam(self, image: sitk.Image, mask: sitk.Image, extra=None, case_id: str | None = None,
+                modalities: CaseModalities | None = None) -> sitk.Image:
         """Heat map (``config.cam_method``: the CNN's activation map of the predicted class, the ViT's attention
-        rollout), averaged over the fold models, on the PET's grid, in [0, 1]."""
+        rollout), averaged over the fold models, on the PET's grid, in [0, 1]. ``modalities``: this case's
+        (image, mask) per name of ``config.modalities``, (None, None) where it lacks one."""
         from .gradcam import gradcam_on_pet
 
-        crop, geometry = self._cache.get(image, mask, case_id)
+        crop, geometry = self._cache.get(image, mask, case_id, modalities)
         extra_t = check_extra(extra, 1, self.config.extra_dim)
         prob = self.predict([image], [mask], None if extra_t is None else extra_t.numpy(),
-                            None if case_id is None else [case_id])
+                            None if case_id is None else [case_id],
+                            {name: ([im], [m]) for name, (im, m) in (modalities or {}).items()})
         return gradcam_on_pet(self.nets, crop, geometry, image, extra_t, positive=bool(prob[0] >= 0.5),
                               device=self._device(), method=self.config.cam_method)
 

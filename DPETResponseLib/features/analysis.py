@@ -1,7 +1,9 @@
-"""The per-case analysis: one PET and its tumour mask -> PET metrics, metabolic subregions, radiomics per region, ITH.
+"""The per-case analysis: one PET and its tumour mask -> PET metrics, metabolic subregions, radiomics per region, ITH;
+another modality (CT, MR, ...) and its own tumour mask -> its radiomics, prefixed ``<modality>_whole_``.
 
-`analyse_case` is the task the cohort runner caches and parallelises (`dpet-response extract`); `analyse_image`
-is the same analysis on images in memory, also returning the subregion label map (used by `predict`).
+`analyse_case` and `analyse_modality_case` are the tasks the cohort runner caches and parallelises
+(`dpet-response extract`); `analyse_image` and `analyse_modality_image` are the same analyses on images in memory
+(used by `predict`).
 """
 
 from __future__ import annotations
@@ -9,12 +11,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import SimpleITK as sitk
 
 from ..core.errors import ConfigError, InputError, unknown_names_error
-from ..core.names import PERITUMOURAL, REGION_LABELS
+from ..core.names import MODALITY_NAME, PERITUMOURAL, REGION_LABELS, RESERVED_MODALITIES, modality_kind
 from ..core.provenance import package_versions
 from ..core.settings import check_value
 
@@ -45,13 +48,17 @@ def default_settings() -> dict:
         "ith_seed": 0,
         # width (mm) of the peritumoural shell whose PET metrics and radiomics are the `peri_` features; 0: none
         "peritumoural_mm": 5.0,
+        # pyradiomics parameter file per other modality ({"ct": "ct.yaml"}); a modality not named gets its kind's
+        # packaged file (Resources/Parameters/radiomics_ct.yaml or radiomics_unitless.yaml)
+        "modality_params": {},
     }
 
 
 #: The type of each analysis setting (`core.settings.check_value` checks them).
 SETTING_TYPES = {"radiomics_params": str | None, "habitat_method": str, "habitat_model": dict | None,
                  "habitat_k": int, "habitat_radius_mm": float, "habitat_seed": int, "ith_dims": list[int],
-                 "ith_seed": int, "peritumoural_mm": float, "radiomics_params_text": str, "analysis_code": str}
+                 "ith_seed": int, "peritumoural_mm": float, "modality_params": dict, "radiomics_params_text": str,
+                 "analysis_code": str}
 
 
 def check_settings(settings: dict | None) -> dict:
@@ -71,6 +78,11 @@ def check_settings(settings: dict | None) -> dict:
     if merged["peritumoural_mm"] < 0:
         raise ConfigError(f"peritumoural_mm={merged['peritumoural_mm']!r}: a width in mm, or 0 for no peritumoural "
                           "features")
+    bad = [str(name) for name, path in merged["modality_params"].items()
+           if not isinstance(path, str) or not re.fullmatch(MODALITY_NAME, str(name)) or name in RESERVED_MODALITIES]
+    if bad:
+        raise ConfigError(f"modality_params: {', '.join(bad)}: give a parameter file path per modality name (the "
+                          "<modality> of the manifest's image_<modality> column), e.g. {\"ct\": \"ct.yaml\"}")
     if merged["habitat_k"] != 2:
         raise ConfigError(f"habitat_k={merged['habitat_k']!r}: only 2 habitats (low and high uptake) are supported; "
                           "the radiomics pathway, the subregion features (sub_*) and the Slicer segments are built "
@@ -104,17 +116,17 @@ def code_digest(package: Path) -> str:
     return digest.hexdigest()
 
 
-def _params_text(params) -> str:
+def _params_text(params, kind: str = "pet") -> str:
     from .radiomics import default_params_path
 
-    path = Path(params) if params else default_params_path()
+    path = Path(params) if params else default_params_path(kind)
     try:
         return path.read_text()
     except OSError as err:
         raise ConfigError(f"cannot read the radiomics parameter file {path}: {err.strerror}") from None
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=8)
 def radiomics_extractor(params_text: str):
     """One pyradiomics-backed extractor per process and parameter text (building one parses the YAML): the one the
     analysis extracts with, and whose settings and engine the bundle, `predict` and the report record."""
@@ -196,6 +208,51 @@ def _habitats(image: sitk.Image, mask: sitk.Image, settings: dict, case_id: str)
     model = PopulationHabitats.from_dict(settings["habitat_model"])
     labels = model.transform(image, mask, case=case_id)
     return labels, habitat_report(image, labels, model.k, case=case_id)
+
+
+def pet_task_settings(settings: dict) -> dict:
+    """The settings the PET's analysis depends on (its cache key): every one but the other modalities'."""
+    return {name: value for name, value in settings.items() if name != "modality_params"}
+
+
+def modality_settings(settings: dict, modality: str) -> dict:
+    """The settings of one other modality's analysis (its cache key and `analyse_modality_case`'s settings): its
+    name, kind, radiomics parameter text and the analysis code's version."""
+    settings = check_settings(settings)
+    kind = modality_kind(modality)
+    return {"modality": modality, "kind": kind,
+            "radiomics_params_text": _params_text(settings["modality_params"].get(modality), kind),
+            "analysis_code": analysis_code_version()}
+
+
+def analyse_modality_image(image: sitk.Image, mask: sitk.Image, settings: dict, case_id: str):
+    """Radiomics of another modality's tumour (``<modality>_whole_<imageType>_<class>_<feature>``) and the warnings
+    raised; ``settings`` from `modality_settings`. The image's units are checked by its kind (`io.validation`)."""
+    from ..io.validation import check_case
+
+    modality = settings["modality"]
+    image, mask, warnings = check_case(image, mask, case_id, kind=settings["kind"], what=f"{modality} image")
+    features, radiomics_warnings = radiomics_extractor(settings["radiomics_params_text"]).extract_with_warnings(
+        image, {"whole": mask}, case=case_id)
+    return {f"{modality}_{name}": value for name, value in features.items()}, warnings + radiomics_warnings
+
+
+def analyse_modality_case(image_path: str, mask_path: str, settings: dict, case_id: str) -> dict[str, float]:
+    """`analyse_modality_image` of one manifest row's modality (a cohort task): its image and tumour mask (which
+    must lie on the image's grid) read from files; its warnings are issued as `InputWarning`s."""
+    import warnings
+
+    from ..io.images import read_mask, read_modality
+    from ..io.validation import InputWarning
+
+    image = read_modality(image_path, settings["modality"], case=case_id)
+    mask = read_mask(mask_path, image, case=case_id)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InputWarning)
+        features, notes = analyse_modality_image(image, mask, settings, case_id)
+    for note in notes:
+        warnings.warn(note, InputWarning, stacklevel=2)
+    return features
 
 
 def habitat_supervoxels(image_path: str, mask_path: str, settings: dict, case_id: str) -> dict:

@@ -47,10 +47,11 @@ class _DropSumAverageNotice(logging.Filter):
         return "Sum Average = 2 * Joint Average" not in record.getMessage()
 
 
-def default_params_path() -> Path:
-    """The packaged PET parameter file (Resources/Parameters/radiomics_pet.yaml, shipped as
-    DPETResponseLib.resources)."""
-    return Path(str(importlib.resources.files("DPETResponseLib.resources").joinpath(DEFAULT_PARAMS)))
+def default_params_path(kind: str = "pet") -> Path:
+    """The packaged parameter file of an image kind (Resources/Parameters/radiomics_<kind>.yaml: "pet", "ct" or
+    "unitless", `core.names.modality_kind`), shipped as DPETResponseLib.resources."""
+    name = DEFAULT_PARAMS if kind == "pet" else f"radiomics_{kind}.yaml"
+    return Path(str(importlib.resources.files("DPETResponseLib.resources").joinpath(name)))
 
 
 class RadiomicsExtractor:

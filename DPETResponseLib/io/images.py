@@ -165,6 +165,22 @@ def read_pet_with_provenance(path, suv_type: str = "bw", case=None) -> tuple[sit
     return suv, record
 
 
+#: The DICOM Modality code a modality name's prefix stands for (a folder holding several series is searched for it).
+DICOM_MODALITY_CODES = {"ct": "CT", "mr": "MR", "us": "US", "mg": "MG"}
+
+
+def read_modality(path, modality: str, case=None) -> sitk.Image:
+    """Another modality's image (CT, MR, ...) as float32 in LPS geometry, its values as stored after the DICOM
+    rescale (CT: Hounsfield units). A DICOM folder's series of the modality's DICOM code is read (`DICOM_MODALITY_CODES`
+    by the name's prefix). Units are checked with the mask, by `io.validation.check_case`."""
+    path = Path(path)
+    _check_exists(path, case)
+    if path.is_dir():
+        code = next((c for prefix, c in DICOM_MODALITY_CODES.items() if modality.startswith(prefix)), None)
+        return _as_float32(_read_series(_dicom_series_files(path, case, modality=code), case))
+    return _as_float32(read_image(path, case))
+
+
 def _as_float32(image: sitk.Image) -> sitk.Image:
     """float32 voxels; SimpleITK's Cast refuses a float32 -> float32 cast of 4D images, so none is asked for."""
     return image if image.GetPixelID() == sitk.sitkFloat32 else sitk.Cast(image, sitk.sitkFloat32)

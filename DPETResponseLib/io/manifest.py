@@ -1,9 +1,13 @@
 """The cohort manifest: a CSV ``case_id,image,mask,label,split`` plus any clinical columns, checked before any work.
 
 Paths are relative to the manifest's folder (absolute paths are kept); ``label`` is 0/1 or empty (unknown);
-``split`` is ``train``, ``test``, ``test2``, ... or empty. Every other column is a clinical column. Another binary
-column can be the outcome (``label_column``, e.g. ``response``): it is read as the label, and the ``label`` column,
-if the manifest has one, is then neither the outcome nor a predictor.
+``split`` is ``train``, ``test``, ``test2``, ... or empty. Other imaging modalities come as ``image_<modality>``
+with their tumour mask ``mask_<modality>`` (no mask column: the PET's mask, on the modality's grid); an empty cell
+means the case lacks that modality. ``site`` names the centre or scanner (the harmonisation's batch). Every other
+column is a clinical column, except text columns that hold file paths (refused) or a distinct value for (nearly)
+every case, such as identifiers (left out, with a warning). Another binary column can be the outcome
+(``label_column``, e.g. ``response``): it is read as the label, and the ``label`` column, if the manifest has one,
+is then neither the outcome nor a predictor.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.errors import ManifestError
+from ..core.names import MODALITY_NAME, RESERVED_MODALITIES, SITE, modality_columns
 
 REQUIRED_COLUMNS = ("case_id", "image", "mask", "label", "split")
 #: The outcome column unless another is named (`read_manifest`'s ``label_column``).
@@ -24,6 +29,13 @@ LABEL = "label"
 MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "none", "null", "missing", "unknown", "?", "-"})
 SPLIT_PATTERN = re.compile(r"^(train|test\d*)$")
 _MAX_LISTED = 20  # problems listed in one message before "... and N more"
+MODALITY_COLUMN = re.compile(rf"^(image|mask)_({MODALITY_NAME})$")
+#: File name endings of images and masks: a text column holding them is a misnamed image column.
+PATH_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".dcm", ".seg.nrrd")
+#: A text column with more than this share of distinct values among at least `IDENTIFIER_MIN_CASES` non-missing
+#: cells is an identifier, not a category (a category seen once cannot be learned from).
+IDENTIFIER_SHARE = 0.9
+IDENTIFIER_MIN_CASES = 8
 
 
 class ManifestWarning(UserWarning):
@@ -87,6 +99,7 @@ def read_manifest(path, label_column: str = LABEL) -> pd.DataFrame:
                             f"(found: {', '.join(raw.columns)}; required: {', '.join(required)})")
     if not len(raw):
         raise ManifestError(f"manifest {path} lists no cases")
+    modalities = _modalities(raw.columns, path)
 
     problems: list[str] = []
     ids = raw["case_id"].str.strip()
@@ -108,6 +121,9 @@ def read_manifest(path, label_column: str = LABEL) -> pd.DataFrame:
                 missing_files.append(f"{case} {kind} (no path given)")
             elif not full.exists():
                 missing_files.append(f"{case} {kind} {full}")
+    modality_paths = {}
+    for modality in modalities:
+        modality_paths.update(_modality_paths(raw, ids, modality, folder, missing_files, problems))
     if missing_files:
         problems.append(f"{len(missing_files)} missing file(s): {_listing(missing_files)}")
 
@@ -132,25 +148,123 @@ def read_manifest(path, label_column: str = LABEL) -> pd.DataFrame:
         "label": numeric_labels.astype("Int64").array,
         "split": splits.where(splits != "", np.nan).astype(object).to_numpy(),
     }, index=pd.Index(ids, name="case_id"))
-    found_warnings = []
+    for column, values in modality_paths.items():
+        df[column] = values
+    if SITE in raw.columns:
+        sites = raw[SITE].str.strip()
+        df[SITE] = sites.where(~sites.str.lower().isin(MISSING_TOKENS), np.nan).to_numpy()
+    found_warnings, left_out, path_columns = [], {}, []
     for name in raw.columns:
-        if name in REQUIRED_COLUMNS or name == label_column:  # an outcome column is never a predictor
+        # an outcome column is never a predictor, nor are the image columns and the site
+        if name in REQUIRED_COLUMNS or name == label_column or name in modality_paths or name == SITE:
             continue
         values, warning = _clinical_column(raw[name], name, f"manifest {path}")
-        df[name] = values.to_numpy()
+        not_predictor = _not_a_predictor(values, folder)
+        if not_predictor == "paths":
+            path_columns.append(name)
+            continue
+        if not_predictor:
+            left_out[name] = not_predictor
+            warning = (f"manifest {path}: column {name!r} is left out of the clinical predictors: {not_predictor} "
+                       "(an identifier cannot be learned from; remove the column to silence this)")
+        else:
+            df[name] = values.to_numpy()
         if warning:
             found_warnings.append(warning)
             warnings.warn(warning, ManifestWarning, stacklevel=2)
+    if path_columns:
+        raise ManifestError(f"manifest {path}: column(s) {', '.join(map(repr, path_columns))} hold file paths, which "
+                            "cannot be clinical predictors: name another modality's image and tumour mask "
+                            "image_<modality> and mask_<modality> (e.g. image_ct, mask_ct), or remove the column(s)")
     df.attrs["manifest"] = str(path.resolve())
+    df.attrs["modalities"] = modalities
+    df.attrs["left_out_columns"] = left_out
     df.attrs["label_column"] = label_column
     df.attrs["outcome_columns_ignored"] = [LABEL] if label_column != LABEL and LABEL in raw.columns else []
     df.attrs["warnings"] = found_warnings
     return df
 
 
+def _modalities(columns, path) -> list[str]:
+    """The modalities named by ``image_<modality>``/``mask_<modality>`` columns, in column order; a malformed or
+    reserved name, or a mask column without its image column, raises ManifestError."""
+    problems, modalities = [], []
+    for column in columns:
+        if not column.startswith(("image_", "mask_")):
+            continue
+        match = MODALITY_COLUMN.match(column)
+        if not match:
+            problems.append(f"{column!r} is not image_<modality> or mask_<modality> with a modality name of lower-case "
+                            "letters and digits (e.g. image_ct, mask_mr)")
+        elif match.group(2) in RESERVED_MODALITIES:
+            problems.append(f"{column!r}: modality name {match.group(2)!r} is taken (the PET is 'image'/'mask'; "
+                            f"reserved: {', '.join(sorted(RESERVED_MODALITIES))})")
+        elif match.group(1) == "image":
+            modalities.append(match.group(2))
+    problems += [f"{column!r} has no image column {modality_columns(m)[0]!r}" for column in columns
+                 if (m := column[len("mask_"):]) and column.startswith("mask_") and MODALITY_COLUMN.match(column)
+                 and m not in RESERVED_MODALITIES and m not in modalities]
+    if problems:
+        raise ManifestError(f"manifest {path}: " + "; ".join(problems))
+    return modalities
+
+
+def _modality_paths(raw: pd.DataFrame, ids: pd.Series, modality: str, folder: Path, missing_files: list[str],
+                    problems: list[str]) -> dict[str, list[str]]:
+    """A modality's resolved image and mask paths ("" where the case lacks the modality); files not found go to
+    ``missing_files``, an image without its mask (or the reverse) to ``problems``."""
+    image_column, mask_column = modality_columns(modality)
+    images = raw[image_column].str.strip()
+    masks = raw[mask_column].str.strip() if mask_column in raw.columns else pd.Series("", index=raw.index)
+    resolved: dict[str, list[str]] = {image_column: [], mask_column: []}
+    unpaired = []
+    for case, image, mask in zip(ids, images, masks):
+        if bool(image) != bool(mask) and mask_column in raw.columns:
+            given, absent = (image_column, mask_column) if image else (mask_column, image_column)
+            unpaired.append(f"{case} ({given} without {absent})")
+        for column, value in ((image_column, image), (mask_column, mask)):
+            full = (folder / value).resolve() if value else None
+            resolved[column].append(str(full) if full else "")
+            if full is not None and not full.exists():
+                missing_files.append(f"{case} {column} {full}")
+    if unpaired:
+        problems.append(f"modality {modality!r}: a case has both its image and its tumour mask or neither (an empty "
+                        f"cell: the modality is missing): {_listing(unpaired)}")
+    return resolved if mask_column in raw.columns else {image_column: resolved[image_column]}
+
+
+def _not_a_predictor(values: pd.Series, folder: Path) -> str | None:
+    """Why a clinical column cannot be a predictor: "paths" (its text names files), a reason for an identifier
+    (a distinct text for nearly every case), or None."""
+    if pd.api.types.is_numeric_dtype(values):
+        return None
+    text = values.dropna().astype(str)
+    if not len(text):
+        return None
+    looks_like_path = text.str.lower().str.endswith(PATH_SUFFIXES) | text.map(
+        lambda v: ("/" in v or "\\" in v) and (folder / v).exists())
+    if looks_like_path.mean() >= 0.5:
+        return "paths"
+    distinct = text.nunique()
+    if len(text) >= IDENTIFIER_MIN_CASES and distinct > IDENTIFIER_SHARE * len(text):
+        return f"{distinct} distinct values among {len(text)} cases"
+    return None
+
+
 def clinical_columns(df: pd.DataFrame) -> list[str]:
-    """The manifest's clinical columns: every column but the required ones, in file order."""
-    return [c for c in df.columns if c not in REQUIRED_COLUMNS]
+    """The manifest's clinical columns: every column but the required ones, the other modalities' image and mask
+    columns and the site, in file order."""
+    return [c for c in df.columns if c not in REQUIRED_COLUMNS and c != SITE and not MODALITY_COLUMN.match(c)]
+
+
+def modalities(df: pd.DataFrame) -> list[str]:
+    """The manifest's modalities besides the PET (``image_<modality>`` columns), in column order."""
+    return [m.group(2) for c in df.columns if (m := MODALITY_COLUMN.match(c)) and m.group(1) == "image"]
+
+
+def missing_modalities(row: pd.Series, names) -> list[str]:
+    """The modalities of ``names`` a manifest row lacks (an empty image cell)."""
+    return [m for m in names if not row.get(modality_columns(m)[0], "")]
 
 
 def training_cases(cases: pd.DataFrame) -> pd.DataFrame:

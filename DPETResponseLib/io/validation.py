@@ -1,4 +1,4 @@
-"""Per-case input validation, the one gatekeeper for a PET (SUV) and its tumour mask.
+"""Per-case input validation, the one gatekeeper for a PET (SUV), or another modality, and its tumour mask.
 
 `require_case` is the contract every stage checks on entry (3D scalar SimpleITK images on one grid); `check_case`,
 run on every case before any analysis, also cleans and checks the values. `check_case` returns the image as float32
@@ -14,6 +14,9 @@ run on every case before any analysis, also cleans and checks the values. `check
 - geometry: one grid by `io.geometry.same_grid` (size equal; spacing, origin and direction within 1e-4 of a voxel).
   Within tolerance the mask gets the image's exact geometry; beyond it the error says which of them differ. A mask
   whose tumour lies outside the image's physical extent is reported as such.
+- other modalities (``kind``, `core.names.modality_kind`): a CT must be in Hounsfield units: a CT whose values are all
+  >= 0 with a tumour median above `CT_STORED_VALUE_MEDIAN` is stored values without the DICOM rescale (soft tissue is
+  0-100 HU, air -1000): error. Unitless images (MR ...) have no unit to check; their radiomics normalise them.
 - tumour: an empty mask, a mask covering only zero-valued voxels (outside the PET field of view), fewer than
   `MIN_TUMOUR_VOXELS` voxels, or a tumour that extends along one axis only (pyradiomics needs two) are errors.
 """
@@ -30,6 +33,8 @@ from .geometry import grid_differences, require_same_grid
 
 NOISE_NEGATIVE_SUV = -1.0  # below this SUV a negative value is not reconstruction noise
 MIN_TUMOUR_VOXELS = 3
+#: A CT tumour's median value above which a CT without negative values is taken as not rescaled to HU.
+CT_STORED_VALUE_MEDIAN = 500.0
 
 
 class InputWarning(UserWarning):
@@ -95,25 +100,27 @@ def require_case(image: sitk.Image, mask: sitk.Image, case=None, what: str = "ma
     require_same_grid(image, mask, what=what, case=case)
 
 
-def check_case(image: sitk.Image, mask: sitk.Image, case) -> tuple[sitk.Image, sitk.Image, list[str]]:
+def check_case(image: sitk.Image, mask: sitk.Image, case, kind: str = "pet",
+               what: str = "image") -> tuple[sitk.Image, sitk.Image, list[str]]:
     """Validated ``(image float32 3D, mask uint8 0/1 on the image's grid, warnings)``; see the module's rules.
+    ``kind``: "pet" (SUV), "ct" or "unitless"; ``what`` names the image in messages (e.g. "ct image").
 
     Each warning is also issued with ``warnings.warn(..., InputWarning)``."""
     notes: list[str] = []
-    image = _to_3d(image, "image", case, notes)
+    image = _to_3d(image, what, case, notes)
     mask = _to_3d(mask, "mask", case, notes)
     image = sitk.Cast(image, sitk.sitkFloat32)
 
     values = sitk.GetArrayViewFromImage(image)
     n_bad = int(np.count_nonzero(~np.isfinite(values)))
     if n_bad:
-        raise InputError(f"image has {n_bad} non-finite voxel(s) (NaN/inf) of {values.size}", case=case)
+        raise InputError(f"{what} has {n_bad} non-finite voxel(s) (NaN/inf) of {values.size}", case=case)
     minimum = float(values.min())
-    if minimum < NOISE_NEGATIVE_SUV:
+    if kind == "pet" and minimum < NOISE_NEGATIVE_SUV:
         raise InputError(f"image has {int(np.count_nonzero(values < NOISE_NEGATIVE_SUV))} voxel(s) below "
                          f"{NOISE_NEGATIVE_SUV:g} SUV (minimum {minimum:.3g}): not a SUV image (wrong units, or "
                          "corrupt)", case=case)
-    if minimum < 0:
+    if kind == "pet" and minimum < 0:
         notes.append(f"image has {int(np.count_nonzero(values < 0))} negative voxel(s) (minimum {minimum:.3g} SUV), "
                      "taken as reconstruction noise and left as they are")
 
@@ -136,7 +143,11 @@ def check_case(image: sitk.Image, mask: sitk.Image, case) -> tuple[sitk.Image, s
 
     clean = sitk.GetImageFromArray(foreground.astype(np.uint8))
     clean.CopyInformation(image)
-    if float(values[foreground].max()) <= 0:
+    if kind == "ct" and minimum >= 0 and float(np.median(values[foreground])) > CT_STORED_VALUE_MEDIAN:
+        raise InputError(f"{what} does not look like Hounsfield units: no negative value and a tumour median of "
+                         f"{float(np.median(values[foreground])):.0f} (soft tissue is about 0-100 HU, air -1000): "
+                         "stored values without the DICOM rescale slope/intercept?", case=case)
+    if kind == "pet" and float(values[foreground].max()) <= 0:
         raise InputError(f"mask covers only voxels of SUV <= 0 ({n_voxels} voxels): outside the PET field of view?",
                          case=case)
     if n_voxels < MIN_TUMOUR_VOXELS:

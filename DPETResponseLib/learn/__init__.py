@@ -3,6 +3,7 @@ feature-level fusion, and SHAP explanations."""
 
 from .explain import contribution_shares, shap_values
 from .fusion import DecisionFusion, FeatureFusion, TiedLogisticRegression
+from .harmonise import ComBat
 from .pathways import (
                        ClinicalEncoder,
                        ClinicalPathway,
@@ -18,5 +19,5 @@ __all__ = [
     "LassoSelector", "MannWhitneySelector", "MRMRSelector", "VarianceCorrelationFilter", "ClinicalEncoder",
     "ClinicalPathway", "ColumnProbability", "DeepFeaturePathway", "ITHPathway", "RadiomicsPathway",
     "pool_probabilities", "DecisionFusion", "FeatureFusion", "TiedLogisticRegression", "contribution_shares",
-    "shap_values", "LabelError",
+    "shap_values", "LabelError", "ComBat",
 ]

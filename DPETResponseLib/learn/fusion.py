@@ -359,14 +359,17 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
         fusion.classes_, fusion.pathways_, fusion.meta_ = np.array([0, 1]), dict(pathways), meta
         if oof_probabilities is not None:
             fusion.oof_probabilities_ = {name: np.asarray(oof_probabilities[name], dtype=float) for name in pathways}
+            fusion.missing_fill_ = _missing_fill(fusion.oof_probabilities_)
         return fusion
 
     def _fit_meta(self, fitted: dict, oof_probabilities: dict, y: np.ndarray) -> "DecisionFusion":
         self.classes_ = np.array([0, 1])
         self.pathways_ = fitted
         self.oof_probabilities_ = {name: np.asarray(oof_probabilities[name], dtype=float) for name in fitted}
+        self.missing_fill_ = _missing_fill(self.oof_probabilities_)
         meta = make_meta_learner(self.weights, self.cv, self.random_state)
-        self.meta_ = meta.fit(np.column_stack(list(self.oof_probabilities_.values())), y)
+        inputs = pd.DataFrame(self.oof_probabilities_).fillna(self.missing_fill_)
+        self.meta_ = meta.fit(inputs.to_numpy(), y)
         return self
 
     @property
@@ -380,10 +383,13 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
         return float(self.meta_.intercept_[0])
 
     def pathway_probabilities(self, X) -> pd.DataFrame:
-        """Each fitted pathway's pCR probability, one column per pathway."""
+        """Each fitted pathway's pCR probability, one column per pathway; a pathway that gives none for a case (a
+        modality the case lacks) is given the median of its out-of-fold training probabilities."""
         check_is_fitted(self, "pathways_")
         X = _table(X, "DecisionFusion")
-        return pd.DataFrame({name: p.predict_proba(X)[:, 1] for name, p in self.pathways_.items()}, index=X.index)
+        probabilities = pd.DataFrame({name: p.predict_proba(X)[:, 1] for name, p in self.pathways_.items()},
+                                     index=X.index)
+        return probabilities.fillna(getattr(self, "missing_fill_", {}))
 
     def predict_proba(self, X) -> np.ndarray:
         """The meta-learner's class probabilities, shape (n_cases, 2), on the pathways' probabilities of ``X``."""
@@ -410,6 +416,12 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
         return list(dict.fromkeys(c for p in weighted for c in p.used_columns_))
 
 
+def _missing_fill(oof_probabilities: dict) -> dict[str, float]:
+    """The meta-learner's input for a pathway that gives no probability for a case: the median of its out-of-fold
+    training probabilities (a pathway without a missing value gets one too, never used)."""
+    return {name: float(np.nanmedian(p)) if np.isfinite(p).any() else 0.5 for name, p in oof_probabilities.items()}
+
+
 class FeatureFusion(ClassifierMixin, BaseEstimator):
     """Feature-level fusion: one logistic regression on every pathway's inputs side by side, scaled: the
     clinical columns (``clinical``: a ClinicalPathway giving the columns and their encoding; None leaves them
@@ -432,6 +444,9 @@ class FeatureFusion(ClassifierMixin, BaseEstimator):
     deep_features : DeepFeaturePathway or None, default None
         The frozen encoder's features (``dlf_*``) through that pathway's selection chain (mRMR -> RFE, fit inside);
         None leaves them out.
+    modalities : dict of str to RadiomicsPathway, or None, default None
+        Other modalities' pathways by name (e.g. ``radiomics_ct``), each through its own selection chain; a case
+        without the modality has its columns median-imputed. None leaves them out.
     embedding_prefix : str or None, default "dl_emb_"
         Prefix of the deep-embedding columns; None leaves them out.
     n_components : int, default 8
@@ -449,12 +464,14 @@ class FeatureFusion(ClassifierMixin, BaseEstimator):
         The names of the classifier's inputs (embedding PCs as ``<prefix>pc<k>``).
     feature_groups_ : dict of str to list of str
         Those names per group (``"clinical"``, ``"ith"``, ``"radiomics"``, ``"peritumoural"``, ``"deep_features"``,
-        ``"deep"``; groups left out absent).
+        each modality's pathway name, ``"deep"``; groups left out absent).
     """
 
     def __init__(self, radiomics: RadiomicsPathway | None = None, clinical: ClinicalPathway | None = None,
                  ith_columns=(), embedding_prefix: str | None = "dl_emb_", n_components: int = 8, random_state=0,
-                 peritumoural: RadiomicsPathway | None = None, deep_features: DeepFeaturePathway | None = None):
+                 peritumoural: RadiomicsPathway | None = None, deep_features: DeepFeaturePathway | None = None,
+                 modalities: dict | None = None):
+        self.modalities = modalities
         self.radiomics = radiomics
         self.clinical = clinical
         self.peritumoural = peritumoural
@@ -477,12 +494,18 @@ class FeatureFusion(ClassifierMixin, BaseEstimator):
         if self.ith_columns:
             groups.append(("ith", make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True),
                                                 StandardScaler()), list(self.ith_columns)))
-        groups.append(("radiomics", radiomics.make_selection(), rad_columns))
+        groups.append(("radiomics", radiomics.make_selection(), radiomics.with_site(rad_columns)))
         if self.peritumoural is not None:
             peri_columns = radiomics_columns(X, self.peritumoural.regions)
             if not peri_columns:
                 raise InputError(f"FeatureFusion: no column for region(s) {', '.join(self.peritumoural.regions)}")
-            groups.append(("peritumoural", self.peritumoural.make_selection(), peri_columns))
+            groups.append(("peritumoural", self.peritumoural.make_selection(),
+                           self.peritumoural.with_site(peri_columns)))
+        for name, pathway in (self.modalities or {}).items():
+            columns = radiomics_columns(X, pathway.regions)
+            if not columns:
+                raise InputError(f"FeatureFusion: no column of {name} (region(s) {', '.join(pathway.regions)})")
+            groups.append((name, pathway.make_selection(), pathway.with_site(columns)))
         if self.deep_features is not None:
             dlf_columns = [c for c in X.columns if str(c).startswith(self.deep_features.prefix)]
             if not dlf_columns:
@@ -554,9 +577,9 @@ class FeatureFusion(ClassifierMixin, BaseEstimator):
 
     @property
     def used_columns_(self) -> list[str]:
-        """The table columns whose values reach the classifier: every fused group's columns, of the radiomics
-        only the selected ones."""
+        """The table columns whose values reach the classifier: every fused group's columns, of the groups that
+        select features (radiomics, peritumoural, deep features, other modalities) only the selected ones."""
         check_is_fitted(self, "model_")
         transformers = self.model_.named_steps["features"]
         return [c for name, transformer, columns in transformers.transformers_ if name != "remainder"
-                for c in (transformer.get_feature_names_out() if name in ("radiomics", "deep_features") else columns)]
+                for c in (columns if name in ("clinical", "ith", "deep") else transformer.get_feature_names_out())]

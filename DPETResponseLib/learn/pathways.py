@@ -30,7 +30,7 @@ from ..core.errors import ConfigError, InputError
 from .selection import LassoSelector, MannWhitneySelector, MRMRSelector, VarianceCorrelationFilter, _binary_labels
 
 FEATURE_PREFIXES = ("pet_", "whole_", "high_", "low_", "sub_", "ith_", "dl_", "dlf_")
-MANIFEST_COLUMNS = ("case_id", "image", "mask", "label", "split")
+MANIFEST_COLUMNS = ("case_id", "image", "mask", "label", "split", "site")
 CLASSIFIERS = ("lr", "rf", "xgb", "knn", "nb")
 #: Candidate radiomics feature sets by the pyradiomics image types they hold (column ``<region>_<imageType>_...``;
 #: None: every image type). Columns without an image type (the subregions' ``sub_`` composition) are in every set.
@@ -79,15 +79,20 @@ def radiomics_columns(table: pd.DataFrame, regions=("whole", "high", "low")) -> 
 NOT_PYRADIOMICS = ("sub_", "peri_pet_")
 
 
-def feature_set_columns(columns, feature_set: str) -> list[str]:
-    """The radiomics ``columns`` in ``feature_set`` (a `FEATURE_SETS` name)."""
+def feature_set_columns(columns, feature_set: str, regions=("whole", "high", "low")) -> list[str]:
+    """The radiomics ``columns`` of ``regions`` (``<region>_<imageType>_...``; a region may hold an underscore, e.g.
+    ``ct_whole``) in ``feature_set`` (a `FEATURE_SETS` name)."""
     if feature_set not in FEATURE_SETS:
         raise ConfigError(f"unknown radiomics feature set {feature_set!r}; choose from {', '.join(FEATURE_SETS)}")
     image_types = FEATURE_SETS[feature_set]
     if image_types is None:
         return list(columns)
-    return [c for c in columns if str(c).startswith(NOT_PYRADIOMICS)
-            or str(c).split("_")[1].startswith(image_types)]
+
+    def image_type(column: str) -> str:
+        region = max((r for r in regions if column.startswith(f"{r}_")), key=len, default="")
+        return column[len(region) + 1:].split("_")[0] if region else ""
+
+    return [c for c in columns if str(c).startswith(NOT_PYRADIOMICS) or image_type(str(c)).startswith(image_types)]
 
 
 def make_classifier(name: str, random_state=0):
@@ -163,7 +168,8 @@ class _Pathway(ClassifierMixin, BaseEstimator):
             P(no pCR), P(pCR) per case.
         """
         check_is_fitted(self, "model_")
-        return self.model_.predict_proba(_columns(_table(X, type(self).__name__), self.columns_, type(self).__name__))
+        return self.model_.predict_proba(_columns(_table(X, type(self).__name__), self._input_columns(),
+                                                  type(self).__name__))
 
     def predict(self, X) -> np.ndarray:
         return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
@@ -171,7 +177,8 @@ class _Pathway(ClassifierMixin, BaseEstimator):
     def explanation_inputs(self, X) -> pd.DataFrame:
         """The inputs of the final classifier (after imputation/encoding/scaling/selection), named."""
         check_is_fitted(self, "model_")
-        Z = self.model_[:-1].transform(_columns(_table(X, type(self).__name__), self.columns_, type(self).__name__))
+        Z = self.model_[:-1].transform(_columns(_table(X, type(self).__name__), self._input_columns(),
+                                                type(self).__name__))
         return pd.DataFrame(np.asarray(Z, dtype=float), index=X.index,
                             columns=self.model_[:-1].get_feature_names_out())
 
@@ -179,6 +186,11 @@ class _Pathway(ClassifierMixin, BaseEstimator):
     def explained_estimator_(self):
         check_is_fitted(self, "model_")
         return self.model_[-1]
+
+    def _input_columns(self) -> list[str]:
+        """The table columns the fitted pipeline reads: the features (``columns_``), and the site where it
+        harmonises."""
+        return list(self.columns_)
 
     @property
     def used_columns_(self) -> list[str]:
@@ -423,6 +435,12 @@ class RadiomicsPathway(_Pathway):
         The variance/correlation filter's threshold.
     random_state : int, default 0
         Seed of the folds, LASSO and the classifiers.
+    available_only : bool, default False
+        For a modality some cases lack: fit on the cases with any of its columns present, and give no probability
+        (NaN) for a case with none of them, rather than a prediction from imputed values alone.
+    site_column : str or None, default None
+        The table's site column: the features are harmonised across sites by ComBat (`learn.harmonise`), fit with
+        the rest of the chain on the training cases only. None: no harmonisation.
 
     Attributes
     ----------
@@ -442,7 +460,9 @@ class RadiomicsPathway(_Pathway):
 
     def __init__(self, regions=("whole", "high", "low"), n_mrmr: int = 20, max_features: int = 5,
                  classifiers=CLASSIFIERS, feature_sets=("all",), inner_cv: int = 5, max_correlation: float = 0.9,
-                 random_state=0):
+                 random_state=0, available_only: bool = False, site_column: str | None = None):
+        self.available_only = available_only
+        self.site_column = site_column
         self.regions = regions
         self.n_mrmr = n_mrmr
         self.max_features = max_features
@@ -453,8 +473,13 @@ class RadiomicsPathway(_Pathway):
         self.random_state = random_state
 
     def make_selection(self) -> Pipeline:
-        """The unfitted preprocessing + selection chain (also used by feature-level fusion)."""
+        """The unfitted preprocessing + selection chain (also used by feature-level fusion); with ``site_column``
+        it starts with ComBat, so its input is the features and the site (`with_site`)."""
+        from .harmonise import ComBat
+
+        harmonise = [("harmonise", ComBat(site_column=self.site_column))] if self.site_column else []
         return Pipeline([
+            *harmonise,
             ("impute", SimpleImputer(strategy="median")),
             ("filter", VarianceCorrelationFilter(max_correlation=self.max_correlation)),
             ("scale", StandardScaler()),
@@ -475,9 +500,15 @@ class RadiomicsPathway(_Pathway):
             raise ConfigError("RadiomicsPathway: no classifier or no feature set to choose from")
         for name in self.classifiers:
             make_classifier(name)  # unknown names fail before any work
+        if self.available_only:
+            present = self._available(X, columns)
+            X, y = X[present], y[present]
+            if len(set(y.tolist())) < 2:
+                raise InputError(f"RadiomicsPathway: the {int(present.sum())} training case(s) with region(s) "
+                                 f"{', '.join(self.regions)} hold one class only")
         sets = {}
         for feature_set in self.feature_sets:
-            chosen = feature_set_columns(columns, feature_set)
+            chosen = feature_set_columns(columns, feature_set, self.regions)
             if chosen:  # a feature set the radiomics parameters did not compute is no candidate
                 sets[feature_set] = chosen
         if not sets:
@@ -491,9 +522,33 @@ class RadiomicsPathway(_Pathway):
         self.columns_ = sets[self.feature_set_]
         self.model_ = Pipeline([*self.make_selection().steps,
                                 ("classifier", make_classifier(self.classifier_name_, self.random_state))])
-        self.model_.fit(_columns(X, self.columns_, "RadiomicsPathway"), y)
+        self.model_.fit(_columns(X, self._input_columns(), "RadiomicsPathway"), y)
         self.selected_features_ = list(self.model_[:-1].get_feature_names_out())
         return self
+
+    def with_site(self, columns) -> list[str]:
+        """The selection chain's input columns for the feature ``columns``: with the site where it harmonises."""
+        return [*columns, self.site_column] if self.site_column else list(columns)
+
+    def _input_columns(self) -> list[str]:
+        return self.with_site(self.columns_)
+
+    @staticmethod
+    def _available(X: pd.DataFrame, columns) -> np.ndarray:
+        """The rows holding any of ``columns`` (a case that has the modality)."""
+        return X.reindex(columns=list(columns)).notna().any(axis=1).to_numpy()
+
+    def predict_proba(self, X) -> np.ndarray:
+        """As `_Pathway.predict_proba`; with ``available_only``, NaN rows for the cases without the regions."""
+        if not self.available_only:
+            return super().predict_proba(X)
+        check_is_fitted(self, "model_")
+        X = _table(X, "RadiomicsPathway")
+        present = self._available(X, self.columns_)
+        out = np.full((len(X), 2), np.nan)
+        if present.any():
+            out[present] = super().predict_proba(X[present])
+        return out
 
     def _inner_cv_auc(self, X: pd.DataFrame, sets: dict[str, list[str]], y: np.ndarray) -> dict[str, float]:
         # Written as a loop rather than GridSearchCV over the classifier step: the selection chain is fit once
@@ -502,7 +557,7 @@ class RadiomicsPathway(_Pathway):
         folds = list(StratifiedKFold(n_splits, shuffle=True, random_state=self.random_state).split(X, y))
         scores: dict[str, list[float]] = {}
         for feature_set, columns in sets.items():
-            data = _columns(X, columns, "RadiomicsPathway")
+            data = _columns(X, self.with_site(columns), "RadiomicsPathway")
             for train, test in folds:
                 selection = self.make_selection().fit(data.iloc[train], y[train])
                 Z_train, Z_test = selection.transform(data.iloc[train]), selection.transform(data.iloc[test])

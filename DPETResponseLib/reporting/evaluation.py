@@ -1,5 +1,6 @@
 """Evaluation statistics: AUC with DeLong and bootstrap CIs, paired DeLong test, thresholds, calibration,
-decision curves, and `evaluate_split`, which gathers them for every model of one data split.
+decision curves, `evaluate_split`, which gathers them for every model of one data split, and `per_site`, the AUC of
+each model at each site of a split.
 
 Conventions: ``y`` is 0/1 (1 = pCR), ``p`` the predicted probability of class 1; a case is called positive when
 ``p >= threshold``. Undefined values (a sensitivity without positives, a slope under perfect separation) are
@@ -341,3 +342,54 @@ def reference_verdict(block: dict, reference: str, alpha: float = ALPHA) -> dict
                 + ", ".join(f"{m} (AUC {models[m]['auc']:.3f}, p {models[m]['p_value_vs_reference']:.3g})"
                             for m in beaten_by) + ".")
     return {"beaten_by": beaten_by, "text": text}
+
+
+#: The site of a case whose site value is missing, in `per_site`.
+NO_SITE = "(no site)"
+
+
+def per_site(y, sites, probs: dict, level: float = 0.95) -> dict:
+    """Per site (centre, scanner) of one split: cases ``n``, events ``n_positive``, ``event_rate`` and each model's
+    AUC with its DeLong CI, as ``{site: {"n", "n_positive", "event_rate", "models": {model: {...}}}}`` in site
+    order (`NO_SITE` last).
+
+    ``sites``: one value per case (missing ones are grouped as `NO_SITE`). A model's entry has ``n`` (cases it
+    scored; NaN probabilities left out), ``auc`` and ``auc_ci``; the AUC is None with a ``skipped`` reason where its
+    cases hold one class only, the CI None with ``ci_skipped`` where a class has a single case (no DeLong variance).
+    """
+    from ..learn.harmonise import site_label
+
+    y = np.asarray(y)
+    if y.ndim != 1 or not np.isin(y, (0, 1)).all():
+        raise InputError("labels must be a 1-D array of 0/1", case="per_site")
+    y = y.astype(int)
+    sites = pd.Series(np.asarray(sites, dtype=object))
+    if sites.size != y.size:
+        raise InputError(f"{sites.size} site values for {y.size} labels", case="per_site")
+    labels = np.array([NO_SITE if pd.isna(s) else site_label(s) for s in sites], dtype=object)
+    arrays = {}
+    for name, p in probs.items():
+        p = np.asarray(p, dtype=float)
+        if p.shape != y.shape:
+            raise InputError(f"{p.shape[0] if p.ndim else 0} probabilities for {y.size} labels", case=name)
+        arrays[name] = p
+    out = {}
+    for site in sorted(set(labels), key=lambda s: (s == NO_SITE, s)):
+        here = labels == site
+        n, n_pos = int(here.sum()), int(y[here].sum())
+        models = {}
+        for name, p in arrays.items():
+            ok = here & np.isfinite(p)
+            m_pos, m_n = int(y[ok].sum()), int(ok.sum())
+            entry = {"n": m_n, "auc": None, "auc_ci": None}
+            if m_pos in (0, m_n):
+                entry["skipped"] = f"{m_pos} of the {m_n} cases scored are positive: AUC needs both classes"
+            else:
+                entry["auc"] = auc(y[ok], p[ok])
+                if min(m_pos, m_n - m_pos) < 2:
+                    entry["ci_skipped"] = "a class has a single case: no DeLong variance"
+                else:
+                    entry["auc_ci"] = list(auc_ci_delong(y[ok], p[ok], level))
+            models[name] = entry
+        out[site] = {"n": n, "n_positive": n_pos, "event_rate": n_pos / n, "models": models}
+    return out

@@ -189,6 +189,7 @@ table.metrics{border-collapse:collapse;font-size:13px;margin:0.5em 0 1em}
 table.metrics th,table.metrics td{border:1px solid #ccc;padding:3px 7px;text-align:right;overflow-wrap:anywhere}
 table.metrics td:first-child,table.metrics th:first-child{text-align:left}
 table.wide td{text-align:left;max-width:760px}
+table.sites th{overflow-wrap:normal}table.sites small{white-space:nowrap;color:#555}
 td.best{font-weight:bold;background:#eaf4ea}tr.baseline td{font-style:italic;background:#f4f4f4}
 figure{display:inline-block;margin:0.5em;vertical-align:top;max-width:560px}figure img{max-width:100%}
 figcaption{font-size:12px;color:#444}.note{font-size:12px;color:#555}.missing{color:#a00}
@@ -343,6 +344,38 @@ def _partitions_section(metrics: dict) -> str:
             f"<p class='note'>{html.escape(note)}</p></section>")
 
 
+def _site_auc(stats: dict | None) -> str:
+    if not stats or stats.get("auc") is None:
+        return "-"
+    ci = stats.get("auc_ci")
+    return f"{stats['auc']:.2f}<br><small>" + (f"{ci[0]:.2f}-{ci[1]:.2f}" if ci else "no CI") + "</small>"
+
+
+def _sites_section(metrics: dict) -> str:
+    """Per split, its sites' cases, events, event rate and each model's AUC (DeLong 95% CI): metrics.json
+    ``splits[split]["sites"]`` (`evaluation.per_site`); absent when no split has that block."""
+    splits = [s for s in _splits_in_order(metrics) if metrics["splits"][s].get("sites")]
+    if not splits:
+        return ""
+    event = html.escape(event_name(metrics))
+    parts = ["<section id='sites'><h2>Sites</h2>"]
+    for split in splits:
+        sites = metrics["splits"][split]["sites"]
+        models = list(dict.fromkeys(m for block in sites.values() for m in block["models"]))
+        head = "".join(f"<th>{html.escape(m).replace('_', '_<wbr>')}</th>" for m in models)  # wrap at _
+        rows = "".join(f"<tr><td>{html.escape(str(site))}</td><td>{b['n']}</td><td>{b['n_positive']}</td>"
+                       f"<td>{b['event_rate']:.0%}</td>"
+                       + "".join(f"<td>{_site_auc(b['models'].get(m))}</td>" for m in models) + "</tr>"
+                       for site, b in sites.items())
+        parts.append(f"<h3>{html.escape(str(split))}</h3><table class='metrics sites'><tr><th>site</th><th>cases"
+                     f"</th><th>{event}</th><th>{event} rate</th>{head}</tr>{rows}</table>")
+    note = ("Each model's AUC among the cases of one site, with its DeLong 95% CI below it; - where the site's "
+            f"scored cases are all {event_name(metrics)} or all not (no AUC), no CI where a class has a single "
+            "case. Few cases make a site's CI wide; the sites also differ in case mix, so their AUCs are not "
+            "compared by a test.")
+    return "".join(parts) + f"<p class='note'>{html.escape(note)}</p></section>"
+
+
 def _model_card(name: str, per_split: dict) -> str:
     """One model's statistics on every split (rows: statistics, columns: splits), as a collapsible card."""
     splits = list(per_split)
@@ -426,7 +459,7 @@ def _provenance_section(metrics: dict) -> str:
 def _html(out_dir: Path, title: str, metrics: dict, split_figures: dict, extra: dict, checklist: dict) -> str:
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
-             _summary(out_dir, metrics, split_figures), _partitions_section(metrics),
+             _summary(out_dir, metrics, split_figures), _partitions_section(metrics), _sites_section(metrics),
              "<section id='models'><h2>Every model, every statistic</h2>"
              f"<p class='note'>{html.escape(NOTES)}</p>{_model_cards(metrics)}</section>",
              "<section id='splits'><h2>Figures per split</h2>"]

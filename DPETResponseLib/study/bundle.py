@@ -35,7 +35,9 @@ from ..core.provenance import package_versions
 # 4: each pathway stored once, the decision fusion rebuilt from its meta-learner. A study bundle's `radiomics_engine`
 # (features.radiomics.engine_record) came later within 4: it only adds a check, so a bundle without it still loads
 # and predicts, with a note that its engine could not be checked (features.radiomics.check_engine).
-SCHEMA_VERSION = 4
+# 5: other modalities (modalities, radiomics_<modality> pathways; training_oof may hold null), harmonisation by
+# site (the radiomics pathways' site_column and ComBat), the CNN's modality channels.
+SCHEMA_VERSION = 5
 MANIFEST = "bundle.json"
 RESERVED_KEYS = ("schema_version", "created", "versions", "estimators", "tensors", "files", "content_sha256")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -48,6 +50,7 @@ TRUSTED_TYPES = (
     "DPETResponseLib.learn.fusion.FeatureFusion",
     "DPETResponseLib.learn.fusion.ScreenedStacker",
     "DPETResponseLib.learn.fusion.TiedLogisticRegression",
+    "DPETResponseLib.learn.harmonise.ComBat",
     "DPETResponseLib.learn.pathways.BaselinePathway",
     "DPETResponseLib.learn.pathways.ClinicalEncoder",
     "DPETResponseLib.learn.pathways.ClinicalPathway",

@@ -12,11 +12,13 @@ import numpy as np
 import pandas as pd
 
 from ..core.errors import ConfigError, unknown_names_error
-from ..core.names import PERITUMOURAL
+from ..core.names import PERITUMOURAL, SITE
 from ..core.settings import check_field_types
 from ..features.analysis import check_settings, default_settings
 
 PATHWAYS = ("baseline", "clinical", "radiomics", "radiomics_whole", "peritumoural", "ith", "deep")
+#: The pathway of another modality (``radiomics_<modality>``): its tumour's radiomics, for the cases that have it.
+MODALITY_PATHWAY = "radiomics_{}"
 #: Pathways trained only when their settings are given (`deep_features`: the frozen encoder's features).
 OPTIONAL_PATHWAYS = ("deep_features",)
 #: The comparator every model is tested against (reported first).
@@ -28,7 +30,8 @@ SCHEMA_NAME = "dpetresponse-study"
 #: StudyConfig fields that set one CNN (DeepConfig) setting each.
 DEEP_SHORTCUTS = {"deep_epochs": "epochs", "deep_arch": "arch", "deep_pretrained": "pretrained"}
 #: CNN settings the study sets itself (from the named StudyConfig field, or from the fusion it trains).
-DEEP_DERIVED = {"folds": "n_folds", "seed": "seed", "extra_dim": "the end-to-end fusion"}
+DEEP_DERIVED = {"folds": "n_folds", "seed": "seed", "extra_dim": "the end-to-end fusion",
+                "modalities": "the manifest's image_<modality> columns"}
 
 
 @dataclass
@@ -36,7 +39,9 @@ class StudyConfig:
     """Protocol settings (JSON-able). ``deep_preset``: "dpet" (64^3 at 1 mm), "cpu" or "cpu-fast";
     ``deep_overrides``: DeepConfig fields set on top of the preset (e.g. ``{"spacing": 4.0}`` for large tumours
     on whole-body PET). ``deep_features``: the frozen-encoder pathway's settings (`deep.frozen.FrozenSettings`:
-    ``weights``, a local MedicalNet .pth file or "random", and ``arch``, ...); None leaves the pathway out."""
+    ``weights``, a local MedicalNet .pth file or "random", and ``arch``, ...); None leaves the pathway out.
+    ``harmonise``: with a ``site`` column of two or more sites, the radiomics pathways' features (and the feature
+    fusion's radiomics groups) are harmonised by ComBat inside every training fold (`learn.harmonise`)."""
 
     n_folds: int = 5
     seed: int = 0
@@ -54,6 +59,7 @@ class StudyConfig:
     n_mrmr: int = 20
     max_features: int = 5
     embedding_components: int = 8
+    harmonise: bool = True
     analysis: dict = field(default_factory=default_settings)
 
     def __post_init__(self):
@@ -118,13 +124,14 @@ def _frozen_settings(config: StudyConfig):
     return FrozenSettings.from_dict(config.deep_features)
 
 
-def _deep_config(config: StudyConfig, extra_dim: int = 0):
+def _deep_config(config: StudyConfig, extra_dim: int = 0, modalities=()):
     from ..deep.train import DeepConfig
 
     deep = DeepConfig.preset(config.deep_preset)
     deep.folds = config.n_folds
     deep.seed = config.seed
     deep.extra_dim = extra_dim
+    deep.modalities = tuple(modalities)  # a channel pair per other modality (deep.data)
     for name, key in DEEP_SHORTCUTS.items():
         if getattr(config, name) is not None:
             setattr(deep, key, getattr(config, name))
@@ -137,11 +144,14 @@ def _deep_config(config: StudyConfig, extra_dim: int = 0):
 
 
 class StudyModel:
-    """All pathways and fusions of the study, fit on a training feature table (+ images for the CNN)."""
+    """All pathways and fusions of the study, fit on a training feature table (+ images for the CNN).
+    ``modalities``: the other modalities of the training manifest (``image_<modality>``), each a pathway
+    ``radiomics_<modality>`` fit on the cases that have it (`MODALITY_PATHWAY`) and an input of both fusions."""
 
-    def __init__(self, config: StudyConfig, clinical_columns: list[str]):
+    def __init__(self, config: StudyConfig, clinical_columns: list[str], modalities=()):
         self.config = config
         self.clinical_columns = list(clinical_columns)
+        self.modalities = list(modalities)
 
     # ---- training -------------------------------------------------------------------------------------------
     def _make_pathways(self) -> dict:
@@ -156,7 +166,7 @@ class StudyModel:
 
         radiomics = dict(n_mrmr=self.config.n_mrmr, max_features=self.config.max_features,
                          classifiers=self.config.classifiers, feature_sets=self.config.radiomics_feature_sets,
-                         inner_cv=self.config.n_folds, random_state=self.config.seed)
+                         inner_cv=self.config.n_folds, random_state=self.config.seed, site_column=self.site_column_)
         pathways = {
             BASELINE: BaselinePathway(clinical_columns=self.clinical_columns, inner_cv=self.config.n_folds,
                                       random_state=self.config.seed),
@@ -174,12 +184,78 @@ class StudyModel:
             settings = _frozen_settings(self.config)
             pathways["deep_features"] = DeepFeaturePathway(n_mrmr=settings.n_mrmr, n_features=settings.n_features,
                                                            random_state=self.config.seed)
+        for modality in self.modalities:
+            if MODALITY_PATHWAY.format(modality) not in self.skipped_pathways_:
+                pathways[MODALITY_PATHWAY.format(modality)] = RadiomicsPathway(
+                    regions=(f"{modality}_whole",), available_only=True, **radiomics)
         return pathways
+
+    def _skipped_modalities(self, X: pd.DataFrame, y: np.ndarray) -> dict[str, str]:
+        """The modality pathways that cannot be trained, with the reason: too few training cases of a class have
+        the modality for the study's cross-validation (each fold's training part must hold both classes)."""
+        from ..learn.pathways import radiomics_columns
+
+        skipped = {}
+        for modality in self.modalities:
+            present = X.reindex(columns=radiomics_columns(X, (f"{modality}_whole",))).notna().any(axis=1).to_numpy()
+            counts = np.bincount(y[present], minlength=2)
+            if counts.min() < self.config.n_folds:
+                skipped[MODALITY_PATHWAY.format(modality)] = (
+                    f"{int(present.sum())} training cases have {modality} ({counts[1]} positive, {counts[0]} "
+                    f"negative): {self.config.n_folds}-fold cross-validation needs at least {self.config.n_folds} "
+                    "of each class")
+        return skipped
+
+    def _harmonisation(self, X: pd.DataFrame) -> tuple[str | None, list[str]]:
+        """The site column the radiomics are harmonised by and the training sites, or (None, sites) without
+        harmonisation (``harmonise`` off, no ``site`` column, one site). A site too small for ComBat inside the
+        cross-validation's folds, or a training case without a site, is refused before any fitting."""
+        from ..core.errors import InputError
+        from ..learn.harmonise import site_label
+
+        if SITE not in X.columns:
+            return None, []
+        counts = X[SITE].dropna().map(site_label).value_counts()
+        if not self.config.harmonise or len(counts) < 2:
+            return None, sorted(counts.index)
+        unknown = X.index[X[SITE].isna()]
+        if len(unknown):
+            raise InputError(f"harmonisation by site: training case(s) {', '.join(map(str, unknown[:10]))} have no "
+                             "site; give every case its site, or set harmonise to false")
+        needed = 2 * self.config.n_folds
+        small = {site: int(n) for site, n in counts.items() if n < needed}
+        if small:
+            listed = ", ".join(f"{site!r} ({n} cases)" for site, n in small.items())
+            raise InputError(f"harmonisation by site: site(s) {listed} have fewer than {needed} training cases; "
+                             "ComBat is fit inside every fold of the "
+                             f"{self.config.n_folds}-fold cross-validation and its inner folds, which needs at least 2 "
+                             "cases of each site in each: merge small sites, or set harmonise to false")
+        return SITE, sorted(counts.index)
+
+    def _decision_fusion_inputs(self) -> list[str]:
+        """The pathways the decision fusion stacks: `DECISION_FUSION_INPUTS`, then each modality's."""
+        return [n for n in (*DECISION_FUSION_INPUTS, *map(MODALITY_PATHWAY.format, self.modalities))
+                if n in self.pathways_]
+
+    def missing_modalities(self, X: pd.DataFrame) -> dict[str, list[str]]:
+        """{case: [modality, ...]}: the model's modalities a case of the table ``X`` lacks (none of its columns)."""
+        from ..learn.pathways import radiomics_columns
+
+        missing = {str(case): [] for case in X.index}
+        for modality in self.modalities:
+            absent = X.reindex(columns=radiomics_columns(X, (f"{modality}_whole",)) or [f"{modality}_whole"])
+            for case in X.index[absent.isna().all(axis=1).to_numpy()]:
+                missing[str(case)].append(modality)
+        return missing
 
     def _decision_fusion_params(self) -> dict:
         return dict(weights=self.config.decision_weights, cv=self.config.n_folds, random_state=self.config.seed)
 
-    def fit(self, X: pd.DataFrame, y: np.ndarray, images: list, masks: list, progress: bool = True) -> "StudyModel":
+    def fit(self, X: pd.DataFrame, y: np.ndarray, images: list, masks: list, progress: bool = True,
+            modality_images: dict | None = None) -> "StudyModel":
+        """Fit every pathway, fusion, CNN and threshold on the training table ``X`` and labels ``y``; ``images`` and
+        ``masks``: the cases' PET and tumour mask where the CNN or the frozen encoder needs them; ``modality_images``:
+        ``{modality: ([image or None per case], [mask or None per case])}`` for the CNN's other channels."""
         from sklearn.base import clone
         from sklearn.model_selection import cross_val_predict
 
@@ -197,7 +273,8 @@ class StudyModel:
         if self.config.deep:
             from ..deep.train import train_deep
 
-            self.deep_model_ = train_deep(images, masks, y, _deep_config(self.config), progress=progress)
+            self.deep_model_ = train_deep(images, masks, y, _deep_config(self.config, modalities=self.modalities),
+                                          progress=progress, modalities=self._cnn_inputs(modality_images, len(y)))
             X = self._with_deep_columns(X, self.deep_model_.oof_prob, self.deep_model_.oof_embedding)
 
         self.frozen_encoder_ = None
@@ -208,16 +285,18 @@ class StudyModel:
             self.frozen_encoder_ = FrozenEncoder.from_settings(_frozen_settings(self.config), self.config.seed)
             X = self._with_frozen_features(X, images, masks)
 
+        self.skipped_pathways_ = self._skipped_modalities(X, y)
+        self.site_column_, self.sites_ = self._harmonisation(X)
         self.pathways_ = self._make_pathways()
         for name, pathway in self.pathways_.items():
             oof[name] = cross_val_predict(clone(pathway), X, y, cv=folds, method="predict_proba")[:, 1]
             pathway.fit(X, y)
 
-        inputs = {n: self.pathways_[n] for n in DECISION_FUSION_INPUTS if n in self.pathways_}
+        inputs = {n: self.pathways_[n] for n in self._decision_fusion_inputs()}
         # The pathways above, their OOF probabilities on the same folds: nothing is cross-validated or refit again.
         self.fusion_decision_ = DecisionFusion.from_fitted(inputs, oof, y, **self._decision_fusion_params())
         # The stacked model's own OOF estimate: the meta-learner cross-validated on the pathways' OOF probabilities.
-        level1 = np.column_stack([oof[n] for n in inputs])
+        level1 = pd.DataFrame({n: oof[n] for n in inputs}).fillna(self.fusion_decision_.missing_fill_).to_numpy()
         meta = make_meta_learner(self.config.decision_weights, self.config.n_folds, self.config.seed)
         oof["fusion_decision"] = cross_val_predict(meta, level1, y, cv=folds, method="predict_proba")[:, 1]
 
@@ -228,6 +307,8 @@ class StudyModel:
                                                      if "peritumoural" in self.pathways_ else None),
                                        deep_features=(clone(self.pathways_["deep_features"])
                                                       if "deep_features" in self.pathways_ else None),
+                                       modalities={n: clone(self.pathways_[n]) for n in inputs
+                                                   if n in map(MODALITY_PATHWAY.format, self.modalities)} or None,
                                        embedding_prefix="dl_emb_" if self.config.deep else None,
                                        n_components=self.config.embedding_components, random_state=self.config.seed)
         oof["fusion_feature"] = cross_val_predict(clone(fusion_feature), X, y, cv=folds, method="predict_proba")[:, 1]
@@ -243,12 +324,16 @@ class StudyModel:
             # them on all training cases would leak into every fold's estimate.)
             self.e2e_reduction_ = _radiomics_reduction(self.config).fit(_radiomics_inputs(X))
             self.e2e_model_ = train_deep(images, masks, y,
-                                         _deep_config(self.config, extra_dim=self.config.embedding_components),
-                                         extra=self._e2e_inputs(X), progress=progress)
+                                         _deep_config(self.config, extra_dim=self.config.embedding_components,
+                                                      modalities=self.modalities),
+                                         extra=self._e2e_inputs(X), progress=progress,
+                                         modalities=self._cnn_inputs(modality_images, len(y)))
             oof["fusion_feature_e2e"] = self.e2e_model_.oof_prob
 
         self.oof_ = pd.DataFrame(oof, index=X.index)
-        self.thresholds_ = {name: float(youden_threshold(y, p)) for name, p in oof.items()}
+        # A modality pathway has no OOF probability for the cases without the modality: thresholds on the others.
+        self.thresholds_ = {name: float(youden_threshold(y[np.isfinite(p)], p[np.isfinite(p)]))
+                            for name, p in oof.items()}
         self.oof_thresholds_ = pd.DataFrame({name: _nested_thresholds(y, p, folds.split(X, y))
                                              for name, p in oof.items()}, index=X.index)
         self.background_ = X
@@ -291,20 +376,34 @@ class StudyModel:
         features = self.frozen_encoder_.features(images, regions, X.index)
         return pd.concat([X.drop(columns=[c for c in X.columns if str(c).startswith(PREFIX)]), features], axis=1)
 
+    def _cnn_inputs(self, modality_images: dict | None, n: int) -> dict | None:
+        """The CNN's other modalities: every one of the model's, ``None`` images and masks where not given."""
+        if not self.modalities:
+            return None
+        given = modality_images or {}
+        return {m: given.get(m, ([None] * n, [None] * n)) for m in self.modalities}
+
     def _e2e_inputs(self, X: pd.DataFrame) -> np.ndarray:
         return self.e2e_reduction_.transform(_radiomics_inputs(X)).astype(np.float32)
 
-    def complete_tables(self, X: pd.DataFrame, images: list, masks: list) -> list[pd.DataFrame]:
+    def complete_tables(self, X: pd.DataFrame, images: list, masks: list,
+                        modality_images: dict | None = None) -> list[pd.DataFrame]:
         """The feature table of new cases completed with the deep columns: one table per fold model of the CNN,
         holding that model's probability and embedding. Each is the kind of input the fusions and thresholds were
         fit on (a training case's deep columns came from the one fold model that had not seen it); the fold
         models' embedding coordinates need not agree, so embeddings are never averaged. Without a CNN: ``[X]``.
-        The frozen encoder's features (deep_features pathway), one embedding space, are the same in every table."""
+        The frozen encoder's features (deep_features pathway), one embedding space, are the same in every table.
+        ``modality_images`` as for `fit` (a modality left out is missing for every case). The columns of a modality
+        no case of ``X`` has are added, empty."""
+        absent = [c for c in self._columns if c not in X.columns
+                  and str(c).startswith(tuple(f"{m}_" for m in self.modalities))]
+        X = pd.concat([X, pd.DataFrame(np.nan, index=X.index, columns=absent)], axis=1) if absent else X
         X = self._with_frozen_features(X, images, masks)
         if self.deep_model_ is None:
             return [X]
         return [self._with_deep_columns(X, prob, embedding)
-                for prob, embedding in self.deep_model_.fold_outputs(images, masks)]
+                for prob, embedding in self.deep_model_.fold_outputs(
+                    images, masks, modalities=self._cnn_inputs(modality_images, len(images)))]
 
     @property
     def estimators_(self) -> dict:
@@ -316,11 +415,14 @@ class StudyModel:
         (the others differ only there)."""
         return tables if self.deep_model_ is not None and name in DEEP_READERS else tables[:1]
 
-    def predict_proba(self, X: pd.DataFrame, images: list, masks: list) -> pd.DataFrame:
-        """pCR probability of new cases: one column per model."""
-        return self.predict_completed(self.complete_tables(X, images, masks), images, masks)
+    def predict_proba(self, X: pd.DataFrame, images: list, masks: list,
+                      modality_images: dict | None = None) -> pd.DataFrame:
+        """pCR probability of new cases: one column per model (NaN where a modality's pathway has no input)."""
+        return self.predict_completed(self.complete_tables(X, images, masks, modality_images), images, masks,
+                                      modality_images)
 
-    def predict_completed(self, tables: list[pd.DataFrame], images: list, masks: list) -> pd.DataFrame:
+    def predict_completed(self, tables: list[pd.DataFrame], images: list, masks: list,
+                          modality_images: dict | None = None) -> pd.DataFrame:
         """`predict_proba` on the tables `complete_tables` made (the CNN is not run twice). A model that reads
         the deep columns is run once per fold table and its K probabilities are pooled (`pool_probabilities`):
         K whole pipelines, each fed what it was fit on."""
@@ -331,7 +433,9 @@ class StudyModel:
             probs = [estimator.predict_proba(table)[:, 1] for table in self._tables_for(name, tables)]
             out[name] = probs[0] if len(probs) == 1 else pool_probabilities(probs)
         if self.e2e_model_ is not None:
-            out["fusion_feature_e2e"] = self.e2e_model_.predict(images, masks, extra=self._e2e_inputs(tables[0]))
+            out["fusion_feature_e2e"] = self.e2e_model_.predict(
+                images, masks, extra=self._e2e_inputs(tables[0]),
+                modalities=self._cnn_inputs(modality_images, len(images)))
         return pd.DataFrame(out, index=tables[0].index)[self.model_names]
 
     def imputed_inputs(self, X: pd.DataFrame) -> dict[str, dict[str, list[str]]]:
@@ -342,9 +446,12 @@ class StudyModel:
         if self.e2e_model_ is not None:
             used["fusion_feature_e2e"] = list(self.e2e_reduction_.feature_names_in_)
         flagged = {}
+        lacking = self.missing_modalities(X)
         for name, columns in used.items():
             missing = X.reindex(columns=columns).isna()
-            per_case = {str(case): [c for c in columns if row[c]] for case, row in missing.iterrows() if row.any()}
+            # a modality's pathway gives no probability for a case without the modality: nothing is imputed there
+            per_case = {str(case): [c for c in columns if row[c]] for case, row in missing.iterrows()
+                        if row.any() and not any(name == MODALITY_PATHWAY.format(m) for m in lacking[str(case)])}
             if per_case:
                 flagged[name] = per_case
         return {name: flagged[name] for name in self.model_names if name in flagged}
@@ -414,13 +521,19 @@ class StudyModel:
                 radiomics_extractor(resolve_settings(self.config.analysis)["radiomics_params_text"]))
         return list(self._engine_notes)
 
-    def gradcam(self, image, mask):
-        return None if self.deep_model_ is None else self.deep_model_.gradcam(image, mask)
+    def gradcam(self, image, mask, modality_images: dict | None = None):
+        """The CNN's heat map of one case on its PET grid (None without a CNN); ``modality_images``: ``{modality:
+        (image, mask)}`` of the case's other modalities."""
+        if self.deep_model_ is None:
+            return None
+        given = {m: (None, None) for m in self.modalities} | (modality_images or {})
+        return self.deep_model_.gradcam(image, mask, modalities=given if self.modalities else None)
 
     # ---- bundle ---------------------------------------------------------------------------------------------
     def save(self, path, overwrite: bool = False, extra_manifest: dict | None = None):
         import torch
 
+        from ..core.files import plain
         from ..features.analysis import radiomics_extractor, resolve_settings
         from ..features.radiomics import engine_record
         from .bundle import write_bundle
@@ -433,11 +546,16 @@ class StudyModel:
             "kind": SCHEMA_NAME,
             "config": self.config.to_dict(),
             "clinical_columns": self.clinical_columns,
+            "modalities": self.modalities,
+            "harmonisation": {"site_column": self.site_column_, "sites": self.sites_},
+            "pathways": list(self.pathways_),
+            "skipped_pathways": self.skipped_pathways_,
             "columns": self._columns,
             "thresholds": self.thresholds_,
             "models": self.model_names,
+            # null: no probability (a modality pathway's case without the modality)
             "training_oof": {"case_id": list(map(str, self.oof_.index)),
-                             **{c: self.oof_[c].tolist() for c in self.oof_.columns}},
+                             **{c: plain(self.oof_[c].to_numpy()) for c in self.oof_.columns}},
             "training_oof_thresholds": {c: self.oof_thresholds_[c].tolist() for c in self.oof_thresholds_.columns},
             "choices": self.choices(),
             # The engine that computed the training features and its probe features: predict checks them.
@@ -475,15 +593,20 @@ class StudyModel:
         if manifest.get("kind") != SCHEMA_NAME:
             raise BundleError(f"{path}: not a DPETResponse study bundle (kind={manifest.get('kind')!r})")
         config = StudyConfig.from_dict(manifest["config"])
-        model = cls(config, manifest["clinical_columns"])
+        model = cls(config, manifest["clinical_columns"], manifest.get("modalities", []))
+        model.skipped_pathways_ = manifest.get("skipped_pathways", {})
+        harmonisation = manifest.get("harmonisation", {})
+        model.site_column_, model.sites_ = harmonisation.get("site_column"), harmonisation.get("sites", [])
         model._columns = manifest["columns"]
         model.thresholds_ = manifest["thresholds"]
         oof = dict(manifest["training_oof"])
-        model.oof_ = pd.DataFrame({k: v for k, v in oof.items() if k != "case_id"}, index=oof["case_id"])
+        model.oof_ = pd.DataFrame({k: np.asarray(v, dtype=float) for k, v in oof.items() if k != "case_id"},
+                                  index=oof["case_id"])
         model.oof_thresholds_ = pd.DataFrame(manifest["training_oof_thresholds"], index=oof["case_id"])
         est = dict(bundle.estimators)
         model.fusion_feature_ = est.pop("fusion_feature")
-        model.pathways_ = {name: est[name] for name in (*PATHWAYS, *OPTIONAL_PATHWAYS) if name in est}
+        model.pathways_ = {name: est[name] for name in manifest.get("pathways", (*PATHWAYS, *OPTIONAL_PATHWAYS))
+                           if name in est}
         inputs = manifest["decision_fusion_inputs"]
         model.fusion_decision_ = DecisionFusion.from_parts(
             {name: model.pathways_[name] for name in inputs}, est.pop("fusion_decision_meta"),
@@ -519,7 +642,8 @@ def _nested_thresholds(y: np.ndarray, oof: np.ndarray, folds) -> np.ndarray:
 
     thresholds = np.full(len(y), np.nan)
     for train_idx, test_idx in folds:
-        thresholds[test_idx] = youden_threshold(y[train_idx], oof[train_idx])
+        scored = train_idx[np.isfinite(oof[train_idx])]
+        thresholds[test_idx] = youden_threshold(y[scored], oof[scored])
     return thresholds
 
 
