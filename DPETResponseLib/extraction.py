@@ -116,12 +116,14 @@ def feature_table(cases: pd.DataFrame, analysis: dict, cache_dir, jobs: int = 1,
 
 
 def run_extract(manifest, out_csv, params=None, jobs: int = 1, scheduler=None, cache_dir=None,
-                strict: bool = False, progress: bool = True, analysis: dict | None = None) -> CohortResult:
+                strict: bool = False, progress: bool = True, analysis: dict | None = None,
+                label_column: str = "label") -> CohortResult:
     """`dpet-response extract`: per-case features of every manifest case (`features.analysis.analyse_case`), written to
     ``out_csv`` (features + the manifest's clinical columns), ``<out>.errors.csv`` and ``<out>.json`` (versions,
     settings, counts). ``analysis``: analysis settings as `train` takes them (``params`` sets their
-    ``radiomics_params``). The cache defaults to `io.manifest.default_cache_dir`, the one `train` uses."""
-    cases = read_manifest(manifest)
+    ``radiomics_params``). The cache defaults to `io.manifest.default_cache_dir`, the one `train` uses;
+    ``label_column`` is the outcome `train` will be given (its labelled train cases learn the habitats)."""
+    cases = read_manifest(manifest, label_column=label_column)
     out_csv = Path(out_csv)
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir(manifest)
     analysis = dict(analysis or {})

@@ -73,7 +73,7 @@ def train(manifest, out, config=None, jobs: int = 1, cache_dir=None, fast: bool 
     """Fit every pathway and fusion on the manifest's ``train`` split and write the model bundle to ``out``.
     ``label_column``: the manifest column holding the 0/1 outcome (recorded in the bundle's ``training`` block)."""
     from .extraction import feature_table, with_habitat_model
-    from .io.manifest import clinical_columns, modalities, read_manifest, training_cases, validate_for_training
+    from .io.manifest import modalities, read_manifest, training_cases, validate_for_training
     from .io.suv import rule_counts
 
     config = load_config(config)
@@ -81,6 +81,7 @@ def train(manifest, out, config=None, jobs: int = 1, cache_dir=None, fast: bool 
         config.deep_preset = "cpu-fast"
     config.check()
     cases = read_manifest(manifest, label_column=label_column)
+    predictors = _predictors(config, cases, manifest)
     train_cases = training_cases(cases)
     validate_for_training(train_cases, n_folds=config.n_folds, early_stopping=config.deep)
     log.info(f"training on {len(train_cases)} cases of {manifest}")
@@ -94,7 +95,7 @@ def train(manifest, out, config=None, jobs: int = 1, cache_dir=None, fast: bool 
     validate_for_training(train_cases, n_folds=config.n_folds, early_stopping=config.deep)
     names = modalities(cases)
     images, masks, others = _images(train_cases, names if config.deep else ()) if config.needs_images else ([], [], {})
-    model = StudyModel(config, clinical_columns(cases), names).fit(
+    model = StudyModel(config, predictors, names).fit(
         X, train_cases["label"].astype(int).to_numpy(), images, masks, progress=progress, modality_images=others)
     for name, reason in model.skipped_pathways_.items():
         log.warning(f"{name} left out: {reason}")
@@ -107,6 +108,22 @@ def train(manifest, out, config=None, jobs: int = 1, cache_dir=None, fast: bool 
     })
     log.info(f"trained in {time.time() - started:.0f} s; bundle: {out}")
     return model
+
+
+def _predictors(config: StudyConfig, cases: pd.DataFrame, manifest) -> list[str]:
+    """The clinical columns the models use: the settings' ``clinical_predictors``, each a clinical column of the
+    manifest, or every clinical column."""
+    from .core.errors import ConfigError
+    from .io.manifest import clinical_columns
+
+    available = clinical_columns(cases)
+    if config.clinical_predictors is None:
+        return available
+    unknown = [c for c in config.clinical_predictors if c not in available]
+    if unknown:
+        raise ConfigError(f"clinical_predictors {', '.join(unknown)}: not clinical columns of {manifest} (its "
+                          f"clinical columns: {', '.join(available) or 'none'})")
+    return list(config.clinical_predictors)
 
 
 def _oracle(manifest) -> dict | None:

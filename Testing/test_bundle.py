@@ -44,6 +44,7 @@ print(json.dumps({name: est.predict_proba(X)[:, 1].tolist() for name, est in b.e
 def fitted():
     X, y = feature_table(n=90, seed=0)
     Xt, _ = feature_table(n=20, seed=1)
+    X["site"], Xt["site"] = (np.where(np.arange(len(t)) % 3, "A", "B") for t in (X, Xt))  # never a predictor
     estimators = {
         "fusion_decision": DecisionFusion({"clinical": ClinicalPathway(), "ith": ITHPathway(),
                                            "radiomics": RadiomicsPathway(classifiers=("xgb",), inner_cv=3),
@@ -56,6 +57,7 @@ def fitted():
                                                 weights="equal").fit(X, y),
         "baseline": BaselinePathway(inner_cv=3).fit(X, y),
         "deep_features": DeepFeaturePathway(prefix="dl_emb_", n_mrmr=5, n_features=2).fit(X, y),
+        "radiomics_harmonised": RadiomicsPathway(classifiers=("lr",), inner_cv=3, site_column="site").fit(X, y),
     }
     tensors = {"net": {"conv.weight": torch.arange(24, dtype=torch.float32).reshape(2, 3, 4),
                        "fc.bias": torch.tensor([0.5, -0.5])}}

@@ -220,7 +220,8 @@ def test_without_empirical_bayes_each_site_gets_the_pooled_mean_and_sd_by_hand()
 
 
 def test_matches_neurocombat():
-    pytest.importorskip("neuroCombat")
+    import neuroCombat  # noqa: F401  (the test extra installs it: the independent reference)
+
     nc = sys.modules["neuroCombat.neuroCombat"]
     cohort = Cohort(8)
     train = cohort.table(A=30, B=25, C=8)
@@ -241,3 +242,62 @@ def test_matches_neurocombat():
         np.testing.assert_allclose(model.delta_, est["delta.star"], rtol=1e-9)
         np.testing.assert_allclose(model.pooled_sd_, np.sqrt(est["var.pooled"][:, 0]), rtol=1e-12)
         np.testing.assert_allclose(model.grand_mean_, est["stand.mean"][:, 0], rtol=1e-12)
+
+
+# ---- in the study model -----------------------------------------------------------------------------------------
+def _study_table(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """A feature table of two sites: every radiomics feature of site B doubled and shifted by 3 SD; one feature
+    (whole F0) carries the label by 1 SD."""
+    rng = np.random.default_rng(seed)
+    y = rng.permutation(np.arange(n) % 2)
+    site = np.where(rng.uniform(size=n) < 0.5, "A", "B")
+    X = pd.DataFrame({f"{r}_original_firstorder_F{j}": rng.normal(size=n) for r in ("whole", "high", "low")
+                      for j in range(6)}, index=[f"s{seed}_{i}" for i in range(n)])
+    X["whole_original_firstorder_F0"] += 1.0 * y
+    features = list(X.columns)
+    X.loc[site == "B", features] = X.loc[site == "B", features] * 2.0 + 3.0
+    X["sub_high_fraction"] = rng.uniform(size=n)
+    X["ith_score2d"] = rng.normal(size=n)
+    X["pet_SUVmax"] = rng.uniform(2, 10, n)
+    X["age"] = rng.normal(55, 10, n)
+    X["site"] = site
+    return X, y
+
+
+def test_study_harmonises_inside_training_only_and_needs_the_site():
+    from DPETResponseLib.study.model import StudyConfig, StudyModel
+
+    X, y = _study_table(120, 0)
+    held_out, _ = _study_table(400, 1)
+    config = StudyConfig(n_folds=3, deep=False, classifiers=("lr",), radiomics_feature_sets=("original",))
+    model = StudyModel(config, ["age"]).fit(X, y, [], [], progress=False)
+    assert (model.site_column_, model.sites_) == ("site", ["A", "B"])
+    pathway = model.pathways_["radiomics_whole"]
+    harmonise = pathway.model_["harmonise"]
+    # fit on the training cases only: the same estimates as ComBat fit on them alone
+    alone = ComBat().fit(X[pathway._input_columns()])
+    np.testing.assert_allclose(harmonise.gamma_, alone.gamma_, rtol=1e-12)
+    # held-out cases of the shifted site come out on the other site's scale (the shift, 3 SD, is gone)
+    harmonised = harmonise.transform(held_out[pathway._input_columns()])
+    feature = "whole_original_firstorder_F1"  # no label signal
+    b = held_out["site"] == "B"
+    raw_gap = held_out.loc[b, feature].mean() - held_out.loc[~b, feature].mean()
+    gap = harmonised.loc[b, feature].mean() - harmonised.loc[~b, feature].mean()
+    assert raw_gap > 2.5 and abs(gap) < 0.3
+    assert harmonised.loc[b, feature].std() / harmonised.loc[~b, feature].std() == pytest.approx(1, abs=0.25)
+    with pytest.raises(InputError, match="site"):
+        model.predict_proba(held_out.drop(columns="site"), [], [])
+    with pytest.raises(InputError, match=r"site 'C' \(was not|'C'.*not among the training sites"):
+        model.predict_proba(held_out.assign(site="C"), [], [])
+
+
+def test_study_refuses_a_site_too_small_for_its_folds():
+    from DPETResponseLib.study.model import StudyConfig, StudyModel
+
+    X, y = _study_table(60, 0)
+    X.loc[X.index[:4], "site"] = "C"
+    config = StudyConfig(n_folds=3, deep=False, classifiers=("lr",), radiomics_feature_sets=("original",))
+    with pytest.raises(InputError, match=r"site\(s\) 'C' \(4 cases\) have fewer than 6 training cases"):
+        StudyModel(config, ["age"]).fit(X, y, [], [], progress=False)
+    # without harmonisation the same cohort trains
+    StudyModel(StudyConfig(**{**config.to_dict(), "harmonise": False}), ["age"]).fit(X, y, [], [], progress=False)

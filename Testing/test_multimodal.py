@@ -4,7 +4,9 @@ and T1 MR (separate acquisitions on their own grids, not registered; CT missing 
 dropped here for a third of the cases)."""
 
 import json
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,6 +23,9 @@ from DPETResponseLib.io.manifest import (
     modalities,
     read_manifest,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from sts_multimodal import build_manifest  # noqa: E402  (the benchmark's manifest of the same patients)
 
 TESTING = FAST_RADIOMICS_YAML.parent
 FAST_MODALITIES = {"ct": str(TESTING / "fast_radiomics_ct.yaml"), "mr": str(TESTING / "fast_radiomics_unitless.yaml")}
@@ -117,37 +122,13 @@ def test_mr_features_do_not_depend_on_the_arbitrary_mr_scale():
 
 
 # ---- the model end to end on STS PET + CT + MR ------------------------------------------------------------------
-def sts_multimodal_manifest(folder, drop_mr_every: int = 3) -> str:
-    """The 35 STS cases with their PET, CT and T1 MR (an empty cell where the data has no CT); the MR of every
-    ``drop_mr_every``-th case left out; 9 cases held out (split ``test``); label = lung metastases."""
-    outcomes = pd.read_csv(STS / "outcomes.csv")
-    ids = outcomes["patient_id"].tolist()
-
-    def path(case, name):
-        file = STS / case / name
-        return str(file) if file.exists() else ""
-
-    test = set(ids[1::4])
-    rows = pd.DataFrame({
-        "case_id": ids, "image": [path(c, "PET_image.nii.gz") for c in ids],
-        "mask": [path(c, "PET_mask.nii.gz") for c in ids], "label": outcomes["lung_mets"],
-        "split": ["test" if c in test else "train" for c in ids],
-        "image_ct": [path(c, "CT_image.nii.gz") for c in ids], "mask_ct": [path(c, "CT_mask.nii.gz") for c in ids],
-        "image_mr": [path(c, "MR_T1_image.nii.gz") if i % drop_mr_every else "" for i, c in enumerate(ids)],
-        "mask_mr": [path(c, "MR_T1_mask.nii.gz") if i % drop_mr_every else "" for i, c in enumerate(ids)],
-        "age": outcomes["age"],
-    })
-    folder.mkdir(parents=True, exist_ok=True)
-    rows.to_csv(folder / "manifest.csv", index=False)
-    return str(folder / "manifest.csv")
-
-
 @pytest.fixture(scope="module")
 def sts_run(tmp_path_factory):
     from DPETResponseLib.protocol import evaluate, train
 
     folder = tmp_path_factory.mktemp("sts_multimodal")
-    manifest = sts_multimodal_manifest(folder)
+    # 9 of 35 held out; the MR of every third case left out on top of the data's missing CTs
+    manifest = str(build_manifest(folder, held_out_every=4, drop_mr_every=3, clinical=["age"]))
     config = {"n_folds": 3, "seed": 0, "deep_preset": "cpu-fast", "deep_epochs": 2, "e2e_fusion": False,
               "deep_overrides": {"spacing": 8.0, "size": 16}, "classifiers": ["lr"],
               "radiomics_feature_sets": ["original"],

@@ -13,7 +13,7 @@ from matplotlib import image as mpimg
 
 from DPETResponseLib.core.errors import InputError
 from DPETResponseLib.reporting import evaluation as ev
-from DPETResponseLib.reporting.checklist import FILLED, PARTLY, TO_COMPLETE, TRIPOD_AI
+from DPETResponseLib.reporting.checklist import FILLED, PARTLY, TO_COMPLETE, TRIPOD_AI, build_checklist
 from DPETResponseLib.reporting.figures import gradcam_montage
 from DPETResponseLib.reporting.report import split_sentence, write_report, write_report_from_dir
 
@@ -262,6 +262,10 @@ def test_split_sentence_says_which_differences_are_significant():
     assert "None of the 1 paired differences is significant" in split_sentence("x", none)
     assert split_sentence("one", ev.evaluate_split([1, 1], {"a": [0.2, 0.3]}, {"a": 0.5})).startswith(
         "one (2 cases, 2 pCR): not evaluated (2 of 2 cases are positive")
+    lacking = {**block, "missing_modalities": {"ct": 4, "mr": 0}}
+    assert split_sentence("test", lacking).endswith(
+        "Cases without a modality (its own pathway gives them no probability; the fusions impute it): ct 4.")
+    assert "without a modality" not in text
 
 
 def test_summary_comes_first_with_best_and_reference_marked(cohort, tmp_path):
@@ -308,6 +312,12 @@ def test_checklist_lists_every_item_and_fills_what_the_metrics_know(report):
         assert radiomics_items["24"]["data"][split] == above
     # without the run's record (a bare metrics dict), what only the record knows is left to the authors
     assert tripod["22"]["status"] == tripod["20a"]["status"] == tripod["1"]["status"] == TO_COMPLETE
+    assert tripod["6a"]["status"] == TO_COMPLETE  # no site column
+    with_sites = {**metrics, "splits": {"test1": {**metrics["splits"]["test1"], "sites": {
+        "A": {"n": 3, "n_positive": 1}, "B": {"n": 2, "n_positive": 1}}}}}
+    item = {i["item"]: i for i in build_checklist(with_sites)["TRIPOD+AI"]["items"]}["6a"]
+    assert item["status"] == PARTLY and item["data"] == {"cases_per_site": {"test1": {"A": 3, "B": 2}}}
+    assert item["value"].startswith("cases per site (the manifest's site column): test1: A 3, B 2.")
     text = path.read_text()
     assert "Reporting checklists" in text and "Collins GS et al. BMJ 2024" in text
 

@@ -24,11 +24,10 @@ from .pathways import (
     ClinicalPathway,
     DeepFeaturePathway,
     RadiomicsPathway,
-    _columns,
-    _table,
     radiomics_columns,
 )
 from .selection import LabelError, _binary_labels
+from .tables import _columns, _table
 
 META_WEIGHTS = ("auto", "equal", "learned")
 #: The weightings `ScreenedStacker` compares: tied weights, free weights, the single best input.

@@ -26,7 +26,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..core.errors import ConfigError, InputError
 from ..core.names import SITE
-from .pathways import _columns, _table
+from .tables import _columns, _table
 
 log = logging.getLogger(__name__)
 

@@ -28,6 +28,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..core.errors import ConfigError, InputError
 from .selection import LassoSelector, MannWhitneySelector, MRMRSelector, VarianceCorrelationFilter, _binary_labels
+from .tables import _columns, _table
 
 FEATURE_PREFIXES = ("pet_", "whole_", "high_", "low_", "sub_", "ith_", "dl_", "dlf_")
 MANIFEST_COLUMNS = ("case_id", "image", "mask", "label", "split", "site")
@@ -124,26 +125,6 @@ def make_classifier(name: str, random_state=0):
     if name == "nb":
         return GaussianNB()
     raise ConfigError(f"unknown classifier {name!r}; choose from {', '.join(CLASSIFIERS)}")
-
-
-def _table(X, who: str) -> pd.DataFrame:
-    if not isinstance(X, pd.DataFrame):
-        raise InputError(f"{who} needs the feature table as a pandas DataFrame (named columns), got {type(X).__name__}")
-    return X
-
-
-def _columns(X: pd.DataFrame, columns, who: str) -> pd.DataFrame:
-    """``X[columns]``, or InputError naming missing columns or infinite values (and their cases)."""
-    missing = [c for c in columns if c not in X.columns]
-    if missing:
-        raise InputError(f"{who}: the feature table lacks column(s) {', '.join(map(str, missing))}")
-    data = X[list(columns)]
-    numeric = data.select_dtypes(include="number")
-    rows, cols = np.nonzero(np.isinf(numeric.to_numpy(dtype=float)))
-    if rows.size:
-        raise InputError(f"{who}: infinite values in column(s) {', '.join(sorted(set(numeric.columns[cols]))[:5])} "
-                         f"of case(s) {', '.join(sorted(set(map(str, X.index[rows])))[:10])}")
-    return data
 
 
 class _Pathway(ClassifierMixin, BaseEstimator):

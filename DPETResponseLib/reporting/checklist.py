@@ -195,6 +195,13 @@ def _tripod(metrics: dict) -> dict:
                            f"{prov.get('deep_input')}; tumour masks as given",
                            {"suv_rules": suv, "binWidth": r.get("binWidth"), "deep_input": prov.get("deep_input"),
                             "resampledPixelSpacing": r.get("resampledPixelSpacing")})
+    sites = {split: {site: row["n"] for site, row in block["sites"].items()}
+             for split, block in metrics.get("splits", {}).items() if block.get("sites")}
+    if sites:
+        listed = "; ".join(f"{split}: " + ", ".join(f"{site} {n}" for site, n in per_site.items())
+                           for split, per_site in sites.items())
+        items["6a"] = _item(PARTLY, f"cases per site (the manifest's site column): {listed}. The setting of each "
+                            "centre is to be described by the authors", {"cases_per_site": sites})
     if len(counts) > 1:
         items["16"] = _item(PARTLY, _prevalence(counts) + "; other differences between development and evaluation "
                             "data are to be described by the authors")

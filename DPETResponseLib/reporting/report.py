@@ -295,6 +295,10 @@ def split_sentence(split: str, block: dict, alpha: float = ALPHA, event: str = "
                  + f"; the other {len(comparisons) - len(significant)} are not.")
     if block.get("reference_verdict"):
         text += " " + block["reference_verdict"]["text"]
+    lacking = {m: n for m, n in block.get("missing_modalities", {}).items() if n}
+    if lacking:
+        text += (" Cases without a modality (its own pathway gives them no probability; the fusions impute it): "
+                 + ", ".join(f"{m} {n}" for m, n in lacking.items()) + ".")
     return text
 
 

@@ -41,7 +41,9 @@ class StudyConfig:
     on whole-body PET). ``deep_features``: the frozen-encoder pathway's settings (`deep.frozen.FrozenSettings`:
     ``weights``, a local MedicalNet .pth file or "random", and ``arch``, ...); None leaves the pathway out.
     ``harmonise``: with a ``site`` column of two or more sites, the radiomics pathways' features (and the feature
-    fusion's radiomics groups) are harmonised by ComBat inside every training fold (`learn.harmonise`)."""
+    fusion's radiomics groups) are harmonised by ComBat inside every training fold (`learn.harmonise`).
+    ``clinical_predictors``: the manifest's clinical columns the models use (None: every one), e.g. to keep a
+    second outcome column out of the predictors."""
 
     n_folds: int = 5
     seed: int = 0
@@ -60,6 +62,7 @@ class StudyConfig:
     max_features: int = 5
     embedding_components: int = 8
     harmonise: bool = True
+    clinical_predictors: list[str] | None = None
     analysis: dict = field(default_factory=default_settings)
 
     def __post_init__(self):
