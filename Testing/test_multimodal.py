@@ -127,8 +127,12 @@ def sts_run(tmp_path_factory):
     from DPETResponseLib.protocol import evaluate, train
 
     folder = tmp_path_factory.mktemp("sts_multimodal")
-    # 9 of 35 held out; the MR of every third case left out on top of the data's missing CTs
+    # 9 of 35 held out; the MR of every third case left out on top of the data's missing CTs; two sites (the
+    # radiomics are harmonised by ComBat inside the folds)
     manifest = str(build_manifest(folder, held_out_every=4, drop_mr_every=3, clinical=["age"]))
+    rows = pd.read_csv(manifest)
+    rows["site"] = np.where(np.arange(len(rows)) % 2, "B", "A")
+    rows.to_csv(manifest, index=False)
     config = {"n_folds": 3, "seed": 0, "deep_preset": "cpu-fast", "deep_epochs": 2, "e2e_fusion": False,
               "deep_overrides": {"spacing": 8.0, "size": 16}, "classifiers": ["lr"],
               "radiomics_feature_sets": ["original"],
@@ -167,6 +171,20 @@ def test_training_with_incomplete_cases_scores_each_modality_on_the_cases_that_h
         ["mr" in flagged[c] for c in flagged]
 
 
+def test_sites_harmonise_the_radiomics_and_get_a_table_per_split(sts_run):
+    cases, metrics, model = sts_run["cases"], sts_run["metrics"], sts_run["model"]
+    assert (model.site_column_, model.sites_) == ("site", ["A", "B"])
+    assert "harmonise" in model.pathways_["radiomics_ct"].model_.named_steps
+    assert "site" not in model.clinical_columns
+    predictions = sts_run["predictions"]
+    for split, block in metrics["splits"].items():
+        rows = predictions[predictions["split"] == split]
+        sites = cases.loc[rows.index, "site"]
+        assert {s: v["n"] for s, v in block["sites"].items()} == sites.value_counts().to_dict()
+        assert {s: v["n_positive"] for s, v in block["sites"].items()} == \
+            rows.groupby(sites)["label"].sum().astype(int).to_dict()
+
+
 def _case_files(cases, case_id, names):
     row = cases.loc[case_id]
     return {m: (row[f"image_{m}"], row[f"mask_{m}"]) for m in names if row[f"image_{m}"]}
@@ -180,7 +198,7 @@ def test_predict_without_a_modality_flags_it_and_equals_evaluate(sts_run):
     case_id = next(c for c, row in held_out.iterrows() if row["image_mr"] == "" and row["image_ct"])
     row = cases.loc[case_id]
     result = predict_files(folder / "bundle", row["image"], mask=row["mask"], clinical={"age": row["age"]},
-                           modalities=_case_files(cases, case_id, ("ct", "mr")))
+                           modalities=_case_files(cases, case_id, ("ct", "mr")), site=row["site"])
     assert result.missing_modalities == ["mr"]
     assert "radiomics_mr" not in result.probabilities and "radiomics_ct" in result.probabilities
     assert any(c.startswith("mr_whole_") for c in result.imputed_inputs["fusion_feature"])
@@ -188,12 +206,15 @@ def test_predict_without_a_modality_flags_it_and_equals_evaluate(sts_run):
     for name, p in result.probabilities.items():
         assert p == pytest.approx(expected[name], abs=1e-6), name
     # the same patient predicted from the PET alone: both modalities missing, their pathways silent
-    alone = predict_files(folder / "bundle", row["image"], mask=row["mask"])
+    alone = predict_files(folder / "bundle", row["image"], mask=row["mask"], site=row["site"])
     assert alone.missing_modalities == ["ct", "mr"]
     assert not {"radiomics_ct", "radiomics_mr"} & set(alone.probabilities)
     with pytest.raises(InputError, match="modalities us given, but the model was trained with ct, mr"):
-        predict_files(folder / "bundle", row["image"], mask=row["mask"],
+        predict_files(folder / "bundle", row["image"], mask=row["mask"], site=row["site"],
                       modalities={"us": (row["image_ct"], row["mask_ct"])})
+    # the radiomics are harmonised by site: a patient without a training site is refused
+    with pytest.raises(InputError, match=r"harmonises its radiomics by site .*training sites: A, B.*\(got 'C'\)"):
+        predict_files(folder / "bundle", row["image"], mask=row["mask"], site="C")
 
 
 def test_cli_predict_takes_modality_options(sts_run, capsys):
@@ -204,7 +225,7 @@ def test_cli_predict_takes_modality_options(sts_run, capsys):
     row = cases.loc[case_id]
     assert main(["predict", str(folder / "bundle"), "--image", row["image"], "--mask", row["mask"],
                  "--image-mr", row["image_mr"], "--mask-mr", row["mask_mr"], "--clinical", f"age={row['age']}",
-                 "--out", str(folder / "one")]) == 0
+                 "--site", row["site"], "--out", str(folder / "one")]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["missing_modalities"] == ["ct"]
     assert json.loads((folder / "one" / "prediction.json").read_text())["missing_modalities"] == ["ct"]
@@ -212,7 +233,7 @@ def test_cli_predict_takes_modality_options(sts_run, capsys):
                                                                                                 "radiomics_mr"],
                                                                      abs=1e-6)
     assert main(["predict", str(folder / "bundle"), "--image", row["image"], "--mask", row["mask"],
-                 "--image-mr", row["image_mr"]]) == 2
+                 "--site", row["site"], "--image-mr", row["image_mr"]]) == 2
     assert "missing --mask-mr" in capsys.readouterr().err
 
 

@@ -7,10 +7,12 @@ and scored on the patients that have them, and the fusions impute what a patient
 Every case is a training case: the figures are the cross-validated (out-of-fold) estimates, `train_cv`, with DeLong
 95% CIs, for the models of one bundle: PET alone (`radiomics_whole`: the whole tumour's PET radiomics, the
 counterpart of the single-region CT and MR pathways; `radiomics`: with the uptake subregions), CT alone
-(`radiomics_ct`), MR alone (`radiomics_mr`) and their fusions (`fusion_decision`, `fusion_feature`). A second table
-rescores them on the patients with all three modalities (paired comparisons on the same cases).
+(`radiomics_ct`), MR alone (`radiomics_mr`) and their fusions (`fusion_decision`, `fusion_feature`), beside the
+clinical pathway and the baseline, and what the decision fusion chose. A second table rescores them on the patients
+with all three modalities (paired comparisons on the same cases). ``--imaging-only`` trains without the clinical
+columns (`clinical_predictors: []`), so the fusions fuse imaging alone.
 
-    .venv/bin/python benchmarks/sts_multimodal.py --out sts_multimodal [--fast] [--deep] [--jobs 2]
+    .venv/bin/python benchmarks/sts_multimodal.py --out sts_multimodal [--fast] [--imaging-only] [--deep] [--jobs 2]
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ CLINICAL = ["age", "sex", "grade", "mskcc_type"]
 SINGLE_MODALITY = {"PET (whole tumour)": "radiomics_whole", "PET (with subregions)": "radiomics",
                    "CT": "radiomics_ct", "MR T1": "radiomics_mr"}
 FUSIONS = ("fusion_decision", "fusion_feature")
+COMPARATORS = {"clinical (age, sex, grade, MSKCC type + SUVmax)": "clinical", "baseline": "baseline"}
 
 
 def build_manifest(out: Path, sts: Path = SHARED, held_out_every: int = 0, drop_mr_every: int = 0,
@@ -78,10 +81,12 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--fast", action="store_true", help="Original-image radiomics only for every modality")
     parser.add_argument("--deep", action="store_true", help="also train the CNN (a channel pair per modality)")
+    parser.add_argument("--imaging-only", action="store_true", help="no clinical column among the predictors")
     args = parser.parse_args()
     manifest = build_manifest(args.out)
     config = {"n_folds": 5, "seed": 0, "deep": args.deep, "deep_preset": "cpu",
-              "deep_overrides": {"spacing": 4.0, "size": 32}, "analysis": {}}
+              "deep_overrides": {"spacing": 4.0, "size": 32}, "analysis": {},
+              "clinical_predictors": [] if args.imaging_only else None}
     if args.fast:
         kinds = {"pet": "binWidth: 0.25", "ct": "binWidth: 25", "mr": "binWidth: 25, normalize: true, "
                  "normalizeScale: 100, removeOutliers: 3"}
@@ -100,8 +105,9 @@ def main() -> None:
     block = metrics["splits"]["train_cv"]
     print(f"STS lung metastases, {block['n']} cases ({block['n_positive']} positive), 5-fold out-of-fold "
           f"estimates{' (--fast)' if args.fast else ''}; cases lacking a modality: {block['missing_modalities']}")
-    rows = {**SINGLE_MODALITY, **{f: f for f in FUSIONS}, **({"CNN (PET+CT+MR channels)": "deep"} if args.deep
-                                                                 else {})}
+    comparators = {("SUVmax alone" if args.imaging_only and v == "clinical" else k): v for k, v in COMPARATORS.items()}
+    rows = {**comparators, **SINGLE_MODALITY, **{f: f for f in FUSIONS},
+            **({"CNN (PET+CT+MR channels)": "deep"} if args.deep else {})}
     complete = predictions[list(SINGLE_MODALITY.values())].notna().all(axis=1).to_numpy()
     subsets = ((None, slice(None)), (f"The {int(complete.sum())} cases with all three modalities:", complete))
     for title, cases in subsets:
@@ -109,6 +115,10 @@ def main() -> None:
             print(title)
         for label, name in rows.items():
             print(_line(f"{label} [{name}]" if label != name else name, y[cases], predictions[name].to_numpy()[cases]))
+    fusion = metrics["choices"]["fusion_decision"]
+    print(f"fusion_decision: {fusion['weights']} weights, coefficients "
+          + ", ".join(f"{k} {v:.2f}" for k, v in fusion["coefficients"].items())
+          + f"; screened out: {', '.join(fusion.get('screened_out', [])) or 'none'}")
     print(f"report: {report}")
 
 
