@@ -362,7 +362,7 @@ def predict(bundle, image, mask=None, seed_xyz=None, case_id: str = "case", clin
     the training medians/modes (said in the result's warnings). ``modalities``: the bundle's other modalities the
     patient has, ``{name: (image, tumour mask on that image's grid)}``; those left out are listed in the result's
     ``missing_modalities``. ``site``: the patient's centre, needed by a model that harmonises by site (one of its
-    training sites)."""
+    training sites; also taken from ``clinical``'s site column)."""
     from .features.analysis import analyse_image
     from .results import PredictionResult
 
@@ -378,7 +378,9 @@ def predict(bundle, image, mask=None, seed_xyz=None, case_id: str = "case", clin
     other, other_warnings = _modality_features(model, modalities or {}, case_id)
     warnings = engine_notes + warnings + other_warnings
     X = pd.DataFrame([{**features, **other}], index=[case_id]).apply(pd.to_numeric, errors="coerce")
-    clinical = clinical or {}
+    clinical = dict(clinical or {})
+    if model.site_column_ is not None and site is None:  # the Slicer module's form gives the site as a field
+        site = clinical.pop(model.site_column_, None)
     unknown = set(clinical) - set(model.clinical_columns)
     if unknown:
         raise InputError(f"clinical values {sorted(unknown)} are not among the model's clinical columns "

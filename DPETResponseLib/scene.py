@@ -446,7 +446,8 @@ def clinical_schema(bundle) -> dict[str, dict]:
     column as ``{"kind": "number", "min", "max", "decimals"}`` (range of the training values; None and None where no
     training case had one; the decimals every training value fits in, at most `CLINICAL_MAX_DECIMALS`), any
     other column as ``{"kind": "category", "values": [...]}`` (the training categories as text, sorted). In the
-    bundle's column order.
+    bundle's column order; a bundle that harmonises by site adds its site column last (its training sites), which
+    `predict` takes from the clinical values.
 
     Reads bundle.json and the training table StudyModel.save wrote beside it (no estimator, no torch); the bundle's
     checksums are verified when it is loaded to predict.
@@ -478,4 +479,7 @@ def clinical_schema(bundle) -> dict[str, dict]:
             schema[column] = {"kind": "category", "values": sorted(values)}
         else:
             raise BundleError(f"{path}: clinical column {column!r} is not in its training table")
+    harmonisation = manifest.get("harmonisation") or {}
+    if harmonisation.get("site_column"):
+        schema[harmonisation["site_column"]] = {"kind": "category", "values": list(harmonisation["sites"])}
     return schema

@@ -219,6 +219,7 @@ def test_predict_without_a_modality_flags_it_and_equals_evaluate(sts_run):
 
 def test_cli_predict_takes_modality_options(sts_run, capsys):
     from DPETResponseLib.cli import main
+    from DPETResponseLib.scene import clinical_schema
 
     cases, folder = sts_run["cases"], sts_run["folder"]
     case_id = next(c for c, row in cases.iterrows() if row["image_ct"] and row["image_mr"] and row["split"] == "test")
@@ -232,6 +233,12 @@ def test_cli_predict_takes_modality_options(sts_run, capsys):
     assert printed["probabilities"]["radiomics_mr"] == pytest.approx(sts_run["predictions"].loc[case_id,
                                                                                                 "radiomics_mr"],
                                                                      abs=1e-6)
+    # the site as a clinical value (the Slicer module's form offers the bundle's training sites)
+    assert clinical_schema(folder / "bundle")["site"] == {"kind": "category", "values": ["A", "B"]}
+    assert main(["predict", str(folder / "bundle"), "--image", row["image"], "--mask", row["mask"],
+                 "--image-mr", row["image_mr"], "--mask-mr", row["mask_mr"], "--clinical", f"age={row['age']}",
+                 f"site={row['site']}"]) == 0
+    assert json.loads(capsys.readouterr().out)["probabilities"] == printed["probabilities"]
     assert main(["predict", str(folder / "bundle"), "--image", row["image"], "--mask", row["mask"],
                  "--site", row["site"], "--image-mr", row["image_mr"]]) == 2
     assert "missing --mask-mr" in capsys.readouterr().err
