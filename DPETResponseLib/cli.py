@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from .core.errors import DPETError
+from .core.names import MODALITY_NAME
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -93,7 +94,7 @@ def _cmd_extract(args) -> int:
     analysis = load_config(args.config).analysis if args.config else None
     summary = run_extract(
         args.manifest, args.out, params=args.params, jobs=args.jobs, scheduler=args.scheduler,
-        cache_dir=args.cache, strict=args.strict, analysis=analysis,
+        cache_dir=args.cache, strict=args.strict, analysis=analysis, label_column=args.label_column,
     )
     print(summary.describe())
     return summary.exit_code
@@ -133,7 +134,7 @@ def _cmd_predict(args) -> int:
             raise DPETError(f"--dicom-out needs a DICOM PET as --image: {err}") from None
     clinical = _clinical_values(args.bundle, args.clinical)
     result = predict_files(args.bundle, args.image, mask=args.mask, seed_xyz=args.seed, out_dir=args.out,
-                           clinical=clinical, dicom_out=args.dicom_out)
+                           clinical=clinical, dicom_out=args.dicom_out, modalities=args.modalities, site=args.site)
     json.dump(result.to_json_dict(), sys.stdout, indent=2)
     print()
     return 0
@@ -143,6 +144,15 @@ def _cmd_report(args) -> int:
     from .reporting.report import write_report_from_dir
 
     print(f"report: {write_report_from_dir(args.report_dir)}")
+    return 0
+
+
+def _cmd_chain(args) -> int:
+    from .chain import add_upstream_column, sidecar_path
+
+    out = add_upstream_column(args.bundle, args.manifest, args.out, column=args.column, model=args.model,
+                              label_column=args.label_column, cache_dir=args.cache, jobs=args.jobs)
+    print(f"wrote {out} with the upstream column {args.column!r}; sidecar: {sidecar_path(out)}")
     return 0
 
 
@@ -191,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", help="Dask scheduler address (tcp://host:port) or 'local'")
     p.add_argument("--cache", type=Path, help="cache folder (default: .dpet-cache beside the manifest, as train)")
     p.add_argument("--strict", action="store_true", help="exit non-zero if any case failed")
+    p.add_argument("--label-column", default="label", metavar="NAME",
+                   help="the outcome column train will use: its labelled train cases learn the habitats, as train's do")
     p.set_defaults(func=_cmd_extract)
 
     p = sub.add_parser("train", help="train every pathway and the fusions on the manifest's train split")
@@ -228,13 +240,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "read no label but saw the bundle's training cases)")
     p.set_defaults(func=_cmd_evaluate)
 
-    p = sub.add_parser("predict", help="predict one patient; JSON to stdout, images to --out")
+    p = sub.add_parser("predict", help="predict one patient; JSON to stdout, images to --out",
+                       epilog="Other modalities the bundle was trained with: --image-<modality> PATH --mask-<modality> "
+                              "PATH (e.g. --image-ct ct.nii.gz --mask-ct ct_mask.nii.gz); those not given are listed "
+                              "in the result's missing_modalities.")
     p.add_argument("bundle", type=Path)
     p.add_argument("--image", type=Path, required=True)
     p.add_argument("--mask", type=Path)
     p.add_argument("--seed", type=_floats, help="x,y,z in mm (LPS) to segment from")
     p.add_argument("--clinical", nargs="*", default=[], metavar="NAME=VALUE",
                    help="clinical values by manifest column (missing ones are imputed from training data)")
+    p.add_argument("--site", help="the patient's centre, for a model that harmonises by site (one of its training "
+                                  "sites)")
     p.add_argument("--out", type=Path)
     p.add_argument("--dicom-out", type=Path, help="folder for DICOM SEG (tumour, uptake subregions), SR (TID 1500 "
                    "measurements and probabilities) and Grad-CAM parametric map; --image must be a DICOM PET")
@@ -244,6 +261,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("report_dir", type=Path)
     p.set_defaults(func=_cmd_report)
 
+    p = sub.add_parser("chain", help="add a bundle's probability (out-of-fold for its training cases) to a manifest as "
+                       "a clinical column for a model of another endpoint")
+    p.add_argument("bundle", type=Path, help="the upstream bundle (e.g. trained with --label-column her2)")
+    p.add_argument("manifest", type=Path, help="the downstream manifest")
+    p.add_argument("--out", type=Path, required=True, help="the new manifest (absolute paths; sidecar .chain.json)")
+    p.add_argument("--column", default="her2_prob", help="name of the new column (default: her2_prob)")
+    p.add_argument("--model", default="fusion_decision", help="the bundle's model (default: fusion_decision)")
+    p.add_argument("--label-column", default="label", metavar="NAME",
+                   help="the downstream outcome column (default: label); a bundle trained on it is refused")
+    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--cache", type=Path, help="cache folder (default: .dpet-cache beside the manifest)")
+    p.set_defaults(func=_cmd_chain)
+
     p = sub.add_parser("demo", help="synthetic cohort -> features -> train -> evaluate -> report")
     p.add_argument("--out", type=Path, default=Path("demo_output"))
     p.add_argument("--n", type=int, default=147)
@@ -251,6 +281,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help="fewer cases' worth of work (for tests)")
     p.set_defaults(func=_cmd_demo)
     return parser
+
+
+_MODALITY_OPTION = re.compile(rf"^--(image|mask)-({MODALITY_NAME})(?:=(.*))?$")
+
+
+def _modality_paths(extra: list[str]) -> tuple[dict[str, tuple[Path, Path]], list[str]]:
+    """predict's ``--image-<modality> PATH`` / ``--mask-<modality> PATH`` options as {modality: (image, mask)},
+    and the arguments that are none of them."""
+    given: dict[str, dict[str, Path]] = {}
+    rest, items = [], iter(extra)
+    for item in items:
+        match = _MODALITY_OPTION.match(item)
+        if not match:
+            rest.append(item)
+            continue
+        value = match.group(3) if match.group(3) is not None else next(items, None)
+        if not value or value.startswith("--"):
+            raise DPETError(f"{item} needs a path")
+        given.setdefault(match.group(2), {})[match.group(1)] = Path(value)
+    unpaired = [f"--{'mask' if 'image' in paths else 'image'}-{name}" for name, paths in given.items()
+                if len(paths) != 2]
+    if unpaired:
+        raise DPETError(f"give each modality's image and its tumour mask: missing {', '.join(unpaired)}")
+    return {name: (paths["image"], paths["mask"]) for name, paths in given.items()}, rest
 
 
 _POINT_OPTIONS = ("--seed", "--box")
@@ -282,9 +336,13 @@ def _attach_log_handler() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(_attach_negative_values(argv))
+    parser = build_parser()
+    args, extra = parser.parse_known_args(_attach_negative_values(argv))
     _attach_log_handler()
     try:
+        args.modalities, extra = _modality_paths(extra) if args.command == "predict" else ({}, extra)
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         return args.func(args)
     except DPETError as err:
         print(f"dpet-response {args.command}: error: {err}", file=sys.stderr)

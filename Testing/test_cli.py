@@ -732,3 +732,54 @@ def test_demo_with_a_small_cohort(tmp_path):
         assert printed == {m: f"{v['auc']:.2f}" for m, v in block["models"].items()}, split
         if split != "train_cv":
             assert f"| oracle {metrics['oracle']['auc_by_split'][split]:.2f}" in line
+
+
+def test_clinical_predictors_keep_another_outcome_out(runs, cohort, tmp_path):
+    """A manifest with two outcome columns: with `--label-column response` the `label` column is left out by rule,
+    but any other outcome-like column would be a predictor; `clinical_predictors` names the predictors, an unknown
+    one is refused before any work, naming the manifest's clinical columns."""
+    manifest = cohort["manifest"].copy()
+    manifest["other_outcome"] = manifest["label"]
+    path = cohort["manifest_path"].with_name("manifest_two_outcomes.csv")
+    manifest.to_csv(path)
+    settings = {**runs.get("deep_off")["settings"], "clinical_predictors": list(CLINICAL[:2])}
+    config = tmp_path / "settings.json"
+    config.write_text(json.dumps(settings))
+    code, _, err = call("train", path, "--out", tmp_path / "bundle", "--config", config, "--cache", cohort["cache"])
+    assert code == 0, err
+    stored = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
+    assert stored["clinical_columns"] == list(CLINICAL[:2])
+    assert "other_outcome" not in stored["columns"]
+    config.write_text(json.dumps({**settings, "clinical_predictors": ["age", "grde"]}))
+    code, out, err = call("train", path, "--out", tmp_path / "refused", "--config", config)
+    assert code == 2 and not (tmp_path / "refused").exists()
+    assert "clinical_predictors grde: not clinical columns of" in one_error_line(err, "train")
+    assert "other_outcome" in err
+
+
+def test_extract_learns_the_habitats_on_the_label_columns_training_cases(cohort, tmp_path):
+    """`extract --label-column response` learns the population habitats on the cases `train --label-column
+    response` learns them on: the labelled train cases of that column (here a third of them unlabelled)."""
+    from DPETResponseLib.extraction import with_habitat_model
+    from DPETResponseLib.io.manifest import read_manifest, training_cases
+
+    manifest = cohort["manifest"].copy()
+    train_ids = manifest.index[manifest["split"] == "train"]
+    manifest.insert(3, "response", manifest["label"].astype("Int64"))
+    manifest.loc[train_ids[::3], "response"] = pd.NA
+    path = cohort["manifest_path"].with_name("manifest_partly_labelled.csv")
+    manifest.to_csv(path)
+    settings = {"radiomics_params": str(cohort["params"]), "habitat_radius_mm": 3.0}
+    config = tmp_path / "settings.json"
+    config.write_text(json.dumps({"analysis": settings}))
+    out = tmp_path / "features.csv"
+    code, _, err = call("extract", path, "--out", out, "--config", config, "--cache", cohort["cache"],
+                        "--label-column", "response")
+    assert code == 0, err
+    learned = json.loads(out.with_suffix(".json").read_text())["settings"]["habitat_model"]
+    cases = read_manifest(path, label_column="response")
+    assert len(training_cases(cases)) == len(train_ids) - len(train_ids[::3])
+    expected = with_habitat_model(training_cases(cases), settings, cohort["cache"], progress=False)["habitat_model"]
+    assert learned == json.loads(json.dumps(expected))
+    on_label = with_habitat_model(training_cases(read_manifest(path)), settings, cohort["cache"], progress=False)
+    assert learned != json.loads(json.dumps(on_label["habitat_model"]))
