@@ -411,7 +411,7 @@ def predict(bundle, image, mask=None, seed_xyz=None, case_id: str = "case", clin
 
 def _site_of(model: StudyModel, site, case_id: str) -> str:
     """The patient's site for a model that harmonises by site: one of its training sites."""
-    from .learn.harmonise import site_label
+    from .core.names import site_label
 
     if site is None or site_label(site) not in model.sites_:
         raise InputError(f"this model harmonises its radiomics by site (ComBat, training sites: "

@@ -17,6 +17,13 @@ RESERVED_MODALITIES = frozenset({"pet", "whole", "high", "low", "sub", "ith", "d
 SITE = "site"
 
 
+def site_label(value) -> str:
+    """A site value as text; 2.0 (an integer code read into a column with gaps) reads as 2."""
+    if isinstance(value, float) and value.is_integer():  # numpy floats are floats
+        return str(int(value))
+    return str(value)
+
+
 def modality_kind(name: str) -> str:
     """How a modality's intensities are read: "ct" (Hounsfield units, absolute) for names starting with ``ct``,
     else "unitless" (MR, ultrasound ...: an arbitrary scale, normalised before any feature)."""

@@ -25,7 +25,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ..core.errors import ConfigError, InputError
-from ..core.names import SITE
+from ..core.names import SITE, site_label
 from .tables import _columns, _table
 
 log = logging.getLogger(__name__)
@@ -39,13 +39,6 @@ EB_MAX_ITERATIONS = 1000
 def _listed(values, limit: int = 10) -> str:
     values = [str(v) for v in values]
     return ", ".join(values[:limit]) + (f" and {len(values) - limit} more" if len(values) > limit else "")
-
-
-def site_label(value) -> str:
-    """A site value as text; 2.0 (an integer code read into a column with gaps) reads as 2."""
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def _eb_shrink(gamma_hat, delta_hat, sum2_fixed, n, a, b):

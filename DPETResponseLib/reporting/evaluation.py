@@ -262,6 +262,20 @@ def evaluate_model(y, p, threshold, n_boot: int = 2000, seed: int = 0, n_bins: i
     return out
 
 
+def _labels_and_probabilities(y, probs: dict, who: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """0/1 labels as int and each model's probabilities as float, one per label (InputError otherwise)."""
+    y = np.asarray(y)
+    if y.ndim != 1 or not np.isin(y, (0, 1)).all():
+        raise InputError("labels must be a 1-D array of 0/1", case=who)
+    arrays = {}
+    for name, p in probs.items():
+        p = np.asarray(p, dtype=float)
+        if p.shape != y.shape:
+            raise InputError(f"{p.shape[0] if p.ndim else 0} probabilities for {y.size} labels", case=name)
+        arrays[name] = p
+    return y.astype(int), arrays
+
+
 def evaluate_split(y, probs: dict, thresholds: dict, reference_model: str | None = None,
                    n_boot: int = 2000, seed: int = 0) -> dict:
     """Evaluate every model of ``probs`` on one split.
@@ -272,22 +286,13 @@ def evaluate_split(y, probs: dict, thresholds: dict, reference_model: str | None
     scored. A split without both classes returns ``models``/``comparisons`` empty and a ``skipped`` reason
     instead of failing. With ``reference_model``, each model also gets ``p_value_vs_reference``.
     """
-    y = np.asarray(y)
-    if y.ndim != 1 or not np.isin(y, (0, 1)).all():
-        raise InputError("labels must be a 1-D array of 0/1", case="evaluate_split")
-    y = y.astype(int)
+    y, arrays = _labels_and_probabilities(y, probs, "evaluate_split")
     out = {"n": int(y.size), "n_positive": int(y.sum()), "models": {}, "comparisons": []}
     missing = sorted(set(probs) - set(thresholds))
     if missing:
         raise InputError(f"no training threshold given for models {missing}", case="evaluate_split")
     if reference_model is not None and reference_model not in probs:
         raise InputError(f"reference model {reference_model!r} is not among {sorted(probs)}", case="evaluate_split")
-    arrays = {}
-    for name, p in probs.items():
-        p = np.asarray(p, dtype=float)
-        if p.shape != y.shape:
-            raise InputError(f"{p.shape[0] if p.ndim else 0} probabilities for {y.size} labels", case=name)
-        arrays[name] = p
     if out["n_positive"] in (0, out["n"]):
         out["skipped"] = (f"{out['n_positive']} of {out['n']} cases are positive: AUC, CIs and comparisons need "
                           "both pCR and non-pCR cases")
@@ -357,22 +362,13 @@ def per_site(y, sites, probs: dict, level: float = 0.95) -> dict:
     scored; NaN probabilities left out), ``auc`` and ``auc_ci``; the AUC is None with a ``skipped`` reason where its
     cases hold one class only, the CI None with ``ci_skipped`` where a class has a single case (no DeLong variance).
     """
-    from ..learn.harmonise import site_label
+    from ..core.names import site_label
 
-    y = np.asarray(y)
-    if y.ndim != 1 or not np.isin(y, (0, 1)).all():
-        raise InputError("labels must be a 1-D array of 0/1", case="per_site")
-    y = y.astype(int)
+    y, arrays = _labels_and_probabilities(y, probs, "per_site")
     sites = pd.Series(np.asarray(sites, dtype=object))
     if sites.size != y.size:
         raise InputError(f"{sites.size} site values for {y.size} labels", case="per_site")
     labels = np.array([NO_SITE if pd.isna(s) else site_label(s) for s in sites], dtype=object)
-    arrays = {}
-    for name, p in probs.items():
-        p = np.asarray(p, dtype=float)
-        if p.shape != y.shape:
-            raise InputError(f"{p.shape[0] if p.ndim else 0} probabilities for {y.size} labels", case=name)
-        arrays[name] = p
     out = {}
     for site in sorted(set(labels), key=lambda s: (s == NO_SITE, s)):
         here = labels == site

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.errors import ConfigError, unknown_names_error
-from ..core.names import PERITUMOURAL, SITE
+from ..core.names import PERITUMOURAL, SITE, site_label
 from ..core.settings import check_field_types
 from ..features.analysis import check_settings, default_settings
 
@@ -214,7 +214,6 @@ class StudyModel:
         harmonisation (``harmonise`` off, no ``site`` column, one site). A site too small for ComBat inside the
         cross-validation's folds, or a training case without a site, is refused before any fitting."""
         from ..core.errors import InputError
-        from ..learn.harmonise import site_label
 
         if SITE not in X.columns:
             return None, []
