@@ -43,7 +43,6 @@ import torch
 from ..core.errors import InputError
 from ..core.files import atomic_write
 from ..core.names import modality_kind
-from ..io.geometry import grid_differences
 from ..io.validation import require_case
 
 #: Per case, each modality's (image, tumour mask on the image's grid), both None where the case lacks it.
@@ -176,26 +175,13 @@ def check_modality_names(spec: CropSpec, given) -> None:
 def require_modality(name: str, image: sitk.Image | None, mask: sitk.Image | None, case=None) -> bool:
     """Whether the case has modality ``name`` (False: image and mask both None); InputError naming the case and
     the modality for an image without its mask (or the reverse), a non-3D or non-scalar image, or a mask not on
-    its own image's grid (the grid rule of `io.geometry`; `io.validation.require_case` compares with a PET)."""
+    its own image's grid (`io.validation.require_case`)."""
     if image is None and mask is None:
         return False
     if image is None or mask is None:
         given, absent = ("mask", "image") if image is None else ("image", "mask")
         raise InputError(f"the {name} {given} is given without its {absent} (give both, or None for both)", case=case)
-    for what, img in (("image", image), ("mask", mask)):
-        if not isinstance(img, sitk.Image):
-            raise InputError(f"the {name} {what} is a {type(img).__name__}, not a SimpleITK image", case=case)
-        if img.GetDimension() != 3:
-            raise InputError(f"the {name} {what} is {img.GetDimension()}D; a 3D volume is needed", case=case)
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(f"the {name} image has {image.GetNumberOfComponentsPerPixel()} components per voxel; a "
-                         "scalar image is needed", case=case)
-    differences = grid_differences(image, mask)
-    if differences:
-        # grid_differences words the reference as the PET; here it is the modality's own image
-        raise InputError(f"the {name} mask is not on the {name} image's grid: "
-                         + "; ".join(d.replace(" vs PET ", f" vs {name} image ") for d in differences)
-                         + " (each modality's mask lies on that modality's own image grid)", case=case)
+    require_case(image, mask, case, what=f"{name} mask", reference=name)
     return True
 
 

@@ -18,13 +18,14 @@ def _fmt(values) -> str:
     return "(" + ", ".join(f"{float(v):.6g}" for v in values) + ")"
 
 
-def grid_differences(image: sitk.Image, other: sitk.Image) -> list[str]:
-    """What differs between the grids of ``image`` and ``other`` and by how much; empty when they share one."""
+def grid_differences(image: sitk.Image, other: sitk.Image, reference: str = "PET") -> list[str]:
+    """What differs between the grids of ``image`` (named ``reference``) and ``other`` and by how much; empty when
+    they share one."""
     if image.GetDimension() != other.GetDimension():
         return [f"dimension {other.GetDimension()}D vs {image.GetDimension()}D"]
     differences = []
     if image.GetSize() != other.GetSize():
-        differences.append(f"size {other.GetSize()} vs PET {image.GetSize()} voxels")
+        differences.append(f"size {other.GetSize()} vs {reference} {image.GetSize()} voxels")
     scale = min(min(image.GetSpacing()), min(other.GetSpacing()))
     for name, a, b, limit, unit in (
         ("spacing", image.GetSpacing(), other.GetSpacing(), GRID_TOLERANCE * scale, " mm"),
@@ -33,7 +34,7 @@ def grid_differences(image: sitk.Image, other: sitk.Image) -> list[str]:
     ):
         diff = float(np.max(np.abs(np.subtract(a, b))))
         if diff > limit:
-            differences.append(f"{name} {_fmt(b)} vs PET {_fmt(a)}{unit} (differs by {diff:.3g}, "
+            differences.append(f"{name} {_fmt(b)} vs {reference} {_fmt(a)}{unit} (differs by {diff:.3g}, "
                                f"tolerance {limit:.3g})")
     return differences
 
@@ -43,9 +44,11 @@ def same_grid(image: sitk.Image, other: sitk.Image) -> bool:
     return not grid_differences(image, other)
 
 
-def require_same_grid(image: sitk.Image, other: sitk.Image, what: str = "mask", case=None) -> None:
-    """Raise InputError naming ``what`` and each difference when ``other`` is not on ``image``'s grid."""
-    differences = grid_differences(image, other)
+def require_same_grid(image: sitk.Image, other: sitk.Image, what: str = "mask", case=None,
+                      reference: str = "PET") -> None:
+    """Raise InputError naming ``what`` and each difference when ``other`` is not on the grid of ``image`` (named
+    ``reference``)."""
+    differences = grid_differences(image, other, reference)
     if differences:
-        raise InputError(f"the {what} is not on the PET grid: " + "; ".join(differences)
-                         + " (resample it onto the PET grid first)", case=case)
+        raise InputError(f"the {what} is not on the {reference} grid: " + "; ".join(differences)
+                         + f" (resample it onto the {reference} grid first)", case=case)

@@ -87,17 +87,18 @@ def _check_mask_values(values: np.ndarray, case) -> tuple[np.ndarray, list[str]]
     return values != 0, notes
 
 
-def require_case(image: sitk.Image, mask: sitk.Image, case=None, what: str = "mask") -> None:
-    """Raise InputError unless ``image`` and ``mask`` are 3D SimpleITK images, the image scalar, on one grid."""
-    for name, img in (("image", image), (what, mask)):
+def require_case(image: sitk.Image, mask: sitk.Image, case=None, what: str = "mask", reference: str = "PET") -> None:
+    """Raise InputError unless ``image`` (named ``reference``) and ``mask`` (named ``what``) are 3D SimpleITK
+    images, the image scalar, on one grid."""
+    for name, img in ((f"{reference} image", image), (what, mask)):
         if not isinstance(img, sitk.Image):
             raise InputError(f"the {name} is a {type(img).__name__}, not a SimpleITK image", case=case)
         if img.GetDimension() != 3:
             raise InputError(f"the {name} is {img.GetDimension()}D; a 3D volume is needed", case=case)
     if image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(f"the image has {image.GetNumberOfComponentsPerPixel()} components per voxel; a scalar "
-                         "PET is needed", case=case)
-    require_same_grid(image, mask, what=what, case=case)
+        raise InputError(f"the {reference} image has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
+                         "a scalar image is needed", case=case)
+    require_same_grid(image, mask, what=what, case=case, reference=reference)
 
 
 def check_case(image: sitk.Image, mask: sitk.Image, case, kind: str = "pet",
