@@ -749,7 +749,9 @@ def test_clinical_predictors_keep_another_outcome_out(runs, cohort, tmp_path):
     assert code == 0, err
     stored = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
     assert stored["clinical_columns"] == list(CLINICAL[:2])
-    assert "other_outcome" not in stored["columns"]
+    model = StudyModel.load(tmp_path / "bundle")
+    left_out = {"other_outcome", *CLINICAL[2:]}
+    assert not [name for name, e in model.estimators_.items() if left_out & set(e.used_columns_)]
     config.write_text(json.dumps({**settings, "clinical_predictors": ["age", "grde"]}))
     code, out, err = call("train", path, "--out", tmp_path / "refused", "--config", config)
     assert code == 2 and not (tmp_path / "refused").exists()
