@@ -49,8 +49,8 @@ def _images(cases: pd.DataFrame, modalities=()) -> tuple[list, list, dict]:
             path = row.get(image_column) or ""
             other = read_modality(path, name, case=case_id) if path else None
             others[name][0].append(other)
-            others[name][1].append(read_mask(row.get(mask_column) or row["mask"], other, case=case_id)
-                                   if other is not None else None)
+            others[name][1].append(read_mask(row.get(mask_column) or row["mask"], other, case=case_id,
+                                             reference_name=f"{name} image") if other is not None else None)
     return images, masks, others
 
 
@@ -459,7 +459,8 @@ def predict_files(bundle, image_path, mask=None, seed_xyz=None, out_dir=None, cl
     other = {}
     for name, (other_path, other_mask) in (modalities or {}).items():
         other_image = read_modality(other_path, name, case=case_id)
-        other[name] = (other_image, read_mask(other_mask, other_image, case=case_id) if other_mask else None)
+        other[name] = (other_image, read_mask(other_mask, other_image, case=case_id, reference_name=f"{name} image")
+                       if other_mask else None)
     result = predict(bundle, image, mask=mask_image, seed_xyz=seed_xyz, case_id=case_id, clinical=clinical,
                      modalities=other, site=site)
     result.suv_conversion = suv_record

@@ -259,3 +259,18 @@ def test_gradcam_and_cnn_take_the_other_modalities(sts_run):
     heat = model.gradcam(image, mask, {"ct": (ct, read_mask(row["mask_ct"], ct))})
     assert_heat_map_on_pet_grid(heat, image)
     assert np.isfinite(sitk.GetArrayViewFromImage(heat)).all()
+
+
+def test_a_modality_without_a_mask_column_needs_the_pet_mask_on_its_grid(tmp_path):
+    """No mask_mr column: the MR is read with the PET's mask, which must lie on the MR's grid; the STS MR is not on
+    the PET's, so the case fails with a message naming the MR image, not the PET."""
+    from DPETResponseLib.extraction import modality_features
+
+    manifest = pd.read_csv(build_manifest(tmp_path, clinical=[])).head(2).drop(columns="mask_mr")
+    manifest.to_csv(tmp_path / "no_mr_mask.csv", index=False)
+    cases = read_manifest(tmp_path / "no_mr_mask.csv")
+    table, errors = modality_features(cases, {"modality_params": FAST_MODALITIES}, ["mr"], tmp_path / "cache",
+                                      progress=False)
+    assert sorted(errors["case_id"]) == sorted(cases.index)
+    assert table.columns.empty  # no MR feature for any case
+    assert all(m.startswith("mr: ") and "is not on the mr image grid" in m for m in errors["message"])

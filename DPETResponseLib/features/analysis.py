@@ -246,7 +246,7 @@ def analyse_modality_case(image_path: str, mask_path: str, settings: dict, case_
     from ..io.validation import InputWarning
 
     image = read_modality(image_path, settings["modality"], case=case_id)
-    mask = read_mask(mask_path, image, case=case_id)
+    mask = read_mask(mask_path, image, case=case_id, reference_name=f"{settings['modality']} image")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InputWarning)
         features, notes = analyse_modality_image(image, mask, settings, case_id)

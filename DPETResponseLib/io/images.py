@@ -198,8 +198,10 @@ def _read_single(file: str, case) -> sitk.Image:
 
 
 # ----------------------------------------------------------------------------------------------------- masks
-def read_mask(path, reference: sitk.Image, case=None, label: int | str | None = None) -> sitk.Image:
-    """Read a tumour mask as UInt8 0/1 on exactly ``reference``'s grid.
+def read_mask(path, reference: sitk.Image, case=None, label: int | str | None = None,
+              reference_name: str = "PET") -> sitk.Image:
+    """Read a tumour mask as UInt8 0/1 on exactly ``reference``'s grid (``reference_name`` names that image in
+    messages: "PET", "ct image", ...).
 
     Label images (NIfTI, NRRD, ...) must share the reference's grid (`io.geometry.same_grid`);
     every nonzero label counts as tumour, or only ``label`` if given (several labels merged are warned about).
@@ -215,7 +217,7 @@ def read_mask(path, reference: sitk.Image, case=None, label: int | str | None = 
     if modality == "SEG":
         return read_seg_mask(path, reference, case, label)
     image = read_image(path, case)
-    require_same_grid(reference, image, what=f"mask {path}", case=case)
+    require_same_grid(reference, image, what=f"mask {path}", case=case, reference=reference_name)
     labels = sitk.GetArrayFromImage(image)
     present = np.unique(labels[labels != 0])
     if label is not None:
