@@ -75,13 +75,18 @@ def partition_cases(cases: pd.DataFrame, seeds: list[int], test_fraction: float,
 
 def partition_scores(y, probs: pd.DataFrame, thresholds: dict) -> dict:
     """{model: {metric: value}} on one partition's test part: AUC, and balanced accuracy, sensitivity and
-    specificity at the model's threshold (fit on that partition's training cases)."""
+    specificity at the model's threshold (fit on that partition's training cases). A model is scored on the cases
+    it gave a probability (another modality's pathway: those with the modality); None where they hold one class."""
     y = np.asarray(y, dtype=int)
     out = {}
     for name in probs.columns:
         p = probs[name].to_numpy(dtype=float)
-        at = threshold_metrics(y, p, thresholds[name])
-        out[name] = {"auc": auc(y, p), **{m: at[m] for m in PARTITION_METRICS[1:]}}
+        scored = np.isfinite(p)
+        if len(set(y[scored].tolist())) < 2:
+            out[name] = dict.fromkeys(PARTITION_METRICS)
+            continue
+        at = threshold_metrics(y[scored], p[scored], thresholds[name])
+        out[name] = {"auc": auc(y[scored], p[scored]), **{m: at[m] for m in PARTITION_METRICS[1:]}}
     return out
 
 

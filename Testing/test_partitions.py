@@ -102,3 +102,21 @@ def test_summary_leaves_out_a_metric_undefined_on_a_partition():
     assert summary["balanced_accuracy"]["mean"] == pytest.approx(0.6)
     assert summary["balanced_accuracy"]["sd"] == pytest.approx(np.std([0.55, 0.65], ddof=1))
     assert summary["auc"]["mean"] == pytest.approx(0.7) and summary["specificity"]["sd"] == 0
+
+
+def test_a_modality_pathway_is_scored_on_the_cases_it_scored():
+    """A modality's pathway gives no probability for the cases without the modality (NaN): it is scored on the
+    others, exactly as sklearn scores them; with one class among them its metrics are None."""
+    y = np.r_[np.ones(6, int), np.zeros(8, int)]
+    p = np.linspace(0.1, 0.9, 14)[::-1]
+    missing = np.zeros(14, bool)
+    missing[[0, 7, 8]] = True
+    probs = pd.DataFrame({"radiomics_ct": np.where(missing, np.nan, p), "one_class": np.where(y == 1, p, np.nan)})
+    scores = partition_scores(y, probs, {"radiomics_ct": 0.5, "one_class": 0.5})
+    y_scored, p_scored = y[~missing], p[~missing]
+    called = (p_scored >= 0.5).astype(int)
+    assert scores["radiomics_ct"] == pytest.approx({
+        "auc": roc_auc_score(y_scored, p_scored), "balanced_accuracy": balanced_accuracy_score(y_scored, called),
+        "sensitivity": recall_score(y_scored, called), "specificity": recall_score(1 - y_scored, 1 - called)},
+        abs=1e-12)
+    assert scores["one_class"] == {"auc": None, "balanced_accuracy": None, "sensitivity": None, "specificity": None}
