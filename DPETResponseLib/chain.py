@@ -17,8 +17,9 @@ import pandas as pd
 
 from .core.errors import DPETError, ManifestError, unknown_names_error
 from .core.files import sha256_file, write_json, write_text
+from .core.names import modality_columns
 from .core.provenance import package_versions
-from .io.manifest import LABEL, clinical_columns, read_manifest
+from .io.manifest import LABEL, clinical_columns, modalities, read_manifest
 from .protocol import _cache, _model_images, label_column_of
 from .study.model import StudyModel
 
@@ -125,9 +126,9 @@ def _same_file(a: str, b: str) -> bool:
 def add_upstream_column(bundle, manifest, out_manifest, column: str = "her2_prob", model: str = "fusion_decision",
                         label_column: str = LABEL, cache_dir=None, jobs: int = 1, progress: bool = True) -> Path:
     """Write ``manifest`` to ``out_manifest`` with one more clinical column, ``column``: `upstream_predictions`
-    (empty where a case's analysis failed), and absolute image and mask paths (it works from any folder). The
-    sidecar (`sidecar_path`) records the upstream bundle and its sha256, the model, and each case's probability and
-    source. Returns ``out_manifest``."""
+    (empty where a case's analysis failed), and absolute image and mask paths, the other modalities' too (it works
+    from any folder). The sidecar (`sidecar_path`) records the upstream bundle and its sha256, the model, and each
+    case's probability and source. Returns ``out_manifest``."""
     manifest, out_manifest = Path(manifest), Path(out_manifest)
     if out_manifest.resolve() == manifest.resolve():
         raise DPETError(f"{out_manifest}: write the chained manifest to a new file, not over {manifest}")
@@ -140,8 +141,9 @@ def add_upstream_column(bundle, manifest, out_manifest, column: str = "her2_prob
                                        jobs=jobs, progress=progress)
     cases = read_manifest(manifest, label_column=label_column)
     ids = raw["case_id"].str.strip()
-    for kind in ("image", "mask"):
-        raw[kind] = cases.loc[ids, kind].to_numpy()
+    paths = ["image", "mask", *(c for m in modalities(cases) for c in modality_columns(m) if c in cases.columns)]
+    for path_column in paths:  # resolved by read_manifest ("" where a case lacks a modality)
+        raw[path_column] = cases.loc[ids, path_column].to_numpy()
     raw[column] = predictions.loc[ids, "probability"].to_numpy()
     write_text(out_manifest, raw.to_csv(index=False))
     write_json(sidecar_path(out_manifest), {

@@ -15,6 +15,8 @@ labels the chained column gives chance AUCs downstream, and in-sample upstream p
 
 import json
 import logging
+import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -251,3 +253,22 @@ def test_cli_chain_warns_of_shared_ids_on_other_images(study, tmp_path, caplog, 
     assert main(["chain", bundle, str(path), "--out", str(tmp_path / "x.csv"), "--model", "nope",
                  "--label-column", "response"]) == 2
     assert "dpet-response chain: error: unknown model of bundle" in capsys.readouterr().err
+
+
+def test_chained_manifest_makes_other_modalities_paths_absolute(study, tmp_path):
+    """A downstream manifest with another modality's relative paths (and a case without it): the chained manifest,
+    written to another folder, holds them absolute, so it reads from there; the empty cell stays empty."""
+    folder = tmp_path / "relative"
+    folder.mkdir()
+    rows = pd.read_csv(study["downstream_manifest"])
+    rows["image_ct"] = [os.path.relpath(p, folder) for p in rows["image"]]
+    rows["mask_ct"] = [os.path.relpath(p, folder) for p in rows["mask"]]
+    rows.loc[0, ["image_ct", "mask_ct"]] = ""
+    rows.to_csv(folder / "manifest.csv", index=False)
+    out = add_upstream_column(study["root"] / "upstream", folder / "manifest.csv", tmp_path / "elsewhere" / "m.csv",
+                              label_column="response", cache_dir=study["cache"], progress=False)
+    chained = pd.read_csv(out, keep_default_na=False)
+    assert chained.loc[0, "image_ct"] == "" and chained.loc[0, "mask_ct"] == ""
+    assert chained.loc[1:, "image_ct"].tolist() == [str(Path(p).resolve()) for p in rows.loc[1:, "image"]]
+    assert chained.loc[1:, "mask_ct"].tolist() == [str(Path(p).resolve()) for p in rows.loc[1:, "mask"]]
+    assert read_manifest(out, label_column="response")["image_ct"].iloc[1] == str(Path(rows.loc[1, "image"]).resolve())
