@@ -101,18 +101,26 @@ def feature_table(cases: pd.DataFrame, analysis: dict, cache_dir, jobs: int = 1,
     settings = resolve_settings(analysis)
     result = run_cohort(cases, analyse_case, pet_task_settings(settings), cache_dir, jobs=jobs, scheduler=scheduler,
                         progress=progress, task_name="analyse_case")
-    names = modalities(cases) if modality_names is None else list(modality_names)
-    other, other_errors = modality_features(cases.loc[result.table.index], settings, names, cache_dir, jobs=jobs,
-                                            scheduler=scheduler, progress=progress)
-    errors = pd.concat([result.errors, other_errors], ignore_index=True) if len(other_errors) else result.errors
+    features, suv = suv_records(result.table.drop(columns=[c for c in ("warnings",) if c in result.table.columns]))
+    table, errors = _joined(cases, features.apply(pd.to_numeric, errors="coerce"), result.errors, settings,
+                            modalities(cases) if modality_names is None else list(modality_names), cache_dir,
+                            jobs=jobs, scheduler=scheduler, progress=progress)
     if len(errors):
         log.warning("%d case(s) failed and are left out:\n%s", len(errors),
                     "\n".join(f"  {row.case_id}: {row.message}" for row in errors.itertuples()))
-    table, suv = suv_records(result.table.drop(columns=[c for c in ("warnings",) if c in result.table.columns]))
-    table = pd.concat([table.apply(pd.to_numeric, errors="coerce"), other], axis=1)
-    table = table.drop(index=[c for c in other_errors["case_id"] if c in table.index])
+    return table, errors, suv
+
+
+def _joined(cases: pd.DataFrame, features: pd.DataFrame, errors: pd.DataFrame, settings: dict, names, cache_dir,
+            **run) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The PET's ``features`` (one row per analysed case) joined with each modality of ``names``' features
+    (`modality_features`) and the manifest's clinical columns and site; a case whose given modality failed is
+    dropped and its failure added to the PET's ``errors``. Returns ``(table, errors)``."""
+    other, other_errors = modality_features(cases.loc[features.index], settings, names, cache_dir, **run)
     extra = clinical_columns(cases) + ([SITE] if SITE in cases.columns else [])
-    return pd.concat([table, cases.loc[table.index, extra]], axis=1), errors, suv
+    table = pd.concat([features, other, cases.loc[features.index, extra]], axis=1)
+    table = table.drop(index=[c for c in other_errors["case_id"] if c in table.index])
+    return table, (pd.concat([errors, other_errors], ignore_index=True) if len(other_errors) else errors)
 
 
 def run_extract(manifest, out_csv, params=None, jobs: int = 1, scheduler=None, cache_dir=None,
@@ -141,12 +149,8 @@ def run_extract(manifest, out_csv, params=None, jobs: int = 1, scheduler=None, c
     except CohortError as err:
         result, failure = err.result, err
     features, suv = suv_records(result.table)
-    other, other_errors = modality_features(cases.loc[features.index], settings, modalities(cases), cache_dir,
-                                            jobs=jobs, scheduler=scheduler, progress=progress)
-    extra = clinical_columns(cases) + ([SITE] if SITE in cases.columns else [])
-    table = pd.concat([features, other, cases.loc[features.index, extra]], axis=1)
-    table = table.drop(index=[c for c in other_errors["case_id"] if c in table.index])
-    errors = pd.concat([result.errors, other_errors], ignore_index=True) if len(other_errors) else result.errors
+    table, errors = _joined(cases, features, result.errors, settings, modalities(cases), cache_dir, jobs=jobs,
+                            scheduler=scheduler, progress=progress)
     if len(table):
         write_text(out_csv, table.to_csv())
     write_text(out_csv.with_suffix(".errors.csv"), errors.to_csv(index=False))

@@ -21,6 +21,12 @@ class ConfigError(DPETError):
     """Settings that cannot be used: an unknown or mistyped name, or a value the pipeline does not support."""
 
 
+def listing(items, limit: int = 20) -> str:
+    """``items`` as text for a message: the first ``limit`` comma-separated, then ", ... and N more"."""
+    items = [str(item) for item in items]
+    return ", ".join(items[:limit]) + (f", ... and {len(items) - limit} more" if len(items) > limit else "")
+
+
 def unknown_names_error(kind: str, unknown, known) -> ConfigError:
     """A ConfigError naming each unknown setting with the closest known name, if any is close."""
     from difflib import get_close_matches

@@ -396,8 +396,6 @@ class BatchAugmenter:
         suv = out[:, :1] * gain.view(n, 1, 1, 1, 1) + shift.view(n, 1, 1, 1, 1)
         if out.shape[1] == 1:
             return suv
-        if self.image_channels == (0,):
-            return torch.cat([suv, (out[:, 1:] > 0.5).to(out.dtype)], dim=1)
         channels = [suv]
         for c in range(1, out.shape[1]):
             if c not in self.image_channels:

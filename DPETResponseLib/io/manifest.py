@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.errors import ManifestError
+from ..core.errors import ManifestError, listing
 from ..core.names import MODALITY_NAME, RESERVED_MODALITIES, SITE, modality_columns
 
 REQUIRED_COLUMNS = ("case_id", "image", "mask", "label", "split")
@@ -28,7 +28,6 @@ LABEL = "label"
 # Cells read as "missing" in clinical columns (as well as the empty cell).
 MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "none", "null", "missing", "unknown", "?", "-"})
 SPLIT_PATTERN = re.compile(r"^(train|test\d*)$")
-_MAX_LISTED = 20  # problems listed in one message before "... and N more"
 MODALITY_COLUMN = re.compile(rf"^(image|mask)_({MODALITY_NAME})$")
 #: File name endings of images and masks: a text column holding them is a misnamed image column.
 PATH_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".dcm", ".seg.nrrd")
@@ -40,11 +39,6 @@ IDENTIFIER_MIN_CASES = 8
 
 class ManifestWarning(UserWarning):
     """A manifest that can be used but probably is not what its author meant (e.g. a mixed-type clinical column)."""
-
-
-def _listing(items: list[str]) -> str:
-    shown = ", ".join(items[:_MAX_LISTED])
-    return shown + (f", ... and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else "")
 
 
 def _clinical_column(values: pd.Series, name: str, where: str) -> tuple[pd.Series, str | None]:
@@ -105,10 +99,10 @@ def read_manifest(path, label_column: str = LABEL) -> pd.DataFrame:
     ids = raw["case_id"].str.strip()
     rows_without_id = [str(i + 2) for i in np.flatnonzero(ids == "")]  # +2: header line, 1-based lines
     if rows_without_id:
-        problems.append(f"empty case_id on line(s) {_listing(rows_without_id)}")
+        problems.append(f"empty case_id on line(s) {listing(rows_without_id)}")
     duplicated = sorted(set(ids[ids.duplicated() & (ids != "")]))
     if duplicated:
-        problems.append(f"duplicate case_id(s) {_listing(duplicated)}")
+        problems.append(f"duplicate case_id(s) {listing(duplicated)}")
 
     folder = path.resolve().parent
     resolved: dict[str, list[str]] = {"image": [], "mask": []}
@@ -125,19 +119,19 @@ def read_manifest(path, label_column: str = LABEL) -> pd.DataFrame:
     for modality in modalities:
         modality_paths.update(_modality_paths(raw, ids, modality, folder, missing_files, problems))
     if missing_files:
-        problems.append(f"{len(missing_files)} missing file(s): {_listing(missing_files)}")
+        problems.append(f"{len(missing_files)} missing file(s): {listing(missing_files)}")
 
     labels = raw[label_column].str.strip()
     numeric_labels = pd.to_numeric(labels.where(labels != ""), errors="coerce")
     bad_labels = (labels != "") & ~numeric_labels.isin([0, 1])
     if bad_labels.any():
-        problems.append(f"label column {label_column!r} must be 0, 1 or empty (unknown): " + _listing(
+        problems.append(f"label column {label_column!r} must be 0, 1 or empty (unknown): " + listing(
             [f"{c}={v!r}" for c, v in zip(ids[bad_labels], labels[bad_labels])]))
 
     splits = raw["split"].str.strip().str.lower()
     bad_splits = (splits != "") & ~splits.str.match(SPLIT_PATTERN)
     if bad_splits.any():
-        problems.append("split must be train, test, test2, ... or empty: " + _listing(
+        problems.append("split must be train, test, test2, ... or empty: " + listing(
             [f"{c}={v!r}" for c, v in zip(ids[bad_splits], raw["split"][bad_splits])]))
     if problems:
         raise ManifestError(f"manifest {path}: " + "; ".join(problems))
@@ -229,7 +223,7 @@ def _modality_paths(raw: pd.DataFrame, ids: pd.Series, modality: str, folder: Pa
                 missing_files.append(f"{case} {column} {full}")
     if unpaired:
         problems.append(f"modality {modality!r}: a case has both its image and its tumour mask or neither (an empty "
-                        f"cell: the modality is missing): {_listing(unpaired)}")
+                        f"cell: the modality is missing): {listing(unpaired)}")
     return resolved if mask_column in raw.columns else {image_column: resolved[image_column]}
 
 

@@ -144,10 +144,11 @@ def check_case(image: sitk.Image, mask: sitk.Image, case, kind: str = "pet",
 
     clean = sitk.GetImageFromArray(foreground.astype(np.uint8))
     clean.CopyInformation(image)
-    if kind == "ct" and minimum >= 0 and float(np.median(values[foreground])) > CT_STORED_VALUE_MEDIAN:
+    median = float(np.median(values[foreground])) if kind == "ct" else None
+    if kind == "ct" and minimum >= 0 and median > CT_STORED_VALUE_MEDIAN:
         raise InputError(f"{what} does not look like Hounsfield units: no negative value and a tumour median of "
-                         f"{float(np.median(values[foreground])):.0f} (soft tissue is about 0-100 HU, air -1000): "
-                         "stored values without the DICOM rescale slope/intercept?", case=case)
+                         f"{median:.0f} (soft tissue is about 0-100 HU, air -1000): stored values without the DICOM "
+                         "rescale slope/intercept?", case=case)
     if kind == "pet" and float(values[foreground].max()) <= 0:
         raise InputError(f"mask covers only voxels of SUV <= 0 ({n_voxels} voxels): outside the PET field of view?",
                          case=case)

@@ -24,7 +24,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ..core.errors import ConfigError, InputError
+from ..core.errors import ConfigError, InputError, listing
 from ..core.names import SITE, site_label
 from .tables import _columns, _table
 
@@ -34,11 +34,6 @@ log = logging.getLogger(__name__)
 #: this fraction.
 EB_TOLERANCE = 1e-10
 EB_MAX_ITERATIONS = 1000
-
-
-def _listed(values, limit: int = 10) -> str:
-    values = [str(v) for v in values]
-    return ", ".join(values[:limit]) + (f" and {len(values) - limit} more" if len(values) > limit else "")
 
 
 def _eb_shrink(gamma_hat, delta_hat, sum2_fixed, n, a, b):
@@ -102,19 +97,19 @@ class ComBat(TransformerMixin, BaseEstimator):
         """Each case's site as text; InputError when the column is absent or a case has none."""
         if self.site_column not in X.columns:
             raise InputError(f"ComBat: the table has no site column {self.site_column!r} (columns: "
-                             f"{_listed(X.columns)}); give each case its site or leave harmonisation out")
+                             f"{listing(X.columns, 10)}); give each case its site or leave harmonisation out")
         sites = X[self.site_column]
         missing = sites.isna().to_numpy()
         if missing.any():
             raise InputError(f"ComBat: no {self.site_column!r} value for {int(missing.sum())} case(s): "
-                             f"{_listed(X.index[missing])}")
+                             f"{listing(X.index[missing], 10)}")
         return np.array([site_label(v) for v in sites], dtype=object)
 
     def _values(self, X: pd.DataFrame, columns) -> np.ndarray:
         data = _columns(X, columns, "ComBat")
         text = [c for c in columns if not pd.api.types.is_numeric_dtype(data[c]) or pd.api.types.is_bool_dtype(data[c])]
         if text:
-            raise InputError(f"ComBat: feature column(s) {_listed(text)} are not numeric")
+            raise InputError(f"ComBat: feature column(s) {listing(text, 10)} are not numeric")
         return data.to_numpy(dtype=float, na_value=np.nan)
 
     def fit(self, X, y=None):
@@ -175,7 +170,7 @@ class ComBat(TransformerMixin, BaseEstimator):
             gamma[:, keep], delta[:, keep] = gamma_hat, delta_hat
         if unchanged:
             log.info("ComBat: %d of %d features left unchanged (%s)", len(unchanged), len(columns),
-                     _listed(f"{k}: {v}" for k, v in unchanged.items()))
+                     listing([f"{k}: {v}" for k, v in unchanged.items()], 10))
 
         self.sites_ = [str(s) for s in levels]
         self.columns_ = columns
@@ -194,7 +189,7 @@ class ComBat(TransformerMixin, BaseEstimator):
         sites = self._sites(X)
         unseen = sorted(set(sites) - set(self.sites_))
         if unseen:
-            raise InputError("ComBat: " + "; ".join(f"site {s!r} (case(s) {_listed(X.index[sites == s])})"
+            raise InputError("ComBat: " + "; ".join(f"site {s!r} (case(s) {listing(X.index[sites == s], 10)})"
                                                     for s in unseen)
                              + f" was not among the training sites {', '.join(map(repr, self.sites_))}: ComBat "
                              "can harmonise only cases of the sites it was fitted on")

@@ -28,7 +28,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..core.errors import ConfigError, InputError
 from .selection import LassoSelector, MannWhitneySelector, MRMRSelector, VarianceCorrelationFilter, _binary_labels
-from .tables import _columns, _table
+from .tables import _columns, _table, rows_holding
 
 FEATURE_PREFIXES = ("pet_", "whole_", "high_", "low_", "sub_", "ith_", "dl_", "dlf_")
 MANIFEST_COLUMNS = ("case_id", "image", "mask", "label", "split", "site")
@@ -482,7 +482,7 @@ class RadiomicsPathway(_Pathway):
         for name in self.classifiers:
             make_classifier(name)  # unknown names fail before any work
         if self.available_only:
-            present = self._available(X, columns)
+            present = rows_holding(X, columns)
             X, y = X[present], y[present]
             if len(set(y.tolist())) < 2:
                 raise InputError(f"RadiomicsPathway: the {int(present.sum())} training case(s) with region(s) "
@@ -514,18 +514,13 @@ class RadiomicsPathway(_Pathway):
     def _input_columns(self) -> list[str]:
         return self.with_site(self.columns_)
 
-    @staticmethod
-    def _available(X: pd.DataFrame, columns) -> np.ndarray:
-        """The rows holding any of ``columns`` (a case that has the modality)."""
-        return X.reindex(columns=list(columns)).notna().any(axis=1).to_numpy()
-
     def predict_proba(self, X) -> np.ndarray:
         """As `_Pathway.predict_proba`; with ``available_only``, NaN rows for the cases without the regions."""
         if not self.available_only:
             return super().predict_proba(X)
         check_is_fitted(self, "model_")
         X = _table(X, "RadiomicsPathway")
-        present = self._available(X, self.columns_)
+        present = rows_holding(X, self.columns_)
         out = np.full((len(X), 2), np.nan)
         if present.any():
             out[present] = super().predict_proba(X[present])

@@ -1,4 +1,5 @@
-"""The feature-table checks every estimator of `learn` shares: a DataFrame, its columns present and finite."""
+"""The feature-table checks every estimator of `learn` shares: a DataFrame, its columns present and finite, and
+which rows hold any of some columns (a case that has a modality)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,12 @@ import numpy as np
 import pandas as pd
 
 from ..core.errors import InputError
+
+
+def rows_holding(X: pd.DataFrame, columns) -> np.ndarray:
+    """Which rows of ``X`` hold a value in any of ``columns`` (columns absent from ``X`` hold none): the cases that
+    have a modality, where ``columns`` are its features."""
+    return X.reindex(columns=list(columns)).notna().any(axis=1).to_numpy()
 
 
 def _table(X, who: str) -> pd.DataFrame:

@@ -190,17 +190,15 @@ class StudyModel:
         for modality in self.modalities:
             if MODALITY_PATHWAY.format(modality) not in self.skipped_pathways_:
                 pathways[MODALITY_PATHWAY.format(modality)] = RadiomicsPathway(
-                    regions=(f"{modality}_whole",), available_only=True, **radiomics)
+                    regions=(_modality_region(modality),), available_only=True, **radiomics)
         return pathways
 
     def _skipped_modalities(self, X: pd.DataFrame, y: np.ndarray) -> dict[str, str]:
         """The modality pathways that cannot be trained, with the reason: too few training cases of a class have
         the modality for the study's cross-validation (each fold's training part must hold both classes)."""
-        from ..learn.pathways import radiomics_columns
-
         skipped = {}
         for modality in self.modalities:
-            present = X.reindex(columns=radiomics_columns(X, (f"{modality}_whole",))).notna().any(axis=1).to_numpy()
+            present = _has_modality(X, modality)
             counts = np.bincount(y[present], minlength=2)
             if counts.min() < self.config.n_folds:
                 skipped[MODALITY_PATHWAY.format(modality)] = (
@@ -241,12 +239,9 @@ class StudyModel:
 
     def missing_modalities(self, X: pd.DataFrame) -> dict[str, list[str]]:
         """{case: [modality, ...]}: the model's modalities a case of the table ``X`` lacks (none of its columns)."""
-        from ..learn.pathways import radiomics_columns
-
         missing = {str(case): [] for case in X.index}
         for modality in self.modalities:
-            absent = X.reindex(columns=radiomics_columns(X, (f"{modality}_whole",)) or [f"{modality}_whole"])
-            for case in X.index[absent.isna().all(axis=1).to_numpy()]:
+            for case in X.index[~_has_modality(X, modality)]:
                 missing[str(case)].append(modality)
         return missing
 
@@ -635,6 +630,20 @@ class StudyModel:
                                                              bundle.tensors["frozen_encoder"])
         model.manifest_ = manifest
         return model
+
+
+def _modality_region(modality: str) -> str:
+    """The region of another modality's features (``<modality>_whole_...``, `features.analysis`)."""
+    return f"{modality}_whole"
+
+
+def _has_modality(X: pd.DataFrame, modality: str) -> np.ndarray:
+    """Which cases of the table have ``modality``: any of its features present (the rule its pathway,
+    ``RadiomicsPathway(available_only=True)``, fits and predicts by)."""
+    from ..learn.pathways import radiomics_columns
+    from ..learn.tables import rows_holding
+
+    return rows_holding(X, radiomics_columns(X, (_modality_region(modality),)))
 
 
 def _nested_thresholds(y: np.ndarray, oof: np.ndarray, folds) -> np.ndarray:
