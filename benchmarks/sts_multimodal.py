@@ -121,6 +121,10 @@ def main() -> None:
     print(f"fusion_decision: {fusion['weights']} weights, coefficients "
           + ", ".join(f"{k} {v:.2f}" for k, v in fusion["coefficients"].items())
           + f"; screened out: {', '.join(fusion.get('screened_out', [])) or 'none'}")
+    versus = [(c["model_b"] if c["model_a"] == "fusion_decision" else c["model_a"], c) for c in block["comparisons"]
+              if "fusion_decision" in (c["model_a"], c["model_b"])]
+    print("fusion_decision vs each model, paired DeLong (cases both scored): " + ", ".join(
+        f"{other} p={c['p_value']:.2f} (n={c['n']})" for other, c in versus if other in rows.values()))
     print(f"report: {report}")
 
 
