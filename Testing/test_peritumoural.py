@@ -11,10 +11,10 @@ import SimpleITK as sitk
 
 from DPETResponseLib.core.errors import ConfigError, InputError
 from DPETResponseLib.features.analysis import analyse_image
-from DPETResponseLib.features.peritumoural import peritumoural_shell
+from DPETResponseLib.features.peritumoural import peritumoural_shell, surface_midpoints, tumour_surface
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from peritumoural_shell import sphere  # noqa: E402  (the benchmark's sphere, so both measure the same thing)
+from peritumoural_shell import CUBE_ANGLES, cube, sphere  # noqa: E402  (the benchmark's sphere, so both measure the same thing)
 
 
 def _image(array, spacing=(1.0, 1.0, 2.0)):
@@ -24,32 +24,64 @@ def _image(array, spacing=(1.0, 1.0, 2.0)):
 
 
 def test_the_width_is_in_millimetres_on_an_anisotropic_grid():
-    """One tumour voxel on a 1 x 1 x 2 mm grid, a 2 mm shell: the voxels whose centre is within 2 mm of it, by
-    hand: 4 along x (1, 2 mm), 4 along y, 2 along z (2 mm), 4 in-plane diagonals (1.41 mm); not (1, 0, 1)
-    (2.24 mm) nor (2, 1, 0) (2.24 mm)."""
+    """One tumour voxel on a 1 x 1 x 2 mm grid (x, y, z), a 2 mm shell. Its surface is its six face centres (too few
+    points for a fitted patch): the voxels whose centre is within 2 mm of one, by hand: along x and y 1 and 2 voxels
+    (0.5, 1.5 mm from the face), along z 1 (1 mm; 2 voxels: 3 mm); (0, 1, 1) (1.12 mm), (0, 1, 2) (1.80 mm),
+    (1, 0, 1) (1.41 mm), (1, 1, 1) (1.73 mm) in (z, y, x) voxels, up to sign and x/y swap; not (0, 2, 2) (2.5 mm),
+    (1, 0, 2) (2.24 mm), (0, 0, 3) (2.5 mm)."""
     tumour = np.zeros((9, 9, 9), np.uint8)
     tumour[4, 4, 4] = 1
     shell = sitk.GetArrayFromImage(peritumoural_shell(_image(tumour), 2.0))
-    z, y, x = np.nonzero(shell)
-    offsets = sorted(zip(z - 4, y - 4, x - 4))
-    expected = sorted([(0, 0, d) for d in (-2, -1, 1, 2)] + [(0, d, 0) for d in (-2, -1, 1, 2)]
-                      + [(d, 0, 0) for d in (-1, 1)] + [(0, a, b) for a in (-1, 1) for b in (-1, 1)])
-    assert offsets == expected and shell[4, 4, 4] == 0
+    found = {tuple(int(v) for v in o) for o in np.argwhere(shell) - 4}
+    signs = [(a, b, c) for a in (-1, 1) for b in (-1, 1) for c in (-1, 1)]
+    hand = {(0, 0, 1), (0, 0, 2), (1, 0, 0), (0, 1, 1), (0, 1, 2), (1, 0, 1), (1, 1, 1)}
+    expected = {(sz * z, sy * y, sx * x) for z, y, x in hand | {(z, x, y) for z, y, x in hand}
+                for sz, sy, sx in signs}
+    assert found == expected and len(found) == 38 and shell[4, 4, 4] == 0
 
 
-def test_shell_volume_on_a_sphere_against_the_analytic_shell():
-    """A 5 mm shell around a 15 mm sphere on a 0.4 x 0.4 x 1 mm grid, two grid phases: 2.3-2.5 % below the
-    analytic 4/3 pi ((r + w)^3 - r^3) (the tumour's outermost voxel centres lie inside its surface; the issue's 2 %
-    is not met at this grid, see benchmarks/peritumoural_shell.py), and well above a 4 or 6 mm shell's."""
+@pytest.mark.parametrize("spacing", [(0.4, 0.4, 1.0), (0.3, 0.3, 2.0)])
+def test_shell_volume_on_a_sphere_against_the_analytic_shell(spacing):
+    """A 5 mm shell around a 15 mm sphere on two anisotropic grids, two grid phases: within 2 % of the analytic
+    4/3 pi ((r + w)^3 - r^3) (measured +0.1 to +0.9 %; the tumour dilated from its voxel centres is 2.3-7.5 % under:
+    benchmarks/peritumoural_shell.py), and well away from a 4 or 6 mm shell's."""
     for phase in (0.0, 0.37):
-        mask, _ = sphere((0.4, 0.4, 1.0), 15.0, 9.0, phase)
-        voxel = 0.4 * 0.4 * 1.0
+        mask, _ = sphere(spacing, 15.0, 9.0, phase)
         analytic = 4 / 3 * np.pi * ((15.0 + 5.0) ** 3 - 15.0**3)
-        volume = sitk.GetArrayFromImage(peritumoural_shell(mask, 5.0)).sum() * voxel
-        assert -0.03 < volume / analytic - 1 < -0.015
+        volume = sitk.GetArrayFromImage(peritumoural_shell(mask, 5.0)).sum() * np.prod(spacing)
+        assert abs(volume / analytic - 1) < 0.02
         for other in (4.0, 6.0):
             v_other = 4 / 3 * np.pi * ((15.0 + other) ** 3 - 15.0**3)
-            assert abs(volume - analytic) < abs(volume - v_other) / 4
+            assert abs(volume - analytic) < abs(volume - v_other) / 10
+
+
+def test_shell_volume_around_a_rotated_cube():
+    """Not only spheres: a 20 mm cube rotated off the grid's axes, 5 mm shell, 0.4 x 0.4 x 1 mm: Steiner's formula
+    6 a^2 w + 3 pi a w^2 + 4/3 pi w^3 to 4 % (measured -3.1 %: the fitted surface rounds the cube's edges; the
+    dilation from voxel centres is -4 %)."""
+    for angles in CUBE_ANGLES:
+        mask = cube((0.4, 0.4, 1.0), 20.0, 9.0, angles)
+        analytic = 6 * 20.0**2 * 5.0 + 3 * np.pi * 20.0 * 5.0**2 + 4 / 3 * np.pi * 5.0**3
+        volume = sitk.GetArrayFromImage(peritumoural_shell(mask, 5.0)).sum() * 0.4 * 0.4 * 1.0
+        assert abs(volume / analytic - 1) < 0.04
+
+
+def test_the_fitted_surface_lies_on_an_oblique_plane():
+    """A half-space n.x <= c off every grid axis on a 0.4 x 0.4 x 1 mm grid: the midpoints between inside and
+    outside voxels scatter about the plane by the quantisation (RMS 0.20 mm); moved onto their patches' quadrics
+    they lie on it to less than a quarter of that (measured 0.038 mm), with no offset (measured 0.003 mm; points whose
+    patch reaches the image's border left out)."""
+    spacing = np.array([1.0, 0.4, 0.4])  # z, y, x
+    normal = np.array([0.81, 0.5, 0.3]) / np.linalg.norm([0.81, 0.5, 0.3])
+    zz, yy, xx = np.meshgrid(*(np.arange(n) * s for n, s in zip((30, 60, 60), spacing)), indexing="ij")
+    tumour = normal[0] * zz + normal[1] * yy + normal[2] * xx <= 19.37
+    raw, fitted = surface_midpoints(tumour, spacing), tumour_surface(tumour, spacing)
+    inner = np.all((raw > 2.5 * spacing.max()) & (raw < np.array(tumour.shape) * spacing - 2.5 * spacing.max()), 1)
+    offset_raw, offset_fitted = raw[inner] @ normal - 19.37, fitted[inner] @ normal - 19.37
+    assert inner.sum() > 1000
+    rms_raw, rms_fitted = np.sqrt(np.mean(offset_raw**2)), np.sqrt(np.mean(offset_fitted**2))
+    assert rms_raw > 0.15 and rms_fitted < rms_raw / 4
+    assert abs(offset_fitted.mean()) < 0.01
 
 
 def test_shell_is_clipped_to_the_image_and_to_a_body_mask():
