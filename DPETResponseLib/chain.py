@@ -17,7 +17,7 @@ import pandas as pd
 
 from .core.errors import DPETError, ManifestError, unknown_names_error
 from .core.files import sha256_file, write_json, write_text
-from .core.names import modality_columns
+from .core.names import BODY_MASK, modality_columns
 from .core.provenance import package_versions
 from .io.manifest import LABEL, clinical_columns, modalities, read_manifest
 from .protocol import _cache, _model_images, label_column_of
@@ -59,7 +59,9 @@ def upstream_predictions(bundle, manifest, model: str = "fusion_decision", label
     source = pd.Series("failed", index=cases.index, dtype=object)
     probability[oof] = upstream.oof_.loc[cases.index[oof], model].to_numpy()
     source[oof] = "oof"
-    others = cases[~oof]
+    # The upstream's features from the body masks only where it was trained with them.
+    upstream.require_body_masks(upstream.body_mask and BODY_MASK in cases.columns, f"manifest {manifest}")
+    others = cases[~oof].drop(columns=[] if upstream.body_mask else [BODY_MASK], errors="ignore")
     if len(others):
         from .extraction import feature_table
 
@@ -141,7 +143,8 @@ def add_upstream_column(bundle, manifest, out_manifest, column: str = "her2_prob
                                        jobs=jobs, progress=progress)
     cases = read_manifest(manifest, label_column=label_column)
     ids = raw["case_id"].str.strip()
-    paths = ["image", "mask", *(c for m in modalities(cases) for c in modality_columns(m) if c in cases.columns)]
+    paths = ["image", "mask", *(c for m in modalities(cases) for c in modality_columns(m) if c in cases.columns),
+             *([BODY_MASK] if BODY_MASK in cases.columns else [])]
     for path_column in paths:  # resolved by read_manifest ("" where a case lacks a modality)
         raw[path_column] = cases.loc[ids, path_column].to_numpy()
     raw[column] = predictions.loc[ids, "probability"].to_numpy()

@@ -134,7 +134,8 @@ def _cmd_predict(args) -> int:
             raise DPETError(f"--dicom-out needs a DICOM PET as --image: {err}") from None
     clinical = _clinical_values(args.bundle, args.clinical)
     result = predict_files(args.bundle, args.image, mask=args.mask, seed_xyz=args.seed, out_dir=args.out,
-                           clinical=clinical, dicom_out=args.dicom_out, modalities=args.modalities, site=args.site)
+                           clinical=clinical, dicom_out=args.dicom_out, modalities=args.modalities, site=args.site,
+                           body_mask=args.body_mask)
     json.dump(result.to_json_dict(), sys.stdout, indent=2)
     print()
     return 0
@@ -252,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="clinical values by manifest column (missing ones are imputed from training data)")
     p.add_argument("--site", help="the patient's centre, for a model that harmonises by site (one of its training "
                                   "sites)")
+    p.add_argument("--body-mask", type=Path, help="the patient's body or breast mask on the PET's grid, for a model "
+                   "trained with a manifest body_mask column (the peritumoural shell stays inside it)")
     p.add_argument("--out", type=Path)
     p.add_argument("--dicom-out", type=Path, help="folder for DICOM SEG (tumour, uptake subregions), SR (TID 1500 "
                    "measurements and probabilities) and Grad-CAM parametric map; --image must be a DICOM PET")

@@ -2,10 +2,11 @@
 
 Cache. Each finished case is one JSON file ``<cache_dir>/<task>/<kk>/<key>.json`` written to a temporary name and
 renamed, so a run killed at any point (even SIGKILL) leaves only whole entries and a rerun resumes where it
-stopped. ``key`` is the sha256 of: the sha256 of the image's and the mask's bytes (every file of a DICOM folder),
-the settings as canonical JSON, the task name and the library version. Results therefore depend on file contents
-and settings only (``case_id`` is passed to the task for its messages); settings must carry the *contents* of any
-file that matters, not just its path (`casefeatures.resolve_settings` folds in the radiomics YAML). A content key
+stopped. ``key`` is the sha256 of: the sha256 of the image's, the mask's and any other input's bytes (every file
+of a DICOM folder), the settings as canonical JSON, the task name and the library version. Results therefore
+depend on file contents and settings only (``case_id`` is passed to the task for its messages); settings must
+carry the *contents* of any file that matters, not just its path (`casefeatures.resolve_settings` folds in the
+radiomics YAML). A content key
 would read every byte of every input on every run; a memo ``file-hashes.json`` reuses a file's hash while its
 path, size and mtime (ns) are unchanged, so a rerun over unchanged cases only stats the files (an edit that keeps
 both size and mtime is not seen: touch the file). Failures are never cached: a fixed file is retried on the next run.
@@ -114,10 +115,10 @@ def _plain(value):
     raise TypeError(f"returned a {type(value).__name__}; a task returns dict[str, float | int | str | None]")
 
 
-def _run_case(task, image: str, mask: str, settings: dict, case_id: str, client_pid: int):
+def _run_case(task, image: str, mask: str, settings: dict, case_id: str, inputs: dict, client_pid: int):
     """One case, in whichever process runs it (threads limited unless that is the client's own process, e.g. a
-    threaded Dask worker). Returns ``("ok", result, warnings)`` or ``("error", stage, message, warnings)``; only
-    the death of the process itself escapes."""
+    threaded Dask worker); ``inputs``: the case's other input files, by keyword. Returns ``("ok", result,
+    warnings)`` or ``("error", stage, message, warnings)``; only the death of the process itself escapes."""
     from .io.validation import InputWarning
 
     if os.getpid() != client_pid:
@@ -125,7 +126,7 @@ def _run_case(task, image: str, mask: str, settings: dict, case_id: str, client_
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InputWarning)
         try:
-            raw = task(image, mask, settings, case_id)
+            raw = task(image, mask, settings, case_id, **inputs)
             if not isinstance(raw, dict):
                 raise TypeError(f"returned a {type(raw).__name__}, not a dict")
             result = {str(name): _plain(value) for name, value in raw.items()}
@@ -176,10 +177,11 @@ class _Cache:
             return digest.hexdigest()
         return self._file_hash(path)
 
-    def key(self, image: str, mask: str) -> str:
+    def key(self, image: str, mask: str, inputs: dict) -> str:
         """The case's key; raises InputError when an input cannot be read."""
         try:
             parts = [self._input_hash(image), self._input_hash(mask)]
+            parts += [f"{name}={self._input_hash(path)}" for name, path in sorted(inputs.items())]
         except OSError as err:
             raise InputError(f"cannot read {err.filename}: {err.strerror}") from None
         text = "\n".join([*parts, self.settings_json, self.task_name, __version__])
@@ -285,9 +287,11 @@ def _task_name(task) -> str:
 
 
 def run_cohort(cases: pd.DataFrame, task, settings: dict, cache_dir, jobs: int = 1, scheduler=None,
-               strict: bool = False, progress: bool = True, task_name: str | None = None) -> CohortResult:
+               strict: bool = False, progress: bool = True, task_name: str | None = None,
+               inputs: tuple[str, ...] = ()) -> CohortResult:
     """Run ``task(image_path, mask_path, settings, case_id) -> dict`` on every row of ``cases`` (index case_id,
     columns ``image``, ``mask``), reusing cached results; see the module docstring for cache and execution.
+    ``inputs``: more columns of input files, passed to the task by their column name and part of the key.
 
     Raises `CohortError` when no case succeeds (its ``.result`` has the errors)."""
     from tqdm import tqdm
@@ -313,7 +317,8 @@ def run_cohort(cases: pd.DataFrame, task, settings: dict, cache_dir, jobs: int =
     for case_id, row in cases.iterrows():
         case_id = str(case_id)
         try:
-            key = cache.key(row["image"], row["mask"])
+            extra = {name: row[name] for name in inputs}
+            key = cache.key(row["image"], row["mask"], extra)
         except InputError as err:
             errors.append((case_id, "input", err.problem))
             continue
@@ -322,7 +327,7 @@ def run_cohort(cases: pd.DataFrame, task, settings: dict, cache_dir, jobs: int =
             results[case_id] = entry["result"]
             notes += [(case_id, n) for n in entry.get("warnings", [])]
         else:
-            todo.append((case_id, key, row["image"], row["mask"]))
+            todo.append((case_id, key, row["image"], row["mask"], extra))
     n_cached = len(results)
     bar = tqdm(total=len(cases), initial=n_cached + len(errors), desc=task_name.rsplit(".", 1)[-1], unit="case",
                disable=not progress, file=sys.stderr)
@@ -340,8 +345,8 @@ def run_cohort(cases: pd.DataFrame, task, settings: dict, cache_dir, jobs: int =
 
     try:
         if not parallel:
-            for case_id, key, image, mask in todo:
-                finish(case_id, key, _run_case(task, image, mask, settings, case_id, os.getpid()))
+            for case_id, key, image, mask, extra in todo:
+                finish(case_id, key, _run_case(task, image, mask, settings, case_id, extra, os.getpid()))
         elif todo:
             _run_parallel(todo, task, settings, int(jobs), scheduler, finish)
     finally:
@@ -379,12 +384,12 @@ def _run_parallel(todo: deque, task, settings: dict, jobs: int, scheduler, finis
         limit = 2 * max(workers, 1)
         while todo or suspects or in_flight:
             if suspects and not in_flight:
-                case_id, key, image, mask = case = suspects.popleft()
-                in_flight[backend.submit(task, image, mask, settings, case_id)] = case
+                case_id, key, image, mask, extra = case = suspects.popleft()
+                in_flight[backend.submit(task, image, mask, settings, case_id, extra)] = case
                 alone = True
             while not suspects and todo and len(in_flight) < limit:
-                case_id, key, image, mask = case = todo.popleft()
-                in_flight[backend.submit(task, image, mask, settings, case_id)] = case
+                case_id, key, image, mask, extra = case = todo.popleft()
+                in_flight[backend.submit(task, image, mask, settings, case_id, extra)] = case
                 alone = False
             died = False
             for future in backend.wait_first(in_flight):

@@ -15,7 +15,7 @@ import pandas as pd
 from .cohort import CohortError, CohortResult, run_cohort
 from .core.errors import InputError
 from .core.files import write_text
-from .core.names import SITE, modality_columns
+from .core.names import BODY_MASK, SITE, modality_columns
 from .core.provenance import package_versions
 from .features.analysis import (
     SUV_RECORD,
@@ -92,6 +92,12 @@ def modality_features(cases: pd.DataFrame, analysis: dict, names, cache_dir, job
         columns=["case_id", "stage", "message"]))
 
 
+def _analyse_pet(cases: pd.DataFrame, settings: dict, cache_dir, **run) -> CohortResult:
+    """`analyse_case` on every case (cached), with its body mask where the manifest gives them."""
+    return run_cohort(cases, analyse_case, pet_task_settings(settings), cache_dir, task_name="analyse_case",
+                      inputs=(BODY_MASK,) if BODY_MASK in cases.columns else (), **run)
+
+
 def feature_table(cases: pd.DataFrame, analysis: dict, cache_dir, jobs: int = 1, scheduler=None,
                   progress: bool = True, modality_names=None):
     """Per-case features (cached; the PET's, then each other modality's, ``modality_names`` defaulting to the
@@ -99,8 +105,7 @@ def feature_table(cases: pd.DataFrame, analysis: dict, cache_dir, jobs: int = 1,
     modality fails is reported and dropped. Returns ``(table, errors, suv)``, ``suv`` each case's SUV conversion
     record (`io.suv`)."""
     settings = resolve_settings(analysis)
-    result = run_cohort(cases, analyse_case, pet_task_settings(settings), cache_dir, jobs=jobs, scheduler=scheduler,
-                        progress=progress, task_name="analyse_case")
+    result = _analyse_pet(cases, settings, cache_dir, jobs=jobs, scheduler=scheduler, progress=progress)
     features, suv = suv_records(result.table.drop(columns=[c for c in ("warnings",) if c in result.table.columns]))
     table, errors = _joined(cases, features.apply(pd.to_numeric, errors="coerce"), result.errors, settings,
                             modalities(cases) if modality_names is None else list(modality_names), cache_dir,
@@ -143,8 +148,8 @@ def run_extract(manifest, out_csv, params=None, jobs: int = 1, scheduler=None, c
     settings = resolve_settings(with_habitat_model(training if len(training) else cases, analysis, cache_dir,
                                                    jobs=jobs, scheduler=scheduler, progress=progress))
     try:
-        result = run_cohort(cases, analyse_case, pet_task_settings(settings), cache_dir, jobs=jobs,
-                            scheduler=scheduler, strict=strict, progress=progress, task_name="analyse_case")
+        result = _analyse_pet(cases, settings, cache_dir, jobs=jobs, scheduler=scheduler, progress=progress,
+                              strict=strict)
         failure = None
     except CohortError as err:
         result, failure = err.result, err

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .core.errors import DPETError, InputError
+from .core.names import BODY_MASK
 from .study.model import BASELINE, StudyConfig, StudyModel
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,8 @@ def train(manifest, out, config=None, jobs: int = 1, cache_dir=None, fast: bool 
     config.check()
     cases = read_manifest(manifest, label_column=label_column)
     predictors = _predictors(config, cases, manifest)
+    names = modalities(cases)
+    model = StudyModel(config, predictors, names, body_mask=StudyModel.limits_shells(config, cases.columns))
     train_cases = training_cases(cases)
     validate_for_training(train_cases, n_folds=config.n_folds, early_stopping=config.deep)
     log.info(f"training on {len(train_cases)} cases of {manifest}")
@@ -93,9 +96,8 @@ def train(manifest, out, config=None, jobs: int = 1, cache_dir=None, fast: bool 
                                    progress=progress)
     train_cases = train_cases.loc[X.index]
     validate_for_training(train_cases, n_folds=config.n_folds, early_stopping=config.deep)
-    names = modalities(cases)
     images, masks, others = _images(train_cases, names if config.deep else ()) if config.needs_images else ([], [], {})
-    model = StudyModel(config, predictors, names).fit(
+    model.fit(
         X, train_cases["label"].astype(int).to_numpy(), images, masks, progress=progress, modality_images=others)
     for name, reason in model.skipped_pathways_.items():
         log.warning(f"{name} left out: {reason}")
@@ -158,6 +160,7 @@ def evaluate(bundle, manifest, out, jobs: int = 1, cache_dir=None, progress: boo
         raise DPETError(f"label column {label_column!r} is not the one bundle {bundle} was trained on ({outcome!r}): "
                         f"its models predict {outcome!r}; leave out --label-column or train on {label_column!r}")
     cases = read_manifest(manifest, label_column=outcome)
+    model.require_body_masks(BODY_MASK in cases.columns, f"manifest {manifest}")
     planned = _plan_partitions(model, cases, partitions, test_fraction, partition_habitats) if partitions else None
     labelled = cases[cases["label"].notna()]
     test_cases = labelled[~labelled["split"].fillna("").isin(["train", ""])]
@@ -270,7 +273,7 @@ def _partitions(model: StudyModel, planned: dict, cache: Path, jobs: int = 1,
         part = part.loc[X.index]
         validate_for_training(part, n_folds=config.n_folds, early_stopping=config.deep)
         train_part, test_part = part[part["split"] == "train"], part[part["split"] == "test"]
-        fitted = StudyModel(settings, model.clinical_columns, model.modalities)
+        fitted = StudyModel(settings, model.clinical_columns, model.modalities, body_mask=model.body_mask)
         images, masks, others = _model_images(model, train_part)
         fitted.fit(X.loc[train_part.index], train_part["label"].astype(int).to_numpy(), images, masks,
                    progress=progress, modality_images=others)
@@ -355,26 +358,29 @@ def _explained_inputs(values: pd.DataFrame, X: pd.DataFrame) -> pd.DataFrame:
 
 
 def predict(bundle, image, mask=None, seed_xyz=None, case_id: str = "case", clinical: dict | None = None,
-            model: StudyModel | None = None, modalities: dict | None = None, site: str | None = None):
+            model: StudyModel | None = None, modalities: dict | None = None, site: str | None = None,
+            body_mask=None):
     """Predict one patient from a PET (SUV sitk.Image) and a tumour mask or a seed point (LPS mm).
 
     ``clinical`` holds the patient's clinical values by manifest column name; columns left out are imputed with
     the training medians/modes (said in the result's warnings). ``modalities``: the bundle's other modalities the
     patient has, ``{name: (image, tumour mask on that image's grid)}``; those left out are listed in the result's
     ``missing_modalities``. ``site``: the patient's centre, needed by a model that harmonises by site (one of its
-    training sites; also taken from ``clinical``'s site column)."""
+    training sites; also taken from ``clinical``'s site column). ``body_mask``: the patient's body or breast mask
+    on the PET's grid, for a model trained with them (`StudyModel.require_body_masks`)."""
     from .features.analysis import analyse_image
     from .results import PredictionResult
 
     model = model or StudyModel.load(bundle)
     engine_notes = model.radiomics_engine_notes()  # refuses an engine that does not reproduce the bundle's features
+    model.require_body_masks(body_mask is not None, f"case {case_id}")
     if mask is None:
         if seed_xyz is None:
             raise InputError("give a tumour mask or a seed point", case=case_id)
         from .features.segmentation import segment_from_seed
 
         mask = segment_from_seed(image, seed_xyz=seed_xyz, case=case_id)
-    features, subregions, warnings = analyse_image(image, mask, model.config.analysis, case_id)
+    features, subregions, warnings = analyse_image(image, mask, model.config.analysis, case_id, body=body_mask)
     other, other_warnings = _modality_features(model, modalities or {}, case_id)
     warnings = engine_notes + warnings + other_warnings
     X = pd.DataFrame([{**features, **other}], index=[case_id]).apply(pd.to_numeric, errors="coerce")
@@ -442,12 +448,12 @@ def _modality_features(model: StudyModel, modalities: dict, case_id: str) -> tup
 
 
 def predict_files(bundle, image_path, mask=None, seed_xyz=None, out_dir=None, clinical: dict | None = None,
-                  dicom_out=None, modalities: dict | None = None, site: str | None = None):
+                  dicom_out=None, modalities: dict | None = None, site: str | None = None, body_mask=None):
     """`dpet-response predict`: reads the files, predicts, and writes the prediction folder
     (`results.PREDICTION_FILES`) to ``out_dir`` and the DICOM SEG, SR and Grad-CAM map
     (`reporting.dicom.write_dicom_outputs`) to ``dicom_out`` when given; ``dicom_out`` needs a DICOM PET, which is
     checked before any work. ``modalities``: ``{name: (image path, mask path)}`` of the bundle's other modalities
-    the patient has."""
+    the patient has; ``body_mask``: the path of the patient's body mask on the PET's grid."""
     from .io.images import read_mask, read_modality, read_pet_with_provenance
     from .reporting.dicom import dicom_pet_datasets, write_dicom_outputs
 
@@ -461,8 +467,9 @@ def predict_files(bundle, image_path, mask=None, seed_xyz=None, out_dir=None, cl
         other_image = read_modality(other_path, name, case=case_id)
         other[name] = (other_image, read_mask(other_mask, other_image, case=case_id, reference_name=f"{name} image")
                        if other_mask else None)
+    body = read_mask(body_mask, image, case=case_id) if body_mask is not None else None
     result = predict(bundle, image, mask=mask_image, seed_xyz=seed_xyz, case_id=case_id, clinical=clinical,
-                     modalities=other, site=site)
+                     modalities=other, site=site, body_mask=body)
     result.suv_conversion = suv_record
     if out_dir is not None:
         result.write(out_dir)

@@ -318,6 +318,57 @@ def test_another_label_column_is_trained_recorded_and_evaluated(runs, cohort, tm
     assert f"{bad[19]}=" in line and f"and {len(bad) - 20} more" in line
 
 
+# ------------------------------------------------------------------------------------------------ body masks
+def test_body_masks_limit_the_shell_from_training_to_predict(runs, cohort, tmp_path):
+    """A manifest ``body_mask`` (here each case's half x < its tumour's centre): the bundle records it; the
+    peritumoural pathway's probabilities differ from the unlimited model's; evaluate on a manifest without body masks,
+    and predict without --body-mask, are refused in one line; predict with it equals evaluate's predictions.csv."""
+    cohort_dir, manifest = cohort["manifest_path"].parent, cohort["manifest"].copy()
+    (tmp_path / "body").mkdir()
+    for case_id, case in manifest.iterrows():
+        image = read_pet(cohort_dir / case["image"])
+        tumour = sitk.GetArrayFromImage(read_mask(cohort_dir / case["mask"], image))
+        body = np.zeros_like(tumour)
+        body[..., : int(np.argwhere(tumour)[:, 2].mean())] = 1
+        written = sitk.GetImageFromArray(body)
+        written.CopyInformation(image)
+        sitk.WriteImage(written, str(tmp_path / "body" / f"{case_id}.nii.gz"))
+    manifest["body_mask"] = [str(tmp_path / "body" / f"{c}.nii.gz") for c in manifest.index]
+    for column in ("image", "mask"):
+        manifest[column] = [str(cohort_dir / p) for p in manifest[column]]
+    path = tmp_path / "manifest_body.csv"
+    manifest.to_csv(path)
+    config = tmp_path / "settings.json"
+    config.write_text(json.dumps(runs.get("deep_off")["settings"]))
+    bundle, report = tmp_path / "bundle", tmp_path / "report"
+    code, _, err = call("train", path, "--out", bundle, "--config", config, "--cache", cohort["cache"])
+    assert code == 0, err
+    stored = json.loads((bundle / "bundle.json").read_text())
+    assert stored["body_mask"] is True and "body_mask" not in stored["columns"]
+    code, _, err = call("evaluate", bundle, path, "--out", report, "--cache", cohort["cache"])
+    assert code == 0, err
+    predictions = pd.read_csv(report / "predictions.csv", dtype={"case_id": str}).set_index("case_id")
+    unlimited = runs.get("deep_off")["predictions"].set_index("case_id")
+    held_out = predictions.index[predictions["split"] != "train_cv"]
+    assert not np.allclose(predictions.loc[held_out, "peritumoural"], unlimited.loc[held_out, "peritumoural"])
+
+    code, out, err = call("evaluate", bundle, cohort["manifest_path"], "--out", tmp_path / "refused")
+    assert code == 2 and not (tmp_path / "refused").exists()
+    assert "peritumoural shells were limited to each case's body mask" in one_error_line(err, "evaluate")
+    case_id = held_out[0]
+    case = manifest.loc[case_id]
+    arguments = ["predict", bundle, "--image", case["image"], "--mask", case["mask"], *clinical_args(case)]
+    code, out, err = call(*arguments)
+    assert code == 2 and "give the body masks" in one_error_line(err, "predict")
+    code, out, err = call(*arguments, "--body-mask", case["body_mask"])
+    assert code == 0, err
+    for model, p in json.loads(out)["probabilities"].items():
+        assert p == pytest.approx(predictions.loc[case_id, model], abs=1e-6), model
+    code, out, err = call("predict", runs.get("deep_off")["bundle"], "--image", case["image"], "--mask", case["mask"],
+                          *clinical_args(case), "--body-mask", case["body_mask"])
+    assert code == 2 and "trained without a body_mask column" in one_error_line(err, "predict")
+
+
 # ------------------------------------------------------------------------------------------------ partitions
 def test_evaluate_partitions_refit_the_settings_on_each_partition(runs, cohort, tmp_path, monkeypatch):
     """`evaluate --partitions 3` with the `deep: false` bundle: three stratified partitions of the 36 labelled

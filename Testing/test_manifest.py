@@ -83,6 +83,26 @@ def test_all_problems_reported_at_once(tmp_path):
     assert "duplicate case_id(s) P1" in message and "4 missing file(s)" in message and "P1='3'" in message
 
 
+def test_body_mask_column_is_a_path_for_every_case_and_no_predictor(tmp_path):
+    """``body_mask``: resolved like the images, never a clinical column; a case without one, or a body mask file that
+    does not exist, is refused by name (every case needs one once the column is given)."""
+    lines = [HEADER + ",body_mask,age", "P1,a1.nii,b1.nii,1,train,body/p1.nii,54",
+             "P2,a2.nii,b2.nii,0,train,body/p2.nii,61"]
+    path = _write(tmp_path, lines)
+    (tmp_path / "body").mkdir()
+    for case in ("p1", "p2"):
+        (tmp_path / "body" / f"{case}.nii").touch()
+    df = read_manifest(path)
+    assert df.loc["P2", "body_mask"] == str(tmp_path / "body" / "p2.nii")
+    assert clinical_columns(df) == ["age"]
+    path = _write(tmp_path, [*lines, "P3,a3.nii,b3.nii,0,test,,47", "P4,a4.nii,b4.nii,1,test,body/p4.nii,50"])
+    with pytest.raises(ManifestError) as info:
+        read_manifest(path)
+    message = str(info.value)
+    assert "'body_mask' is empty for P3" in message and re.search(r"1 missing file\(s\): P4 body_mask .*p4.nii", message)
+    assert "P1" not in message and "P2" not in message
+
+
 def test_another_label_column_is_the_outcome_and_no_outcome_is_a_predictor(tmp_path):
     """``label_column="response"``: response is read as the label (0/1/unknown), and neither it nor the manifest's
     label column is a clinical column; the manifest needs no label column then."""

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import SimpleITK as sitk
 
@@ -142,3 +143,38 @@ def test_analysis_adds_the_shell_features(tmp_path):
     assert not [k for k in none if k.startswith("peri_")]
     with pytest.raises(ConfigError, match="peritumoural_mm"):
         analyse_image(image, mask, {**settings, "peritumoural_mm": -1.0}, "c1")
+
+
+def test_a_body_mask_limits_the_shell_of_the_cohort_analysis(tmp_path):
+    """A manifest's ``body_mask`` reaches the shell: the cohort runner passes each case's body mask to
+    `analyse_case` (its contents are part of the cache key), and ``peri_pet_volume`` is the volume of the shell inside
+    it, counted here; a body mask with another half gives another volume, not the cached one."""
+    from DPETResponseLib.cohort import run_cohort
+    from DPETResponseLib.features.analysis import analyse_case, pet_task_settings, resolve_settings
+
+    z, y, x = np.mgrid[:24, :40, :40]
+    r = np.sqrt(((x - 20) * 1.0) ** 2 + ((y - 20) * 1.0) ** 2 + ((z - 12) * 2.0) ** 2)
+    rng = np.random.default_rng(0)
+    pet, mask = _image((np.where(r <= 8, 6.0, 1.0) + rng.normal(0, 0.05, r.shape)).astype(np.float32)), \
+        _image((r <= 8).astype(np.uint8))
+    paths = {"image": tmp_path / "pet.nii.gz", "mask": tmp_path / "mask.nii.gz"}
+    sitk.WriteImage(pet, str(paths["image"]))
+    sitk.WriteImage(mask, str(paths["mask"]))
+    halves = {"left": (x < 20).astype(np.uint8), "right": (x >= 18).astype(np.uint8)}
+    for name, half in halves.items():
+        sitk.WriteImage(_image(half), str(tmp_path / f"body_{name}.nii.gz"))
+    (tmp_path / "p.yaml").write_text(FIRST_ORDER)
+    settings = pet_task_settings(resolve_settings({"radiomics_params": str(tmp_path / "p.yaml"),
+                                                   "habitat_method": "tumour", "ith_dims": [2],
+                                                   "peritumoural_mm": 3.0}))
+    shell = sitk.GetArrayFromImage(peritumoural_shell(mask, 3.0)).astype(bool)
+    volumes = {}
+    for name, half in halves.items():
+        cases = pd.DataFrame({"image": [str(paths["image"])], "mask": [str(paths["mask"])],
+                              "body_mask": [str(tmp_path / f"body_{name}.nii.gz")]}, index=pd.Index(["c1"]))
+        result = run_cohort(cases, analyse_case, settings, tmp_path / "cache", progress=False,
+                            inputs=("body_mask",))
+        assert result.n_failed == 0, result.errors
+        volumes[name] = result.table.loc["c1", "peri_pet_volume"]
+        assert volumes[name] == pytest.approx((shell & (half > 0)).sum() * 2.0 / 1000)
+    assert volumes["left"] != volumes["right"] and max(volumes.values()) < shell.sum() * 2.0 / 1000

@@ -1,5 +1,5 @@
 """Names every stage and the Slicer scene share: the subregion label values and the segments that show them, the
-imaging modalities besides the PET and the site column."""
+imaging modalities besides the PET, the site and the body mask columns."""
 
 #: Label value of each metabolic subregion in a subregion label image (ordered by increasing mean SUV).
 REGION_LABELS = {"low": 1, "high": 2}
@@ -15,6 +15,8 @@ MODALITY_NAME = r"[a-z][a-z0-9]*"
 RESERVED_MODALITIES = frozenset({"pet", "whole", "high", "low", "sub", "ith", "dl", "dlf", PERITUMOURAL})
 #: The manifest column naming each case's centre or scanner: the harmonisation's batch, never a predictor.
 SITE = "site"
+#: The manifest column of each case's body (or breast) mask on the PET's grid, which limits the peritumoural shell.
+BODY_MASK = "body_mask"
 
 
 def site_label(value) -> str:

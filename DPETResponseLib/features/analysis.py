@@ -135,8 +135,9 @@ def radiomics_extractor(params_text: str):
     return RadiomicsExtractor.from_text(params_text)
 
 
-def analyse_image(image: sitk.Image, mask: sitk.Image, settings: dict, case_id: str):
-    """Features of one tumour, with its subregion label map and the warnings raised on the way.
+def analyse_image(image: sitk.Image, mask: sitk.Image, settings: dict, case_id: str, body: sitk.Image | None = None):
+    """Features of one tumour, with its subregion label map and the warnings raised on the way; ``body``: a body
+    or breast mask on the PET's grid that limits the peritumoural shell.
 
     Returns ``(features: dict[str, float], subregions: sitk.Image, warnings: list[str])``.
     """
@@ -155,7 +156,7 @@ def analyse_image(image: sitk.Image, mask: sitk.Image, settings: dict, case_id: 
     for region, label in REGION_LABELS.items():
         region_masks[region] = sitk.Cast(labels == label, sitk.sitkUInt8)
     if settings["peritumoural_mm"] > 0:
-        region_masks[PERITUMOURAL] = _peritumoural(image, mask, settings["peritumoural_mm"], features, case_id)
+        region_masks[PERITUMOURAL] = _peritumoural(image, mask, settings["peritumoural_mm"], features, case_id, body)
 
     extractor = radiomics_extractor(settings["radiomics_params_text"])
     radiomics_features, radiomics_warnings = extractor.extract_with_warnings(image, region_masks, case=case_id)
@@ -167,7 +168,8 @@ def analyse_image(image: sitk.Image, mask: sitk.Image, settings: dict, case_id: 
     return features, labels, warnings
 
 
-def _peritumoural(image: sitk.Image, mask: sitk.Image, width_mm: float, features: dict, case_id: str) -> sitk.Image:
+def _peritumoural(image: sitk.Image, mask: sitk.Image, width_mm: float, features: dict, case_id: str,
+                  body: sitk.Image | None) -> sitk.Image:
     """The peritumoural shell; its PET metrics (``peri_pet_SUVmax``, ``peri_pet_SUVmean``, ``peri_pet_volume``
     in ml) are added to ``features``."""
     import numpy as np
@@ -175,7 +177,7 @@ def _peritumoural(image: sitk.Image, mask: sitk.Image, width_mm: float, features
     from .peritumoural import peritumoural_shell
     from .petmetrics import pet_metrics
 
-    shell = peritumoural_shell(mask, width_mm, case=case_id)
+    shell = peritumoural_shell(mask, width_mm, body=body, case=case_id)
     if not np.isfinite(sitk.GetArrayViewFromImage(image)[sitk.GetArrayViewFromImage(shell) != 0]).all():
         raise InputError(f"the PET has NaN or infinite values in the {width_mm:g} mm peritumoural shell (set "
                          "analysis.peritumoural_mm to 0 to leave the shell out)", case=case_id)
@@ -270,10 +272,11 @@ def habitat_supervoxels(image_path: str, mask_path: str, settings: dict, case_id
     return {"supervoxels": json.dumps(np.column_stack([features, counts]).round(8).tolist())}
 
 
-def analyse_case(image_path: str, mask_path: str, settings: dict, case_id: str) -> dict[str, float | str]:
-    """Features of one manifest row (the cohort runner's task): reads the PET in SUV and its mask, then
-    `analyse_image`; ``SUV_RECORD`` holds how the SUV was obtained (`io.suv`, as JSON). Its warnings are issued as
-    `InputWarning`s, which the cohort runner collects per case."""
+def analyse_case(image_path: str, mask_path: str, settings: dict, case_id: str,
+                 body_mask: str | None = None) -> dict[str, float | str]:
+    """Features of one manifest row (the cohort runner's task): reads the PET in SUV, its mask and its body mask
+    (if any), then `analyse_image`; ``SUV_RECORD`` holds how the SUV was obtained (`io.suv`, as JSON). Its warnings
+    are issued as `InputWarning`s, which the cohort runner collects per case."""
     import warnings
 
     from ..io.images import read_mask, read_pet_with_provenance
@@ -281,9 +284,10 @@ def analyse_case(image_path: str, mask_path: str, settings: dict, case_id: str) 
 
     image, suv_record = read_pet_with_provenance(image_path, case=case_id)
     mask = read_mask(mask_path, image, case=case_id)
+    body = read_mask(body_mask, image, case=case_id) if body_mask else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InputWarning)  # issued once below, with every other note
-        features, _, notes = analyse_image(image, mask, settings, case_id)
+        features, _, notes = analyse_image(image, mask, settings, case_id, body=body)
     for note in notes:
         warnings.warn(note, InputWarning, stacklevel=2)
     return {**features, SUV_RECORD: json.dumps(suv_record, default=str)}

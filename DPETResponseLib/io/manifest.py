@@ -3,7 +3,9 @@
 Paths are relative to the manifest's folder (absolute paths are kept); ``label`` is 0/1 or empty (unknown);
 ``split`` is ``train``, ``test``, ``test2``, ... or empty. Other imaging modalities come as ``image_<modality>``
 with their tumour mask ``mask_<modality>`` (no mask column: the PET's mask, on the modality's grid); an empty cell
-means the case lacks that modality. ``site`` names the centre or scanner (the harmonisation's batch). Every other
+means the case lacks that modality. ``site`` names the centre or scanner (the harmonisation's batch).
+``body_mask``, if given, is every case's body or breast mask on the PET's grid: the peritumoural shell stays
+inside it. Every other
 column is a clinical column, except text columns that hold file paths (refused) or a distinct value for (nearly)
 every case, such as identifiers (left out, with a warning). Another binary column can be the outcome
 (``label_column``, e.g. ``response``): it is read as the label, and the ``label`` column, if the manifest has one,
@@ -20,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.errors import ManifestError, listing
-from ..core.names import MODALITY_NAME, RESERVED_MODALITIES, SITE, modality_columns
+from ..core.names import BODY_MASK, MODALITY_NAME, RESERVED_MODALITIES, SITE, modality_columns
 
 REQUIRED_COLUMNS = ("case_id", "image", "mask", "label", "split")
 #: The outcome column unless another is named (`read_manifest`'s ``label_column``).
@@ -115,9 +117,11 @@ def read_manifest(path, label_column: str = LABEL) -> pd.DataFrame:
                 missing_files.append(f"{case} {kind} (no path given)")
             elif not full.exists():
                 missing_files.append(f"{case} {kind} {full}")
-    modality_paths = {}
+    other_paths = {}
     for modality in modalities:
-        modality_paths.update(_modality_paths(raw, ids, modality, folder, missing_files, problems))
+        other_paths.update(_modality_paths(raw, ids, modality, folder, missing_files, problems))
+    if BODY_MASK in raw.columns:
+        other_paths[BODY_MASK] = _body_mask_paths(raw, ids, folder, missing_files, problems)
     if missing_files:
         problems.append(f"{len(missing_files)} missing file(s): {listing(missing_files)}")
 
@@ -142,7 +146,7 @@ def read_manifest(path, label_column: str = LABEL) -> pd.DataFrame:
         "label": numeric_labels.astype("Int64").array,
         "split": splits.where(splits != "", np.nan).astype(object).to_numpy(),
     }, index=pd.Index(ids, name="case_id"))
-    for column, values in modality_paths.items():
+    for column, values in other_paths.items():
         df[column] = values
     if SITE in raw.columns:
         sites = raw[SITE].str.strip()
@@ -150,7 +154,7 @@ def read_manifest(path, label_column: str = LABEL) -> pd.DataFrame:
     found_warnings, left_out, path_columns = [], {}, []
     for name in raw.columns:
         # an outcome column is never a predictor, nor are the image columns and the site
-        if name in REQUIRED_COLUMNS or name == label_column or name in modality_paths or name == SITE:
+        if name in REQUIRED_COLUMNS or name == label_column or name in other_paths or name == SITE:
             continue
         values, warning = _clinical_column(raw[name], name, f"manifest {path}")
         not_predictor = _not_a_predictor(values, folder)
@@ -227,6 +231,20 @@ def _modality_paths(raw: pd.DataFrame, ids: pd.Series, modality: str, folder: Pa
     return resolved if mask_column in raw.columns else {image_column: resolved[image_column]}
 
 
+def _body_mask_paths(raw: pd.DataFrame, ids: pd.Series, folder: Path, missing_files: list[str],
+                     problems: list[str]) -> list[str]:
+    """The resolved body mask paths: every case needs one when the column is given (a model's shells are all
+    limited by a body mask or none is); files not found go to ``missing_files``."""
+    values = raw[BODY_MASK].str.strip()
+    if (values == "").any():
+        problems.append(f"{BODY_MASK!r} is empty for {listing(list(ids[values == '']))} (give every case its body "
+                        "mask, or remove the column)")
+    resolved = [str((folder / v).resolve()) if v else "" for v in values]
+    missing_files += [f"{case} {BODY_MASK} {path}" for case, path in zip(ids, resolved)
+                      if path and not Path(path).exists()]
+    return resolved
+
+
 def _not_a_predictor(values: pd.Series, folder: Path) -> str | None:
     """Why a clinical column cannot be a predictor: "paths" (its text names files), a reason for an identifier
     (a distinct text for nearly every case), or None."""
@@ -247,8 +265,9 @@ def _not_a_predictor(values: pd.Series, folder: Path) -> str | None:
 
 def clinical_columns(df: pd.DataFrame) -> list[str]:
     """The manifest's clinical columns: every column but the required ones, the other modalities' image and mask
-    columns and the site, in file order."""
-    return [c for c in df.columns if c not in REQUIRED_COLUMNS and c != SITE and not MODALITY_COLUMN.match(c)]
+    columns, the site and the body mask, in file order."""
+    return [c for c in df.columns
+            if c not in REQUIRED_COLUMNS and c not in (SITE, BODY_MASK) and not MODALITY_COLUMN.match(c)]
 
 
 def modalities(df: pd.DataFrame) -> list[str]:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.errors import ConfigError, unknown_names_error
-from ..core.names import PERITUMOURAL, SITE, site_label
+from ..core.names import BODY_MASK, PERITUMOURAL, SITE, site_label
 from ..core.settings import check_field_types
 from ..features.analysis import check_settings, default_settings
 
@@ -149,12 +149,38 @@ def _deep_config(config: StudyConfig, extra_dim: int = 0, modalities=()):
 class StudyModel:
     """All pathways and fusions of the study, fit on a training feature table (+ images for the CNN).
     ``modalities``: the other modalities of the training manifest (``image_<modality>``), each a pathway
-    ``radiomics_<modality>`` fit on the cases that have it (`MODALITY_PATHWAY`) and an input of both fusions."""
+    ``radiomics_<modality>`` fit on the cases that have it (`MODALITY_PATHWAY`) and an input of both fusions.
+    ``body_mask``: the peritumoural features were computed with the shell limited to each case's body mask, so
+    every case it scores needs one (`require_body_masks`)."""
 
-    def __init__(self, config: StudyConfig, clinical_columns: list[str], modalities=()):
+    def __init__(self, config: StudyConfig, clinical_columns: list[str], modalities=(), body_mask: bool = False):
         self.config = config
         self.clinical_columns = list(clinical_columns)
         self.modalities = list(modalities)
+        self.body_mask = bool(body_mask)
+        if self.body_mask and self.config.deep_features:
+            raise ConfigError("the deep_features pathway's peritumoural crops do not take body masks yet: remove the "
+                              "manifest's body_mask column or the deep_features setting")
+
+    @staticmethod
+    def limits_shells(config: StudyConfig, columns) -> bool:
+        """Whether a model trained with these settings on a manifest with these columns limits its peritumoural
+        shells to body masks."""
+        return BODY_MASK in columns and check_settings(config.analysis)["peritumoural_mm"] > 0
+
+    def require_body_masks(self, given: bool, where: str) -> None:
+        """Refuses cases (``where``: the manifest or the case) whose body masks (``given``) differ from training's:
+        their peritumoural shells would not be the ones the model learned from."""
+        from ..core.errors import InputError
+
+        if check_settings(self.config.analysis)["peritumoural_mm"] == 0:  # no shell: a body mask changes nothing
+            return
+        if self.body_mask and not given:
+            raise InputError(f"{where}: this model's peritumoural shells were limited to each case's body mask; "
+                             "give the body masks (manifest column body_mask, predict --body-mask)")
+        if given and not self.body_mask:
+            raise InputError(f"{where}: body masks given, but this model's peritumoural shells were not limited to "
+                             "one (trained without a body_mask column); leave them out or retrain with them")
 
     # ---- training -------------------------------------------------------------------------------------------
     def _make_pathways(self) -> dict:
@@ -544,6 +570,7 @@ class StudyModel:
             "config": self.config.to_dict(),
             "clinical_columns": self.clinical_columns,
             "modalities": self.modalities,
+            "body_mask": self.body_mask,
             "harmonisation": {"site_column": self.site_column_, "sites": self.sites_},
             "pathways": list(self.pathways_),
             "skipped_pathways": self.skipped_pathways_,
@@ -590,7 +617,8 @@ class StudyModel:
         if manifest.get("kind") != SCHEMA_NAME:
             raise BundleError(f"{path}: not a DPETResponse study bundle (kind={manifest.get('kind')!r})")
         config = StudyConfig.from_dict(manifest["config"])
-        model = cls(config, manifest["clinical_columns"], manifest.get("modalities", []))
+        model = cls(config, manifest["clinical_columns"], manifest.get("modalities", []),
+                    body_mask=manifest.get("body_mask", False))
         model.skipped_pathways_ = manifest.get("skipped_pathways", {})
         harmonisation = manifest.get("harmonisation", {})
         model.site_column_, model.sites_ = harmonisation.get("site_column"), harmonisation.get("sites", [])
