@@ -1000,7 +1000,7 @@ class DPETResponseTest(ScriptedLoadableModuleTest):
         outputs = {role: pet.GetNodeReference(f"DPETResponse.{role}") for role in scene.OUTPUT_ROLES}
         segments = outputs["segmentation"].GetSegmentation()
         names = [segments.GetNthSegment(i).GetName() for i in range(segments.GetNumberOfSegments())]
-        self.assertEqual(names, ["Tumour", "Low uptake", "High uptake"])
+        self.assertEqual(names, ["Tumour", "Low uptake", "High uptake", "Peritumoural shell"])
         # the tumour went through NIfTI and the CLI and came back voxel for voxel
         given = sitk.GetArrayFromImage(scene.segmentation_to_labelmap(segmentation, pet))
         returned = sitk.GetArrayFromImage(scene.segmentation_to_labelmap(
@@ -1011,6 +1011,10 @@ class DPETResponseTest(ScriptedLoadableModuleTest):
         high = sitk.GetArrayFromImage(scene.segmentation_to_labelmap(
             outputs["segmentation"], pet, segments.GetSegmentIdBySegmentName("High uptake")))
         self.assertEqual(int(low.sum() + high.sum()), int(given.sum()))  # the habitats partition the tumour
+        shell = sitk.GetArrayFromImage(scene.segmentation_to_labelmap(
+            outputs["segmentation"], pet, segments.GetSegmentIdBySegmentName("Peritumoural shell")))
+        self.assertGreater(int(shell.sum()), 0)
+        self.assertEqual(int((shell * given).sum()), 0)  # around the tumour, not in it
         self.assertEqual(outputs["prediction_table"].GetNumberOfRows(), len(result.probabilities))
         if result.gradcam is not None:
             self.assertEqual(outputs["gradcam"].GetImageData().GetDimensions(), pet.GetImageData().GetDimensions())

@@ -368,7 +368,8 @@ def predict(bundle, image, mask=None, seed_xyz=None, case_id: str = "case", clin
     ``missing_modalities``. ``site``: the patient's centre, needed by a model that harmonises by site (one of its
     training sites; also taken from ``clinical``'s site column). ``body_mask``: the patient's body or breast mask
     on the PET's grid, for a model trained with them (`StudyModel.require_body_masks`)."""
-    from .features.analysis import analyse_image
+    from .features.analysis import analyse_image, check_settings
+    from .features.peritumoural import peritumoural_shell
     from .results import PredictionResult
 
     model = model or StudyModel.load(bundle)
@@ -381,6 +382,8 @@ def predict(bundle, image, mask=None, seed_xyz=None, case_id: str = "case", clin
 
         mask = segment_from_seed(image, seed_xyz=seed_xyz, case=case_id)
     features, subregions, warnings = analyse_image(image, mask, model.config.analysis, case_id, body=body_mask)
+    width = check_settings(model.config.analysis)["peritumoural_mm"]
+    shell = peritumoural_shell(mask, width, body=body_mask, case=case_id) if width > 0 else None  # for the viewer
     other, other_warnings = _modality_features(model, modalities or {}, case_id)
     warnings = engine_notes + warnings + other_warnings
     X = pd.DataFrame([{**features, **other}], index=[case_id]).apply(pd.to_numeric, errors="coerce")
@@ -411,7 +414,8 @@ def predict(bundle, image, mask=None, seed_xyz=None, case_id: str = "case", clin
         thresholds=dict(model.thresholds_),
         pet_metrics={k: float(v) for k, v in features.items() if k.startswith("pet_")},
         shap={m: {k: float(v) for k, v in d.items()} for m, d in shap.items()}, imputed_inputs=imputed,
-        mask=mask, subregions=subregions, gradcam=model.gradcam(image, mask, modalities), warnings=warnings,
+        mask=mask, subregions=subregions, peritumoural=shell, gradcam=model.gradcam(image, mask, modalities),
+        warnings=warnings,
     )
 
 

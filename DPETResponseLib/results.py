@@ -14,8 +14,8 @@ from .core.files import atomic_write, write_text
 
 #: The prediction folder: the file of each part (images only where the prediction has them).
 PREDICTION_FILES = {"json": "prediction.json", "mask": "mask.nii.gz", "subregions": "subregions.nii.gz",
-                    "gradcam": "gradcam.nii.gz", "shap": "shap.csv"}
-IMAGE_PARTS = ("mask", "subregions", "gradcam")
+                    "peritumoural": "peritumoural.nii.gz", "gradcam": "gradcam.nii.gz", "shap": "shap.csv"}
+IMAGE_PARTS = ("mask", "subregions", "peritumoural", "gradcam")
 REQUIRED_JSON_KEYS = ("case_id", "probabilities", "decision", "thresholds", "pet_metrics")
 
 
@@ -35,8 +35,9 @@ class PredictionResult:
         pathways give no probability, the fusions had their inputs imputed (listed in imputed_inputs).
     shap: per model, feature name -> SHAP value for this patient (log-odds units).
     suv_conversion: how the PET became SUV (`io.suv`'s record; empty where the PET came in as an image).
-    mask, subregions, gradcam: images on the PET's grid (subregions: 0 background, 1..K by increasing uptake;
-        gradcam: float32 in [0, 1], None where the bundle has no deep model).
+    mask, subregions, peritumoural, gradcam: images on the PET's grid (subregions: 0 background, 1..K by increasing
+        uptake; peritumoural: the 0/1 shell the ``peri_`` features were computed on, None where the bundle has
+        none; gradcam: float32 in [0, 1], None where the bundle has no deep model).
     """
 
     case_id: str
@@ -49,6 +50,7 @@ class PredictionResult:
     missing_modalities: list[str] = field(default_factory=list)
     mask: sitk.Image | None = None
     subregions: sitk.Image | None = None
+    peritumoural: sitk.Image | None = None
     gradcam: sitk.Image | None = None
     warnings: list[str] = field(default_factory=list)
     suv_conversion: dict = field(default_factory=dict)

@@ -352,6 +352,7 @@ def control_point_lps(markups_node, index: int = 0) -> tuple[float, float, float
 #: Segment name and colour per label, for the tumour mask and for the subregion (habitat) labels.
 TUMOUR_SEGMENTS = ({1: names.TUMOUR_SEGMENT}, {1: (0.95, 0.85, 0.2)})
 SUBREGION_SEGMENTS = (dict(names.SUBREGION_SEGMENTS), {1: (0.25, 0.45, 1.0), 2: (1.0, 0.25, 0.2)})
+PERITUMOURAL_SEGMENTS = ({1: names.PERITUMOURAL_SEGMENT}, {1: (0.3, 0.85, 0.45)})
 #: Which model's SHAP values the bar chart shows, by preference (else the first model that has any).
 SHAP_MODEL_PREFERENCE = ("radiomics", "fusion_feature", "fusion_decision")
 #: Node-reference roles on the PET volume that remember the output nodes, so a re-run updates them.
@@ -374,9 +375,17 @@ SUBREGION_FILL_OPACITY = 0.35
 def _outline_tumour_fill_subregions(segmentation_node) -> None:
     """In slice views the subregions cover the whole tumour: the Tumour segment is drawn as its outline only and
     the subregions as translucent fills without outlines, so that each is seen (by default every segment is a 50 %
-    fill with an outline, and the subregions, drawn after it, hid the Tumour)."""
+    fill with an outline, and the subregions, drawn after it, hid the Tumour); the peritumoural shell as its
+    outlines only, so that the uptake around the tumour stays visible. In 3D the shell is hidden (it would enclose
+    the tumour)."""
     display = segmentation_node.GetDisplayNode()
     segmentation = segmentation_node.GetSegmentation()
+    for segment_name in PERITUMOURAL_SEGMENTS[0].values():
+        segment_id = segmentation.GetSegmentIdBySegmentName(segment_name)
+        if segment_id:
+            display.SetSegmentOpacity2DFill(segment_id, 0.0)
+            display.SetSegmentOpacity2DOutline(segment_id, 1.0)
+            display.SetSegmentVisibility3D(segment_id, False)
     for segment_name in TUMOUR_SEGMENTS[0].values():
         segment_id = segmentation.GetSegmentIdBySegmentName(segment_name)
         if segment_id:
@@ -406,6 +415,11 @@ def show_prediction(result, scene, pet_node, segments: bool = True, gradcam: boo
                                        segmentation_node=previous("segmentation"))
         if result.subregions is not None:
             labelmap_to_segmentation(result.subregions, scene, pet_node, *SUBREGION_SEGMENTS, segmentation_node=seg)
+        if result.peritumoural is not None:
+            labelmap_to_segmentation(result.peritumoural, scene, pet_node, *PERITUMOURAL_SEGMENTS,
+                                     segmentation_node=seg)
+        elif stale := seg.GetSegmentation().GetSegmentIdBySegmentName(names.PERITUMOURAL_SEGMENT):
+            seg.GetSegmentation().RemoveSegment(stale)  # an earlier prediction's, by a bundle with a shell
         _outline_tumour_fill_subregions(seg)
         seg.SetName(f"{name} tumour and subregions")
         out["segmentation"] = seg

@@ -559,7 +559,7 @@ def test_predict_on_a_held_out_case_equals_evaluate(runs, cohort, name, tmp_path
     pet = sitk.ReadImage(str(cohort_dir / case["image"]))
     written = {p.name for p in out.iterdir()}
     has_cnn = "deep" in run["manifest"]["models"]
-    assert written == {"prediction.json", "mask.nii.gz", "subregions.nii.gz", "shap.csv"} | (
+    assert written == {"prediction.json", "mask.nii.gz", "subregions.nii.gz", "peritumoural.nii.gz", "shap.csv"} | (
         {"gradcam.nii.gz"} if has_cnn else set())
     for image in written - {"prediction.json", "shap.csv"}:
         same_grid(sitk.ReadImage(str(out / image)), pet)

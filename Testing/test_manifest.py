@@ -99,7 +99,8 @@ def test_body_mask_column_is_a_path_for_every_case_and_no_predictor(tmp_path):
     with pytest.raises(ManifestError) as info:
         read_manifest(path)
     message = str(info.value)
-    assert "'body_mask' is empty for P3" in message and re.search(r"1 missing file\(s\): P4 body_mask .*p4.nii", message)
+    assert "'body_mask' is empty for P3" in message
+    assert re.search(r"1 missing file\(s\): P4 body_mask .*p4.nii", message)
     assert "P1" not in message and "P2" not in message
 
 

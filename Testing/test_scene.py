@@ -9,6 +9,7 @@ import slicer  # the slicer-core wheel (pyproject [test]): real MRML nodes witho
 
 from DPETResponseLib import scene as S
 from DPETResponseLib.core.errors import InputError
+from DPETResponseLib.features.peritumoural import peritumoural_shell
 from DPETResponseLib.results import PREDICTION_FILES, PredictionResult
 
 COS30, SIN30 = math.cos(math.radians(30)), math.sin(math.radians(30))
@@ -264,6 +265,7 @@ def fake_result(pet_image):
         shap={"radiomics": {"f1": 0.2, "f2": -0.5, "f3": 0.05},
               "fusion_decision": {"radiomics": 0.9, "deep": -1.3, "ith": 0.01}},
         mask=sitk.Cast(labels > 0, sitk.sitkUInt8), subregions=labels,
+        peritumoural=peritumoural_shell(sitk.Cast(labels > 0, sitk.sitkUInt8), 2.0),
         gradcam=sitk.Cast(pet_image / 11.9, sitk.sitkFloat32), warnings=["synthetic"],
         imputed_inputs={"fusion_decision": ["age", "ki67"]},
     )
@@ -279,10 +281,17 @@ def test_show_prediction_creates_then_updates_nodes_under_the_study(scene, obliq
     assert set(nodes) == set(S.OUTPUT_ROLES)
     segmentation = nodes["segmentation"].GetSegmentation()
     assert [segmentation.GetSegment(i).GetName() for i in segmentation.GetSegmentIDs()] == \
-        ["Tumour", "Low uptake", "High uptake"]
+        ["Tumour", "Low uptake", "High uptake", "Peritumoural shell"]
     tumour = sitk.GetArrayFromImage(S.segmentation_to_labelmap(
         nodes["segmentation"], pet, segmentation.GetSegmentIdBySegmentName("Tumour")))
     assert tumour.sum() == 59
+    shell = sitk.GetArrayFromImage(S.segmentation_to_labelmap(
+        nodes["segmentation"], pet, segmentation.GetSegmentIdBySegmentName("Peritumoural shell")))
+    np.testing.assert_array_equal(shell, sitk.GetArrayFromImage(result.peritumoural))
+    shell_id = segmentation.GetSegmentIdBySegmentName("Peritumoural shell")
+    display = nodes["segmentation"].GetDisplayNode()
+    assert (display.GetSegmentOpacity2DFill(shell_id), display.GetSegmentOpacity2DOutline(shell_id),
+            display.GetSegmentVisibility3D(shell_id)) == (0.0, 1.0, False)
     table = nodes["prediction_table"]
     assert [table.GetCellText(i, 0) for i in range(3)] == ["radiomics", "deep", "fusion_decision"]
     assert table.GetTable().GetValueByName(2, "pCR probability").ToDouble() == pytest.approx(0.71)
@@ -317,6 +326,12 @@ def test_show_prediction_creates_then_updates_nodes_under_the_study(scene, obliq
     assert counts == {c: scene.GetNumberOfNodesByClass(c) for c in counts}
     assert counts == {"vtkMRMLSegmentationNode": 1, "vtkMRMLScalarVolumeNode": 2, "vtkMRMLTableNode": 3,
                       "vtkMRMLPlotChartNode": 1, "vtkMRMLColorLegendDisplayNode": 1}
+    # a bundle without a shell: the earlier prediction's shell segment goes
+    without = fake_result(oblique_pet)
+    without.peritumoural = None
+    S.show_prediction(without, scene, pet)
+    assert [segmentation.GetSegment(i).GetName() for i in segmentation.GetSegmentIDs()] == \
+        ["Tumour", "Low uptake", "High uptake"]
 
 
 def test_prediction_folder_round_trip(tmp_path, oblique_pet):

@@ -7,6 +7,7 @@ REGION_LABELS = {"low": 1, "high": 2}
 PERITUMOURAL = "peri"
 #: Segment name of the tumour, and of each subregion label value.
 TUMOUR_SEGMENT = "Tumour"
+PERITUMOURAL_SEGMENT = "Peritumoural shell"
 SUBREGION_SEGMENTS = {1: "Low uptake", 2: "High uptake"}
 
 #: A modality's name in the manifest (``image_<name>``, ``mask_<name>``) and feature prefix (``<name>_``): lower-case
