@@ -20,7 +20,7 @@ from .core.files import sha256_file, write_json, write_text
 from .core.names import BODY_MASK, modality_columns
 from .core.provenance import package_versions
 from .io.manifest import LABEL, clinical_columns, modalities, read_manifest
-from .protocol import _cache, _model_images, label_column_of
+from .protocol import _body_masks, _cache, _model_images, label_column_of
 from .study.model import StudyModel
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,9 @@ def upstream_predictions(bundle, manifest, model: str = "fusion_decision", label
             log.warning(f"{manifest} lacks the upstream bundle's clinical column(s) {', '.join(missing)}: imputed "
                         "from its training data")
             X = X.assign(**{c: np.nan for c in missing})
-        probability[X.index] = upstream.predict_proba(X, *_model_images(upstream, others.loc[X.index]))[model]
+        images, masks, modality_images = _model_images(upstream, others.loc[X.index])
+        probability[X.index] = upstream.predict_proba(X, images, masks, modality_images, body_masks=_body_masks(
+            upstream, others.loc[X.index], images))[model]
         source[X.index] = "ensemble"
     if upstream_label in clinical_columns(cases):
         log.warning(f"{manifest} also holds {upstream_label!r}, the upstream outcome: a downstream model will use it "

@@ -63,6 +63,15 @@ def _model_images(model: StudyModel, cases: pd.DataFrame) -> tuple[list, list, d
     return _images(cases, model.modalities if model.config.deep else ())
 
 
+def _body_masks(model: StudyModel, cases: pd.DataFrame, images: list) -> list | None:
+    """The cases' body masks on their PETs' grids where ``model``'s frozen encoder crops shells inside them."""
+    if not (model.body_mask and model.config.deep_features):
+        return None
+    from .io.images import read_mask
+
+    return [read_mask(path, image, case=case_id) for (case_id, path), image in zip(cases[BODY_MASK].items(), images)]
+
+
 def _cache(cache_dir, manifest) -> Path:
     from .io.manifest import default_cache_dir
 
@@ -97,8 +106,8 @@ def train(manifest, out, config=None, jobs: int = 1, cache_dir=None, fast: bool 
     train_cases = train_cases.loc[X.index]
     validate_for_training(train_cases, n_folds=config.n_folds, early_stopping=config.deep)
     images, masks, others = _images(train_cases, names if config.deep else ()) if config.needs_images else ([], [], {})
-    model.fit(
-        X, train_cases["label"].astype(int).to_numpy(), images, masks, progress=progress, modality_images=others)
+    model.fit(X, train_cases["label"].astype(int).to_numpy(), images, masks, progress=progress,
+              modality_images=others, body_masks=_body_masks(model, train_cases, images))
     for name, reason in model.skipped_pathways_.items():
         log.warning(f"{name} left out: {reason}")
     model.save(out, overwrite=overwrite, extra_manifest={
@@ -193,7 +202,7 @@ def evaluate(bundle, manifest, out, jobs: int = 1, cache_dir=None, progress: boo
         test_cases = test_cases.loc[X.index]
         analysed += list(X.index)
         images, masks, others = _model_images(model, test_cases)
-        tables = model.complete_tables(X, images, masks, others)
+        tables = model.complete_tables(X, images, masks, others, body_masks=_body_masks(model, test_cases, images))
         probs = model.predict_completed(tables, images, masks, others)
         held_out = pd.concat([test_cases[["split", "label"]], probs], axis=1)
         predictions = pd.concat([predictions, held_out])
@@ -276,8 +285,10 @@ def _partitions(model: StudyModel, planned: dict, cache: Path, jobs: int = 1,
         fitted = StudyModel(settings, model.clinical_columns, model.modalities, body_mask=model.body_mask)
         images, masks, others = _model_images(model, train_part)
         fitted.fit(X.loc[train_part.index], train_part["label"].astype(int).to_numpy(), images, masks,
-                   progress=progress, modality_images=others)
-        probs = fitted.predict_proba(X.loc[test_part.index], *_model_images(model, test_part))
+                   progress=progress, modality_images=others, body_masks=_body_masks(model, train_part, images))
+        images, masks, others = _model_images(model, test_part)
+        probs = fitted.predict_proba(X.loc[test_part.index], images, masks, others,
+                                     body_masks=_body_masks(model, test_part, images))
         y = test_part["label"].astype(int).to_numpy()
         scores.append(partition_scores(y, probs, fitted.thresholds_))
         for name in fitted.model_names:
@@ -402,7 +413,7 @@ def predict(bundle, image, mask=None, seed_xyz=None, case_id: str = "case", clin
     if model.site_column_ is not None:
         X[model.site_column_] = _site_of(model, site, case_id)
     others = {m: ([modalities[m][0]], [modalities[m][1]]) for m in (modalities or {})}
-    tables = model.complete_tables(X, [image], [mask], others)
+    tables = model.complete_tables(X, [image], [mask], others, body_masks=None if body_mask is None else [body_mask])
     imputed = {name: per_case[case_id] for name, per_case in model.imputed_inputs(tables[0]).items()}
     probs = model.predict_completed(tables, [image], [mask], others).iloc[0].dropna()  # none: a modality not given
     shap = {name: values.iloc[0].to_dict() for name, values in model.explain(tables).items()}

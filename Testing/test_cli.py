@@ -320,9 +320,10 @@ def test_another_label_column_is_trained_recorded_and_evaluated(runs, cohort, tm
 
 # ------------------------------------------------------------------------------------------------ body masks
 def test_body_masks_limit_the_shell_from_training_to_predict(runs, cohort, tmp_path):
-    """A manifest ``body_mask`` (here each case's half x < its tumour's centre): the bundle records it; the
-    peritumoural pathway's probabilities differ from the unlimited model's; evaluate on a manifest without body masks,
-    and predict without --body-mask, are refused in one line; predict with it equals evaluate's predictions.csv."""
+    """A manifest ``body_mask`` (here each case's half x < its tumour's centre), with the deep_features pathway
+    (random encoder) cropping the shell too: the bundle records it; the peritumoural pathway's probabilities differ
+    from the unlimited model's; evaluate on a manifest without body masks, and predict without --body-mask, are
+    refused in one line; predict with it equals evaluate's predictions.csv for every model."""
     cohort_dir, manifest = cohort["manifest_path"].parent, cohort["manifest"].copy()
     (tmp_path / "body").mkdir()
     for case_id, case in manifest.iterrows():
@@ -339,12 +340,13 @@ def test_body_masks_limit_the_shell_from_training_to_predict(runs, cohort, tmp_p
     path = tmp_path / "manifest_body.csv"
     manifest.to_csv(path)
     config = tmp_path / "settings.json"
-    config.write_text(json.dumps(runs.get("deep_off")["settings"]))
+    config.write_text(json.dumps({**runs.get("deep_off")["settings"], "deep_features": {
+        "weights": "random", "arch": "resnet10", "size": 32, "spacing": 2.0, "n_mrmr": 10, "n_features": 3}}))
     bundle, report = tmp_path / "bundle", tmp_path / "report"
     code, _, err = call("train", path, "--out", bundle, "--config", config, "--cache", cohort["cache"])
     assert code == 0, err
     stored = json.loads((bundle / "bundle.json").read_text())
-    assert stored["body_mask"] is True and "body_mask" not in stored["columns"]
+    assert stored["body_mask"] is True and "deep_features" in stored["models"] and "body_mask" not in stored["columns"]
     code, _, err = call("evaluate", bundle, path, "--out", report, "--cache", cohort["cache"])
     assert code == 0, err
     predictions = pd.read_csv(report / "predictions.csv", dtype={"case_id": str}).set_index("case_id")

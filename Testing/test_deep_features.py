@@ -122,6 +122,42 @@ def test_one_embedding_space_and_the_bundle_round_trip(cohort, fitted, tmp_path)
         loaded.predict_proba(X_test, [], [])
 
 
+def test_the_peritumoural_crop_stays_inside_the_body_masks(cohort, fitted):
+    """A model trained with body masks crops its ``dlf_peri_*`` from the shell inside each case's body mask (here the
+    half of the image below the tumour's centre row): the encoder's features of that region, computed here; other
+    than the unlimited model's, while ``dlf_intra_*`` do not change; without the body masks it is refused."""
+    import copy
+
+    import SimpleITK as sitk
+
+    from DPETResponseLib.deep.frozen import INTRA, PERI
+    from DPETResponseLib.features.peritumoural import peritumoural_shell
+
+    X, _, images, masks = (part[:4] for part in cohort["test"])
+    bodies = []
+    for mask in masks:
+        tumour = sitk.GetArrayFromImage(mask)
+        half = np.zeros_like(tumour)
+        half[:, : int(np.argwhere(tumour)[:, 1].mean())] = 1
+        body = sitk.GetImageFromArray(half)
+        body.CopyInformation(mask)
+        bodies.append(body)
+    limited = copy.copy(fitted)
+    limited.body_mask = True
+    table = limited.complete_tables(X, images, masks, body_masks=bodies)[0]
+    width = cohort["analysis"]["peritumoural_mm"]
+    shells = [peritumoural_shell(m, width, body=b) for m, b in zip(masks, bodies)]
+    expected = fitted.frozen_encoder_.features(images, {INTRA: masks, PERI: shells}, X.index)
+    peri = [c for c in expected.columns if c.startswith("dlf_peri_")]
+    intra = [c for c in expected.columns if c.startswith("dlf_intra_")]
+    np.testing.assert_allclose(table[peri].to_numpy(), expected[peri].to_numpy(), rtol=0, atol=1e-6)
+    unlimited = fitted.complete_tables(X, images, masks)[0]
+    np.testing.assert_array_equal(table[intra].to_numpy(), unlimited[intra].to_numpy())
+    assert not np.allclose(table[peri].to_numpy(), unlimited[peri].to_numpy())
+    with pytest.raises(InputError, match="crops shells inside the body masks: got 0 body masks for 4 cases"):
+        limited.complete_tables(X, images, masks)
+
+
 def test_a_bundle_whose_encoder_was_changed_is_refused(fitted):
     record, state = fitted.frozen_encoder_.to_parts()
     state["conv1.weight"] = state["conv1.weight"] + 1e-3

@@ -158,9 +158,6 @@ class StudyModel:
         self.clinical_columns = list(clinical_columns)
         self.modalities = list(modalities)
         self.body_mask = bool(body_mask)
-        if self.body_mask and self.config.deep_features:
-            raise ConfigError("the deep_features pathway's peritumoural crops do not take body masks yet: remove the "
-                              "manifest's body_mask column or the deep_features setting")
 
     @staticmethod
     def limits_shells(config: StudyConfig, columns) -> bool:
@@ -275,10 +272,11 @@ class StudyModel:
         return dict(weights=self.config.decision_weights, cv=self.config.n_folds, random_state=self.config.seed)
 
     def fit(self, X: pd.DataFrame, y: np.ndarray, images: list, masks: list, progress: bool = True,
-            modality_images: dict | None = None) -> "StudyModel":
+            modality_images: dict | None = None, body_masks: list | None = None) -> "StudyModel":
         """Fit every pathway, fusion, CNN and threshold on the training table ``X`` and labels ``y``; ``images`` and
         ``masks``: the cases' PET and tumour mask where the CNN or the frozen encoder needs them; ``modality_images``:
-        ``{modality: ([image or None per case], [mask or None per case])}`` for the CNN's other channels."""
+        ``{modality: ([image or None per case], [mask or None per case])}`` for the CNN's other channels;
+        ``body_masks``: the cases' body masks where the frozen encoder crops shells limited by them."""
         from sklearn.base import clone
         from sklearn.model_selection import cross_val_predict
 
@@ -306,7 +304,7 @@ class StudyModel:
 
             # Label-free and fit on nothing: every case's features come from this one encoder (one embedding space).
             self.frozen_encoder_ = FrozenEncoder.from_settings(_frozen_settings(self.config), self.config.seed)
-            X = self._with_frozen_features(X, images, masks)
+            X = self._with_frozen_features(X, images, masks, body_masks)
 
         self.skipped_pathways_ = self._skipped_modalities(X, y)
         self.site_column_, self.sites_ = self._harmonisation(X)
@@ -378,10 +376,11 @@ class StudyModel:
         """Whether prediction reads the images (a CNN, or the deep_features pathway's frozen encoder)."""
         return self.deep_model_ is not None or self.frozen_encoder_ is not None
 
-    def _with_frozen_features(self, X: pd.DataFrame, images: list, masks: list) -> pd.DataFrame:
+    def _with_frozen_features(self, X: pd.DataFrame, images: list, masks: list,
+                              body_masks: list | None = None) -> pd.DataFrame:
         """``X`` with the frozen encoder's features of its cases (``dlf_intra_*`` on the tumour; ``dlf_peri_*`` on
-        the peritumoural shell of ``analysis.peritumoural_mm``, the ``peri_`` features' shell); without the
-        deep_features pathway, ``X``."""
+        the peritumoural shell of ``analysis.peritumoural_mm``, the ``peri_`` features' shell, inside ``body_masks``
+        for a model trained with them); without the deep_features pathway, ``X``."""
         if self.frozen_encoder_ is None:
             return X
         from ..core.errors import InputError
@@ -395,7 +394,12 @@ class StudyModel:
         if width > 0:
             from ..features.peritumoural import peritumoural_shell
 
-            regions[PERI] = [peritumoural_shell(mask, width, case=str(case)) for mask, case in zip(masks, X.index)]
+            if self.body_mask and (body_masks is None or len(body_masks) != len(X)):
+                raise InputError(f"the deep_features pathway crops shells inside the body masks: got "
+                                 f"{0 if body_masks is None else len(body_masks)} body masks for {len(X)} cases")
+            bodies = body_masks if self.body_mask else [None] * len(X)
+            regions[PERI] = [peritumoural_shell(mask, width, body=body, case=str(case))
+                             for mask, body, case in zip(masks, bodies, X.index)]
         features = self.frozen_encoder_.features(images, regions, X.index)
         return pd.concat([X.drop(columns=[c for c in X.columns if str(c).startswith(PREFIX)]), features], axis=1)
 
@@ -410,18 +414,18 @@ class StudyModel:
         return self.e2e_reduction_.transform(_radiomics_inputs(X)).astype(np.float32)
 
     def complete_tables(self, X: pd.DataFrame, images: list, masks: list,
-                        modality_images: dict | None = None) -> list[pd.DataFrame]:
+                        modality_images: dict | None = None, body_masks: list | None = None) -> list[pd.DataFrame]:
         """The feature table of new cases completed with the deep columns: one table per fold model of the CNN,
         holding that model's probability and embedding. Each is the kind of input the fusions and thresholds were
         fit on (a training case's deep columns came from the one fold model that had not seen it); the fold
         models' embedding coordinates need not agree, so embeddings are never averaged. Without a CNN: ``[X]``.
         The frozen encoder's features (deep_features pathway), one embedding space, are the same in every table.
-        ``modality_images`` as for `fit` (a modality left out is missing for every case). The columns of a modality
-        no case of ``X`` has are added, empty."""
+        ``modality_images`` and ``body_masks`` as for `fit` (a modality left out is missing for every case). The
+        columns of a modality no case of ``X`` has are added, empty."""
         absent = [c for c in self._columns if c not in X.columns
                   and str(c).startswith(tuple(f"{m}_" for m in self.modalities))]
         X = pd.concat([X, pd.DataFrame(np.nan, index=X.index, columns=absent)], axis=1) if absent else X
-        X = self._with_frozen_features(X, images, masks)
+        X = self._with_frozen_features(X, images, masks, body_masks)
         if self.deep_model_ is None:
             return [X]
         return [self._with_deep_columns(X, prob, embedding)
@@ -439,10 +443,10 @@ class StudyModel:
         return tables if self.deep_model_ is not None and name in DEEP_READERS else tables[:1]
 
     def predict_proba(self, X: pd.DataFrame, images: list, masks: list,
-                      modality_images: dict | None = None) -> pd.DataFrame:
+                      modality_images: dict | None = None, body_masks: list | None = None) -> pd.DataFrame:
         """pCR probability of new cases: one column per model (NaN where a modality's pathway has no input)."""
-        return self.predict_completed(self.complete_tables(X, images, masks, modality_images), images, masks,
-                                      modality_images)
+        return self.predict_completed(self.complete_tables(X, images, masks, modality_images, body_masks), images,
+                                      masks, modality_images)
 
     def predict_completed(self, tables: list[pd.DataFrame], images: list, masks: list,
                           modality_images: dict | None = None) -> pd.DataFrame:
