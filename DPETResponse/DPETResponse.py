@@ -91,6 +91,9 @@ SYNTHETIC_CASES = 40
 CLINICAL_UNKNOWN = "unknown"
 CLINICAL_HELP = ("A value left unknown is imputed from the training cases (their median, or most frequent "
                  "category); the results table names each model that used one under 'imputed inputs'.")
+#: The body mask's segment: the one used when none is chosen, and the one processFiles makes (name, colour).
+BODY_SEGMENT = "Body"
+BODY_SEGMENT_COLOR = (0.85, 0.7, 0.6)
 
 
 #
@@ -111,10 +114,12 @@ the D-PET study did: radiomics of the whole tumour and of its low- and high-upta
 intratumoural heterogeneity score, clinical data, and their fusion.<br>
 <b>Inputs:</b> a PET volume in SUV (or a DICOM PET to convert), the tumour as a segmentation or one seed point,
 a model bundle folder made by <code>dpet-response train</code>, and the patient's clinical values that the bundle's
-models take (a value left unknown is imputed from the training cases; the table names the models that used one).<br>
-<b>Outputs</b> (under the PET's study): segments Tumour / Low uptake / High uptake; the Grad-CAM heat map over the
-PET; a table of the pCR probability, threshold and decision of every model, and the PET metrics (SUVmax, SUVmean,
-SUVpeak, MTV, TLG); a SHAP bar chart of the features that moved this prediction.<br>
+models take (a value left unknown is imputed from the training cases; the table names the models that used one).
+A bundle trained with body masks also needs the body or breast segment (Body mask), which keeps its peritumoural
+shell inside the body.<br>
+<b>Outputs</b> (under the PET's study): segments Tumour / Low uptake / High uptake / Peritumoural shell; the
+Grad-CAM heat map over the PET; a table of the pCR probability, threshold and decision of every model, and the
+PET metrics (SUVmax, SUVmean, SUVpeak, MTV, TLG); a SHAP bar chart of the features that moved this prediction.<br>
 Needs 3D Slicer 5.10 or later. For research only; not a medical device.
 """
         self.parent.acknowledgementText = """
@@ -167,6 +172,9 @@ class DPETResponseParameterNode:
     tumourSegmentation: vtkMRMLSegmentationNode
     tumourSegmentId: str = ""
     seedPoint: vtkMRMLMarkupsFiducialNode
+    #: Kept in step with bodySegmentSelector by the widget (parameterNodeWrapper has no connector to it); optional
+    bodySegmentation: vtkMRMLSegmentationNode
+    bodySegmentId: str = ""
     #: Kept in step with bundlePathLineEdit by the widget: bound as a pathlib.Path, an empty field would show "."
     bundlePath: str = ""
     #: JSON {PET volume node ID: {clinical column: value}}: the values belong to the patient, kept by hand (the
@@ -259,6 +267,26 @@ def clinicalArguments(values: dict) -> list[str]:
     return ["--clinical", *(f"{column}={value}" for column, value in values.items())] if values else []
 
 
+def bundleTrainedWithBodyMasks(bundlePath: str) -> bool | None:
+    """Whether the bundle's models were trained with body masks (bundle.json's "body_mask"); None where that file
+    cannot be read."""
+    if not bundlePath:
+        return None
+    try:
+        with open(os.path.join(bundlePath, "bundle.json")) as f:
+            manifest = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return manifest.get("body_mask") is True if isinstance(manifest, dict) else None
+
+
+def showSegment(selector, segmentationNode, segmentId: str) -> None:
+    """Show a segmentation and one of its segments ("": none) in a qMRMLSegmentSelectorWidget. The arguments are
+    read before the node is set, which makes the widget pick (and signal) a segment of its own."""
+    selector.setCurrentNode(segmentationNode)
+    selector.setCurrentSegmentID(segmentId)
+
+
 #
 # Widget
 #
@@ -275,6 +303,7 @@ class DPETResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._clinicalSchema, self._clinicalFields, self._clinicalForm = {}, {}, None
         self._clinicalNeedsPackages = False
         self._showingClinicalValues = False
+        self._bodyMaskBundle, self._bundleBodyMasks = None, None  # bundleTrainedWithBodyMasks of that path
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -289,6 +318,8 @@ class DPETResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.seedPointSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.ui.seedPlaceWidget.setCurrentNode)
         self.ui.tumourSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onSegmentationChanged)
         self.ui.tumourSegmentSelector.connect("currentSegmentChanged(QString)", self.onSegmentChanged)
+        self.ui.bodySegmentSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onBodySegmentationChanged)
+        self.ui.bodySegmentSelector.connect("currentSegmentChanged(QString)", self.onBodySegmentChanged)
         self.ui.bundlePathLineEdit.connect("currentPathChanged(QString)", self.onBundlePathChanged)
         self.ui.convertSuvButton.connect("clicked(bool)", self.onConvertSuv)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
@@ -333,8 +364,9 @@ class DPETResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
-            self.ui.tumourSegmentSelector.setCurrentNode(self._parameterNode.tumourSegmentation)
-            self.ui.tumourSegmentSelector.setCurrentSegmentID(self._parameterNode.tumourSegmentId)
+            p = self._parameterNode
+            showSegment(self.ui.tumourSegmentSelector, p.tumourSegmentation, p.tumourSegmentId)
+            showSegment(self.ui.bodySegmentSelector, p.bodySegmentation, p.bodySegmentId)
             if self._parameterNode.bundlePath:
                 self.ui.bundlePathLineEdit.currentPath = self._parameterNode.bundlePath
             elif self.ui.bundlePathLineEdit.currentPath:  # the bundle used last (the field's history)
@@ -355,7 +387,11 @@ class DPETResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         tumour = p.seedPoint if p.useSeedPoint else p.tumourSegmentation
         ready = bool(p.inputVolume and tumour and p.bundlePath)
         self.ui.applyButton.enabled = ready and not running
-        self.ui.applyButton.toolTip = "Predict pCR" if ready else "Select a PET, a tumour and a model bundle"
+        if ready:
+            advice = self._bodyMaskAdvice()
+            self.ui.applyButton.toolTip = f"Predict pCR. {advice}" if advice else "Predict pCR"
+        else:
+            self.ui.applyButton.toolTip = "Select a PET, a tumour and a model bundle"
         self.ui.tumourSegmentationSelector.enabled = not p.useSeedPoint
         self.ui.tumourSegmentSelector.enabled = not p.useSeedPoint
         self.ui.seedPointSelector.enabled = p.useSeedPoint
@@ -367,6 +403,27 @@ class DPETResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSegmentChanged(self, segmentId) -> None:
         if self._parameterNode:
             self._parameterNode.tumourSegmentId = segmentId or ""
+
+    def onBodySegmentationChanged(self, node) -> None:
+        if self._parameterNode:
+            self._parameterNode.bodySegmentation = node
+
+    def onBodySegmentChanged(self, segmentId) -> None:
+        if self._parameterNode:
+            self._parameterNode.bodySegmentId = segmentId or ""
+
+    def _bodyMaskAdvice(self) -> str:
+        """The body mask the chosen bundle's CLI would refuse, as advice ("" for none): the CLI's refusal is the
+        rule, Apply is not blocked. bundle.json is read when the bundle path changes."""
+        p = self._parameterNode
+        if p.bundlePath != self._bodyMaskBundle:
+            self._bodyMaskBundle, self._bundleBodyMasks = p.bundlePath, bundleTrainedWithBodyMasks(p.bundlePath)
+        if self._bundleBodyMasks is True and not p.bodySegmentation:
+            return ("This bundle was trained with body masks: select the body or breast segment under Body mask, "
+                    "or the prediction is refused.")
+        if self._bundleBodyMasks is False and p.bodySegmentation:
+            return "This bundle was trained without body masks: set Body mask to None, or the prediction is refused."
+        return ""
 
     def onBundlePathChanged(self, path) -> None:
         if self._parameterNode:
@@ -488,7 +545,8 @@ class DPETResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.processAsync(
                 p.inputVolume, p.seedPoint if p.useSeedPoint else p.tumourSegmentation, p.bundlePath,
                 segmentId=p.tumourSegmentId or None, useGPU=p.useGPU, outputs=self._outputs(),
-                onLog=self.addLog, onFinished=self.onProcessFinished, clinical=clinical)
+                onLog=self.addLog, onFinished=self.onProcessFinished, clinical=clinical,
+                bodySegmentation=p.bodySegmentation, bodySegmentId=p.bodySegmentId or None)
             self._checkCanApply()
 
     def _outputs(self) -> dict:
@@ -700,8 +758,10 @@ class DPETResponseLogic(ScriptedLoadableModuleLogic):
             raise RuntimeError("PythonSlicer was not found next to Slicer; reinstall Slicer.")
         return path
 
-    def writeInputs(self, petVolumeNode, tumour, workDir: str, segmentId=None) -> list[str]:
-        """PET (and mask) as NIfTI in ``workDir``; returns the CLI's input arguments (LPS seed for a point)."""
+    def writeInputs(self, petVolumeNode, tumour, workDir: str, segmentId=None, bodySegmentation=None,
+                    bodySegmentId=None) -> list[str]:
+        """PET, tumour mask and body mask (if ``bodySegmentation``) as NIfTI in ``workDir``; returns the CLI's input
+        arguments (LPS seed for a point). A segment not given: the one named Tumour / Body, else the first."""
         import SimpleITK as sitk
 
         from DPETResponseLib import scene
@@ -714,28 +774,43 @@ class DPETResponseLogic(ScriptedLoadableModuleLogic):
         sitk.WriteImage(scene.volume_node_to_sitk(petVolumeNode), petPath)
         args = ["--image", petPath]
         if tumour.IsA("vtkMRMLSegmentationNode"):
-            segmentation = tumour.GetSegmentation()
-            segmentId = (segmentId or segmentation.GetSegmentIdBySegmentName("Tumour")
-                         or (segmentation.GetNthSegmentID(0) if segmentation.GetNumberOfSegments() else None))
-            if not segmentId:
-                raise ValueError(f"Segmentation '{tumour.GetName()}' has no segments.")
             maskPath = os.path.join(workDir, "mask.nii.gz")
-            sitk.WriteImage(scene.segmentation_to_labelmap(tumour, petVolumeNode, segmentId), maskPath)
+            self._writeSegment(tumour, segmentId, "Tumour", petVolumeNode, maskPath)
             args += ["--mask", maskPath]
         elif tumour.IsA("vtkMRMLMarkupsNode"):
             # one token: argparse reads a separate value that starts with "-" (a negative x) as an option
             args.append("--seed=" + ",".join(f"{v:.4f}" for v in scene.control_point_lps(tumour)))
         else:
             raise ValueError(f"'{tumour.GetName()}' is neither a segmentation nor a point list.")
+        if bodySegmentation is not None:
+            bodyPath = os.path.join(workDir, "body.nii.gz")
+            self._writeSegment(bodySegmentation, bodySegmentId, BODY_SEGMENT, petVolumeNode, bodyPath)
+            args += ["--body-mask", bodyPath]
         return args
 
-    def _prepare(self, petVolumeNode, tumour, bundlePath, segmentId, clinical=None) -> tuple[list[str], str]:
+    @staticmethod
+    def _writeSegment(segmentationNode, segmentId, defaultName: str, petVolumeNode, path: str) -> None:
+        """One segment as a 0/1 label image on the PET's grid: ``segmentId``, else the segment named
+        ``defaultName``, else the first."""
+        import SimpleITK as sitk
+
+        from DPETResponseLib import scene
+
+        segmentation = segmentationNode.GetSegmentation()
+        segmentId = (segmentId or segmentation.GetSegmentIdBySegmentName(defaultName)
+                     or (segmentation.GetNthSegmentID(0) if segmentation.GetNumberOfSegments() else None))
+        if not segmentId:
+            raise ValueError(f"{defaultName} segmentation '{segmentationNode.GetName()}' has no segments.")
+        sitk.WriteImage(scene.segmentation_to_labelmap(segmentationNode, petVolumeNode, segmentId), path)
+
+    def _prepare(self, petVolumeNode, tumour, bundlePath, segmentId, clinical=None, bodySegmentation=None,
+                 bodySegmentId=None) -> tuple[list[str], str]:
         bundlePath = pathlib.Path(bundlePath)
         if not bundlePath.is_dir():
             raise ValueError(f"Model bundle folder not found: {bundlePath}")
         self._workDir = tempfile.mkdtemp(prefix="DPETResponse-", dir=slicer.app.temporaryPath)
         outDir = os.path.join(self._workDir, "result")
-        inputs = self.writeInputs(petVolumeNode, tumour, self._workDir, segmentId)
+        inputs = self.writeInputs(petVolumeNode, tumour, self._workDir, segmentId, bodySegmentation, bodySegmentId)
         return (["-m", "DPETResponseLib.cli", "predict", str(bundlePath), *inputs, *clinicalArguments(clinical or {}),
                  "--out", outDir], outDir)
 
@@ -757,16 +832,19 @@ class DPETResponseLogic(ScriptedLoadableModuleLogic):
             raise RuntimeError(_lastError(lines) or f"the prediction process ended with code {proc.returncode}")
 
     def process(self, petVolumeNode, tumour, bundlePath, segmentId=None, useGPU: bool = False,
-                outputs: dict | None = None, clinical: dict | None = None):
+                outputs: dict | None = None, clinical: dict | None = None, bodySegmentation=None,
+                bodySegmentId=None):
         """Predict pCR (blocking). ``tumour``: segmentation node (+ ``segmentId``) or markups point list;
-        ``clinical``: {column: value} (the others are imputed from the training data).
+        ``clinical``: {column: value} (the others are imputed from the training data); ``bodySegmentation`` (+
+        ``bodySegmentId``): the body or breast, for a bundle trained with body masks (which needs it).
 
         Returns the PredictionResult; the output nodes are created or updated in the scene.
         """
         if self.isRunning():
             raise RuntimeError("A prediction is already running.")
         try:
-            args, outDir = self._prepare(petVolumeNode, tumour, bundlePath, segmentId, clinical)
+            args, outDir = self._prepare(petVolumeNode, tumour, bundlePath, segmentId, clinical, bodySegmentation,
+                                         bodySegmentId)
             self.runCli(args, useGPU)
             return self.loadResults(petVolumeNode, outDir, outputs)
         finally:
@@ -774,12 +852,14 @@ class DPETResponseLogic(ScriptedLoadableModuleLogic):
 
     def processAsync(self, petVolumeNode, tumour, bundlePath, segmentId=None, useGPU: bool = False,
                      outputs: dict | None = None, onLog=logging.info, onFinished=None,
-                     clinical: dict | None = None) -> None:
-        """Start the prediction in a QProcess; ``onFinished(result, error)`` runs on the main thread at the end."""
+                     clinical: dict | None = None, bodySegmentation=None, bodySegmentId=None) -> None:
+        """Start the prediction (inputs as for ``process``) in a QProcess; ``onFinished(result, error)`` runs on the
+        main thread at the end."""
         if self.isRunning():
             raise RuntimeError("A prediction is already running.")
         program = self.pythonSlicer()
-        args, outDir = self._prepare(petVolumeNode, tumour, bundlePath, segmentId, clinical)
+        args, outDir = self._prepare(petVolumeNode, tumour, bundlePath, segmentId, clinical, bodySegmentation,
+                                     bodySegmentId)
         process = qt.QProcess()
         environment = qt.QProcessEnvironment()
         for key, value in self.environment(useGPU).items():
@@ -870,8 +950,9 @@ class DPETResponseLogic(ScriptedLoadableModuleLogic):
     # batch use and helpers
 
     def processFiles(self, petPath, maskPath, bundlePath, useGPU: bool = False, outputs: dict | None = None,
-                     clinical: dict | None = None):
-        """Load a PET (SUV) and tumour mask from files into the scene and predict; for loops over a folder."""
+                     clinical: dict | None = None, bodyMaskPath=None):
+        """Load a PET (SUV), tumour mask and body mask (optional; label images on the PET's grid) from files into
+        the scene and predict; for loops over a folder."""
         import SimpleITK as sitk
 
         from DPETResponseLib import scene
@@ -881,7 +962,14 @@ class DPETResponseLogic(ScriptedLoadableModuleLogic):
         segmentation = scene.labelmap_to_segmentation(sitk.Cast(mask > 0, sitk.sitkUInt8), slicer.mrmlScene, pet,
                                                       *scene.TUMOUR_SEGMENTS)
         segmentation.SetName(f"{pet.GetName()} tumour")
-        return self.process(pet, segmentation, bundlePath, useGPU=useGPU, outputs=outputs, clinical=clinical)
+        body = None
+        if bodyMaskPath is not None:
+            bodyMask = sitk.Cast(sitk.ReadImage(str(bodyMaskPath)) > 0, sitk.sitkUInt8)
+            body = scene.labelmap_to_segmentation(bodyMask, slicer.mrmlScene, pet, {1: BODY_SEGMENT},
+                                                  {1: BODY_SEGMENT_COLOR})
+            body.SetName(f"{pet.GetName()} body")
+        return self.process(pet, segmentation, bundlePath, useGPU=useGPU, outputs=outputs, clinical=clinical,
+                            bodySegmentation=body)
 
     def convertDicomPetToSuv(self, volumeNode):
         """A new volume in body-weight SUV from the DICOM PET series the node was loaded from."""

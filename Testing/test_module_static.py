@@ -87,13 +87,15 @@ def test_parameter_node_fields_are_bound_to_suitable_widgets(module_tree, ui_wid
     bound = {props["SlicerParameterName"]: (cls, props) for cls, props in ui_widgets.values()
              if "SlicerParameterName" in props}
     assert set(bound) - set(fields) == set(), "widgets bound to parameters that do not exist"
-    # by hand: tumourSegmentId (parameterNodeWrapper has no segment-id connector), bundlePath (its connector to
-    # a ctkPathLineEdit takes a pathlib.Path only, whose empty value shows ".") and clinicalValues (JSON of the
-    # fields the bundle's clinical columns make)
-    assert set(fields) - set(bound) == {"tumourSegmentId", "bundlePath", "clinicalValues"}
-    assert fields["clinicalValues"] == "str"
+    # by hand: tumourSegmentId, bodySegmentation and bodySegmentId (parameterNodeWrapper has no connector to a
+    # qMRMLSegmentSelectorWidget), bundlePath (its connector to a ctkPathLineEdit takes a pathlib.Path only, whose
+    # empty value shows ".") and clinicalValues (JSON of the fields the bundle's clinical columns make)
+    by_hand = {"tumourSegmentId", "bodySegmentation", "bodySegmentId", "bundlePath", "clinicalValues"}
+    assert set(fields) - set(bound) == by_hand
+    assert (fields["clinicalValues"], fields["bodySegmentId"]) == ("str", "str")
+    assert fields["bodySegmentation"] == "vtkMRMLSegmentationNode"
     text = MODULE_PY.read_text()
-    assert "tumourSegmentId =" in text and "bundlePath =" in text and "clinicalValues =" in text
+    assert all(f"_parameterNode.{name} =" in text for name in by_hand), by_hand
     assert ui_widgets["bundlePathLineEdit"][0] == "ctkPathLineEdit"
     assert "ctkPathLineEdit::Dirs" in ui_widgets["bundlePathLineEdit"][1]["filters"]
     for name, (cls, props) in bound.items():
@@ -113,8 +115,43 @@ def test_every_mrml_widget_gets_the_scene(ui_widgets):
                  and c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)" and c.findtext("sender") == "DPETResponse"}
     mrml = {n for n, (cls, _) in ui_widgets.items() if cls.startswith(("qMRML", "qSlicer")) and n != "DPETResponse"}
     assert mrml == {"inputVolumeSelector", "tumourSegmentationSelector", "tumourSegmentSelector", "seedPointSelector",
-                    "seedPlaceWidget"}
+                    "seedPlaceWidget", "bodySegmentSelector"}
     assert receivers == mrml
+
+
+def test_form_rows_are_numbered_in_order_with_their_labels():
+    """Every QFormLayout's items lie on rows 0..n-1, each a label in column 0 (named <layout>Label<row>) and a
+    field in column 1, or one item over both; the inputs end with the tumour, seed, body mask and bundle rows."""
+    root = ET.parse(MODULE_UI).getroot()
+    forms = {layout.get("name"): layout for layout in root.iter("layout") if layout.get("class") == "QFormLayout"}
+    assert set(forms) == {"inputsFormLayout", "optionsFormLayout"}
+    fields = {}
+    for name, layout in forms.items():
+        cells = {}
+        for item in layout.findall("item"):
+            cells.setdefault(int(item.get("row")), []).append(
+                (int(item.get("column")), int(item.get("colspan", 1)), item.find("widget")))
+        assert sorted(cells) == list(range(len(cells))), name
+        for row, items in cells.items():
+            items.sort(key=lambda cell: cell[0])
+            assert [cell[:2] for cell in items] in ([(0, 1), (1, 1)], [(0, 2)]), (name, row)
+            if len(items) == 2:
+                assert items[0][2].get("name") == f"{name}Label{row}", (name, row)
+            fields.setdefault(name, []).append((items[-1][2].get("name"), items[0][2].findtext("property/string")))
+    assert fields["inputsFormLayout"][-5:] == [("tumourSegmentSelector", "Tumour segment:"),
+                                               ("seedPointSelector", "Seed point:"), ("seedPlaceWidget", ""),
+                                               ("bodySegmentSelector", "Body mask:"),
+                                               ("bundlePathLineEdit", "Model bundle:")]
+
+
+def test_segment_selectors(ui_widgets):
+    """The tumour's segment selector follows the tumour segmentation selector; the body mask's picks its own
+    segmentation. Both may be none (the body mask is optional; the tumour may come from a seed point)."""
+    tumour, body = ui_widgets["tumourSegmentSelector"][1], ui_widgets["bodySegmentSelector"][1]
+    assert (tumour["segmentationNodeSelectorVisible"], tumour["noneEnabled"]) == ("false", "true")
+    assert (body["segmentationNodeSelectorVisible"], body["noneEnabled"]) == ("true", "true")
+    assert body["toolTip"] == ("Optional: the body or breast segment. Needed by (and only by) a model bundle trained "
+                               "with body masks: its peritumoural shell stays inside it.")
 
 
 def test_module_cmake_installs_every_library_file():
