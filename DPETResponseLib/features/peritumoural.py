@@ -95,9 +95,11 @@ def _onto_fitted_quadrics(points: np.ndarray, radius: float, max_shift: float) -
     """Each point moved along its patch's normal onto the quadric h = a + bu + cv + du^2 + euv + fv^2 fitted to the
     points within ``radius`` (the patch's principal axes as u, v, h); by at most ``max_shift`` (half a step: the
     midpoint is within that of where the surface crosses its voxel pair), or not at all on a patch too small."""
+    if not len(points):  # a tumour that fills the image has no surface inside it
+        return points
     tree = cKDTree(points)
     moved = points.copy()
-    k = min(PATCH_POINTS, len(points))
+    k = int(min(PATCH_POINTS, tree.query_ball_point(points, radius, return_length=True).max()))
     for start in range(0, len(points), QUADRIC_CHUNK):
         centre = points[start:start + QUADRIC_CHUNK]
         distance, neighbour = tree.query(centre, k, distance_upper_bound=radius)
