@@ -108,7 +108,7 @@ def main() -> None:
     print(f"STS lung metastases, {block['n']} cases ({block['n_positive']} positive), 5-fold out-of-fold "
           f"estimates{' (--fast)' if args.fast else ''}; cases lacking a modality: {block['missing_modalities']}")
     comparators = {("SUVmax alone" if args.imaging_only and v == "clinical" else k): v for k, v in COMPARATORS.items()}
-    rows = {**comparators, **SINGLE_MODALITY, **{f: f for f in FUSIONS},
+    rows = {**comparators, **SINGLE_MODALITY, "PET, 5 mm peritumoural shell": "peritumoural", **{f: f for f in FUSIONS},
             **({"CNN (PET+CT+MR channels)": "deep"} if args.deep else {})}
     complete = predictions[list(SINGLE_MODALITY.values())].notna().all(axis=1).to_numpy()
     subsets = ((None, slice(None)), (f"The {int(complete.sum())} cases with all three modalities:", complete))
