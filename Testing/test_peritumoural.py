@@ -178,3 +178,20 @@ def test_a_body_mask_limits_the_shell_of_the_cohort_analysis(tmp_path):
         volumes[name] = result.table.loc["c1", "peri_pet_volume"]
         assert volumes[name] == pytest.approx((shell & (half > 0)).sum() * 2.0 / 1000)
     assert volumes["left"] != volumes["right"] and max(volumes.values()) < shell.sum() * 2.0 / 1000
+
+
+def test_the_shell_leaves_the_other_regions_features_alone(shared_data):
+    """The shell is one more region of the same extraction (its filters run on a crop around the union of the
+    regions): with the default settings (LoG, wavelet) on a real STS PET, every whole-tumour and subregion feature is
+    the same with and without it."""
+    from DPETResponseLib.io.images import read_mask, read_pet
+
+    case = shared_data / "sts_pet" / "STS_001"
+    image = read_pet(case / "PET_image.nii.gz")
+    mask = read_mask(case / "PET_mask.nii.gz", image)
+    settings = {"habitat_method": "tumour", "ith_dims": [2]}
+    with_shell, _, _ = analyse_image(image, mask, {**settings, "peritumoural_mm": 5.0}, "STS_001")
+    without, _, _ = analyse_image(image, mask, {**settings, "peritumoural_mm": 0.0}, "STS_001")
+    shared = [k for k in without if k.startswith(("whole_", "high_", "low_"))]
+    assert len(shared) > 3000 and any(k.startswith("peri_") for k in with_shell)
+    np.testing.assert_array_equal([with_shell[k] for k in shared], [without[k] for k in shared])
