@@ -62,7 +62,7 @@ def voxels_within(mask: sitk.Image, surface: np.ndarray, width_mm: float) -> np.
     spacing = np.array(mask.GetSpacing(), float)[::-1]
     # A surface point lies within one largest spacing of a tumour voxel centre, so no voxel further than the width
     # plus that from every tumour centre can be in the shell.
-    centre_distance = sitk.GetArrayViewFromImage(sitk.SignedMaurerDistanceMap(
+    centre_distance = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(  # a copy: a view would outlive it
         sitk.Cast(mask != 0, sitk.sitkUInt8), insideIsPositive=False, squaredDistance=False, useImageSpacing=True))
     near = ~tumour & (centre_distance <= width_mm + spacing.max())
     shell = np.zeros(tumour.shape, np.uint8)
