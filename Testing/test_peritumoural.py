@@ -195,3 +195,27 @@ def test_the_shell_leaves_the_other_regions_features_alone(shared_data):
     shared = [k for k in without if k.startswith(("whole_", "high_", "low_"))]
     assert len(shared) > 3000 and any(k.startswith("peri_") for k in with_shell)
     np.testing.assert_array_equal([with_shell[k] for k in shared], [without[k] for k in shared])
+
+
+SHELL_IN_A_TRIMMING_PROCESS = """
+import sys, numpy as np, SimpleITK as sitk
+from DPETResponseLib.features.peritumoural import peritumoural_shell
+np.save(sys.argv[2], sitk.GetArrayFromImage(peritumoural_shell(sitk.ReadImage(sys.argv[1]), 5.0)))
+"""
+
+
+def test_the_shell_reads_no_freed_memory(shared_data, tmp_path):
+    """With glibc returning freed memory at once (MALLOC_TRIM_THRESHOLD_, as a Dask cluster sets it in its parent
+    process), a NumPy view of a temporary SimpleITK image reads unmapped memory: the shell of a real STS mask then
+    segfaulted. In such a process it is computed and equals this process's."""
+    import os
+    import subprocess
+    import sys
+
+    mask_path = shared_data / "sts_pet" / "STS_019" / "PET_mask.nii.gz"
+    run = subprocess.run([sys.executable, "-c", SHELL_IN_A_TRIMMING_PROCESS, str(mask_path), str(tmp_path / "s.npy")],
+                         env={**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536"}, capture_output=True, text=True,
+                         timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 0, run.stderr
+    expected = sitk.GetArrayFromImage(peritumoural_shell(sitk.ReadImage(str(mask_path)), 5.0))
+    np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), expected)
