@@ -6,10 +6,10 @@ stopped. ``key`` is the sha256 of: the sha256 of the image's, the mask's and any
 of a DICOM folder), the settings as canonical JSON, the task name and the library version. Results therefore
 depend on file contents and settings only (``case_id`` is passed to the task for its messages); settings must
 carry the *contents* of any file that matters, not just its path (`casefeatures.resolve_settings` folds in the
-radiomics YAML). A content key
-would read every byte of every input on every run; a memo ``file-hashes.json`` reuses a file's hash while its
-path, size and mtime (ns) are unchanged, so a rerun over unchanged cases only stats the files (an edit that keeps
-both size and mtime is not seen: touch the file). Failures are never cached: a fixed file is retried on the next run.
+radiomics YAML). A content key would read every byte of every input on every run; a memo ``file-hashes.json``
+reuses a file's hash while its path, size and mtime (ns) are unchanged, so a rerun over unchanged cases only stats
+the files (an edit that keeps both size and mtime is not seen: touch the file). Failures are never cached: a fixed
+file is retried on the next run.
 
 Execution. ``jobs=1`` runs in this process; ``jobs=N`` uses a ProcessPoolExecutor (spawn start method, one thread
 per worker process for BLAS/OpenMP/ITK/torch) with at most ``2N`` cases in flight so memory stays bounded;

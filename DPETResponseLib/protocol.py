@@ -379,8 +379,7 @@ def predict(bundle, image, mask=None, seed_xyz=None, case_id: str = "case", clin
     ``missing_modalities``. ``site``: the patient's centre, needed by a model that harmonises by site (one of its
     training sites; also taken from ``clinical``'s site column). ``body_mask``: the patient's body or breast mask
     on the PET's grid, for a model trained with them (`StudyModel.require_body_masks`)."""
-    from .features.analysis import analyse_image, check_settings
-    from .features.peritumoural import peritumoural_shell
+    from .features.analysis import analyse_image
     from .results import PredictionResult
 
     model = model or StudyModel.load(bundle)
@@ -392,9 +391,8 @@ def predict(bundle, image, mask=None, seed_xyz=None, case_id: str = "case", clin
         from .features.segmentation import segment_from_seed
 
         mask = segment_from_seed(image, seed_xyz=seed_xyz, case=case_id)
-    features, subregions, warnings = analyse_image(image, mask, model.config.analysis, case_id, body=body_mask)
-    width = check_settings(model.config.analysis)["peritumoural_mm"]
-    shell = peritumoural_shell(mask, width, body=body_mask, case=case_id) if width > 0 else None  # for the viewer
+    features, subregions, warnings, shell = analyse_image(image, mask, model.config.analysis, case_id,
+                                                          body=body_mask)
     other, other_warnings = _modality_features(model, modalities or {}, case_id)
     warnings = engine_notes + warnings + other_warnings
     X = pd.DataFrame([{**features, **other}], index=[case_id]).apply(pd.to_numeric, errors="coerce")

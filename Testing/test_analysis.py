@@ -56,7 +56,7 @@ def test_population_habitats_fit_through_the_cache_equal_the_in_memory_fit(cohor
     assert settings["habitat_method"] == "population"  # explicit: a bundle keeps it whatever the default becomes
 
     img, mask, truth_high = cored_or_solid(1, 8, 99)
-    features, labels, _ = analyse_image(img, mask, settings, "new")
+    features, labels, *_ = analyse_image(img, mask, settings, "new")
     assert features["sub_high_fraction"] == pytest.approx((sitk.GetArrayFromImage(labels) == 2).sum()
                                                           / sitk.GetArrayFromImage(mask).sum())
     assert 0.3 < features["sub_high_fraction"] < truth_high + 0.05

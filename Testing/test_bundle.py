@@ -222,7 +222,7 @@ def study(tmp_path_factory, shared_data):
     mask = read_mask(folder / "PET_mask.nii.gz", image)
     config = StudyConfig(n_folds=3, deep=False, classifiers=("lr",),
                          analysis={"radiomics_params": str(FAST_RADIOMICS_YAML), "habitat_method": "tumour"})
-    features, _, _ = analyse_image(image, mask, config.analysis, "STS_025")
+    features, *_ = analyse_image(image, mask, config.analysis, "STS_025")
     rng = np.random.default_rng(0)
     y = np.arange(30) % 2
     X = pd.DataFrame(rng.normal(size=(30, len(features))) + y[:, None] * 0.5, columns=list(features),

@@ -132,14 +132,14 @@ def test_analysis_adds_the_shell_features(tmp_path):
     (tmp_path / "p.yaml").write_text(FIRST_ORDER)
     settings = {"radiomics_params": str(tmp_path / "p.yaml"), "habitat_method": "tumour", "ith_dims": [2],
                 "peritumoural_mm": 3.0}
-    features, _, _ = analyse_image(image, mask, settings, "c1")
+    features, *_ = analyse_image(image, mask, settings, "c1")
     shell = sitk.GetArrayFromImage(peritumoural_shell(mask, 3.0)).astype(bool)
     assert features["peri_pet_SUVmean"] == pytest.approx(pet[shell].mean(), rel=1e-6)
     assert features["peri_pet_SUVmax"] == pytest.approx(pet[shell].max(), rel=1e-6)
     assert features["peri_pet_volume"] == pytest.approx(shell.sum() * 2.0 / 1000)
     assert features["peri_original_firstorder_Mean"] == pytest.approx(features["peri_pet_SUVmean"], rel=1e-5)
     assert 2.0 < features["peri_pet_SUVmean"] < features["pet_SUVmean"]
-    none, _, _ = analyse_image(image, mask, {**settings, "peritumoural_mm": 0.0}, "c1")
+    none, *_ = analyse_image(image, mask, {**settings, "peritumoural_mm": 0.0}, "c1")
     assert not [k for k in none if k.startswith("peri_")]
     with pytest.raises(ConfigError, match="peritumoural_mm"):
         analyse_image(image, mask, {**settings, "peritumoural_mm": -1.0}, "c1")
@@ -190,8 +190,8 @@ def test_the_shell_leaves_the_other_regions_features_alone(shared_data):
     image = read_pet(case / "PET_image.nii.gz")
     mask = read_mask(case / "PET_mask.nii.gz", image)
     settings = {"habitat_method": "tumour", "ith_dims": [2]}
-    with_shell, _, _ = analyse_image(image, mask, {**settings, "peritumoural_mm": 5.0}, "STS_001")
-    without, _, _ = analyse_image(image, mask, {**settings, "peritumoural_mm": 0.0}, "STS_001")
+    with_shell, *_ = analyse_image(image, mask, {**settings, "peritumoural_mm": 5.0}, "STS_001")
+    without, *_ = analyse_image(image, mask, {**settings, "peritumoural_mm": 0.0}, "STS_001")
     shared = [k for k in without if k.startswith(("whole_", "high_", "low_"))]
     assert len(shared) > 3000 and any(k.startswith("peri_") for k in with_shell)
     np.testing.assert_array_equal([with_shell[k] for k in shared], [without[k] for k in shared])

@@ -139,7 +139,8 @@ def analyse_image(image: sitk.Image, mask: sitk.Image, settings: dict, case_id: 
     """Features of one tumour, with its subregion label map and the warnings raised on the way; ``body``: a body
     or breast mask on the PET's grid that limits the peritumoural shell.
 
-    Returns ``(features: dict[str, float], subregions: sitk.Image, warnings: list[str])``.
+    Returns ``(features: dict[str, float], subregions: sitk.Image, warnings: list[str], shell: sitk.Image | None)``
+    (``shell``: the peritumoural shell the ``peri_`` features were computed on, None with ``peritumoural_mm`` 0).
     """
     from ..io.validation import check_case
     from .ith import ith_score
@@ -155,8 +156,10 @@ def analyse_image(image: sitk.Image, mask: sitk.Image, settings: dict, case_id: 
     region_masks = {"whole": mask}
     for region, label in REGION_LABELS.items():
         region_masks[region] = sitk.Cast(labels == label, sitk.sitkUInt8)
+    shell = None
     if settings["peritumoural_mm"] > 0:
-        region_masks[PERITUMOURAL] = _peritumoural(image, mask, settings["peritumoural_mm"], features, case_id, body)
+        shell = region_masks[PERITUMOURAL] = _peritumoural(image, mask, settings["peritumoural_mm"], features,
+                                                           case_id, body)
 
     extractor = radiomics_extractor(settings["radiomics_params_text"])
     radiomics_features, radiomics_warnings = extractor.extract_with_warnings(image, region_masks, case=case_id)
@@ -165,7 +168,7 @@ def analyse_image(image: sitk.Image, mask: sitk.Image, settings: dict, case_id: 
 
     for dims in settings["ith_dims"]:
         features.update(ith_score(image, mask, dims=dims, seed=settings["ith_seed"], case=case_id))
-    return features, labels, warnings
+    return features, labels, warnings, shell
 
 
 def _peritumoural(image: sitk.Image, mask: sitk.Image, width_mm: float, features: dict, case_id: str,
@@ -287,7 +290,7 @@ def analyse_case(image_path: str, mask_path: str, settings: dict, case_id: str,
     body = read_mask(body_mask, image, case=case_id) if body_mask else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InputWarning)  # issued once below, with every other note
-        features, _, notes = analyse_image(image, mask, settings, case_id, body=body)
+        features, _, notes, _ = analyse_image(image, mask, settings, case_id, body=body)
     for note in notes:
         warnings.warn(note, InputWarning, stacklevel=2)
     return {**features, SUV_RECORD: json.dumps(suv_record, default=str)}

@@ -98,13 +98,13 @@ def _onto_fitted_quadrics(points: np.ndarray, radius: float, max_shift: float) -
     if not len(points):  # a tumour that fills the image has no surface inside it
         return points
     tree = cKDTree(points)
-    moved = points.copy()
     k = int(min(PATCH_POINTS, tree.query_ball_point(points, radius, return_length=True).max()))
+    if k < MIN_PATCH_POINTS:  # no patch large enough anywhere
+        return points
+    moved = points.copy()
     for start in range(0, len(points), QUADRIC_CHUNK):
         centre = points[start:start + QUADRIC_CHUNK]
         distance, neighbour = tree.query(centre, k, distance_upper_bound=radius)
-        if k == 1:
-            distance, neighbour = distance[:, None], neighbour[:, None]
         weight = np.isfinite(distance).astype(float)
         enough = weight.sum(1) >= MIN_PATCH_POINTS
         if not enough.any():
